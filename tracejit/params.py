@@ -1,0 +1,74 @@
+"""JIT parameters: one dataclass, validated in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Params:
+    # Back-edge executions before a loop is recorded (PyPy uses 1039, a prime).
+    threshold: int = 1039
+    # Calls before a function is traced from its first instruction.
+    function_threshold: int = 1619
+    # Guard failures before an exit grows a bridge.
+    trace_eagerness: int = 200
+    # Longest trace, counted in IR ops.
+    trace_limit: int = 6000
+    inlining: bool = True
+    max_inline_depth: int = 8
+    # Aborts at one location before it is blacklisted for good.
+    max_aborts: int = 5
+    # Bytes of machine code kept before cold traces are evicted.
+    code_cache_size: int = 64 * 1024 * 1024
+
+    def update(self, **changes: object) -> None:
+        """Set parameters by name; raise ValueError with a clear message on bad input."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for name, value in changes.items():
+            if name not in fields:
+                known = ", ".join(sorted(fields))
+                raise ValueError(f"unknown tracejit parameter {name!r} (known: {known})")
+            current = getattr(self, name)
+            if isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"tracejit parameter {name} must be True or False")
+            elif isinstance(current, int):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(
+                        f"tracejit parameter {name} must be a positive integer, got {value!r}"
+                    )
+            setattr(self, name, value)
+
+
+def parse_param_string(text: str) -> dict[str, object]:
+    """Parse 'threshold=1,inlining=off' (the CLI's --param syntax)."""
+    out: dict[str, object] = {}
+    defaults = Params()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"tracejit parameter {part!r} needs the form name=value")
+        name, raw = (s.strip() for s in part.split("=", 1))
+        if not hasattr(defaults, name):
+            raise ValueError(f"unknown tracejit parameter {name!r}")
+        current = getattr(defaults, name)
+        if isinstance(current, bool):
+            low = raw.lower()
+            if low in ("1", "on", "true", "yes"):
+                out[name] = True
+            elif low in ("0", "off", "false", "no"):
+                out[name] = False
+            else:
+                raise ValueError(f"tracejit parameter {name} must be on or off, got {raw!r}")
+        else:
+            try:
+                out[name] = int(raw)
+            except ValueError:
+                raise ValueError(
+                    f"tracejit parameter {name} must be an integer, got {raw!r}"
+                ) from None
+    return out

@@ -1,0 +1,62 @@
+"""Counters the JIT keeps, and their text and JSON forms."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Stats:
+    traces_started: int = 0
+    traces_compiled: int = 0
+    bridges_compiled: int = 0
+    native_entries: int = 0
+    guard_failures: int = 0
+    time_in_jit_s: float = 0.0
+    aborts: Counter[str] = field(default_factory=Counter)
+    code_bytes: int = 0
+
+    def reset(self) -> None:
+        fresh = Stats()
+        for name in self.__slots__:
+            setattr(self, name, getattr(fresh, name))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "traces_started": self.traces_started,
+            "traces_compiled": self.traces_compiled,
+            "bridges_compiled": self.bridges_compiled,
+            "native_entries": self.native_entries,
+            "guard_failures": self.guard_failures,
+            "time_in_jit_s": round(self.time_in_jit_s, 6),
+            "aborts": dict(sorted(self.aborts.items())),
+            "code_bytes": self.code_bytes,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=True)
+
+    def to_text(self) -> str:
+        d = self.as_dict()
+        lines = ["tracejit stats:"]
+        for key in (
+            "traces_started",
+            "traces_compiled",
+            "bridges_compiled",
+            "native_entries",
+            "guard_failures",
+            "code_bytes",
+        ):
+            lines.append(f"  {key:<18} {d[key]}")
+        lines.append(f"  {'time_in_jit_s':<18} {d['time_in_jit_s']:.4f}")
+        if d["aborts"]:
+            lines.append("  aborts:")
+            for reason, count in d["aborts"].items():
+                lines.append(f"    {reason:<30} {count}")
+        return "\n".join(lines)
+
+
+STATS = Stats()
