@@ -1,0 +1,615 @@
+/* tracejit machine-op stencils (contract: docs/backend.md).
+ *
+ * Each function `op_NAME` becomes the stencil for machine op "NAME";
+ * `trace_entry` is the entry stencil with the ordinary C ABI.  build.py
+ * compiles this file once with -ffunction-sections and cuts one stencil out
+ * of each function's section.  Helpers must be ALWAYS_INLINE: a stencil may
+ * not call another function of this file.
+ */
+#include "stencil.h"
+
+/* ---- entry -------------------------------------------------------------- */
+
+/* int trace_entry(PyFrameObject *f): OP0 = number of registers (the loader
+ * checks it against TRACEJIT_MAX_REGS).  The register file is a VLA on this
+ * C stack frame; the op chain is entered with a preserve_none call (clang
+ * saves the callee-saved registers of the C ABI around it). */
+int
+trace_entry(PyFrameObject *f)
+{
+    PyThreadState *tstate = PyThreadState_Get();
+    _PyInterpreterFrame *frame = f->f_frame;
+    uint64_t nregs = OP(0);
+    uint64_t regs[nregs + 1];
+    return _JIT_CONTINUE(frame, regs, tstate);
+}
+
+/* ---- frame and registers ------------------------------------------------ */
+
+STENCIL(load_slot)
+{
+    SET_OBJ(0, frame->localsplus[OP(1)]);
+    CONTINUE();
+}
+
+STENCIL(store_local)
+{
+    PyObject *old = frame->localsplus[OP(1)];
+    frame->localsplus[OP(1)] = R_OBJ(0);
+    Py_XDECREF(old);
+    CONTINUE();
+}
+
+STENCIL(store_slot_raw)
+{
+    frame->localsplus[OP(1)] = R_OBJ(0);
+    CONTINUE();
+}
+
+STENCIL(const)
+{
+    R(0) = OP(1);
+    CONTINUE();
+}
+
+STENCIL(copy)
+{
+    R(0) = R(1);
+    CONTINUE();
+}
+
+STENCIL(incref)
+{
+    Py_INCREF(R_OBJ(0));
+    CONTINUE();
+}
+
+STENCIL(decref)
+{
+    Py_DECREF(R_OBJ(0));
+    CONTINUE();
+}
+
+STENCIL(xdecref)
+{
+    Py_XDECREF(R_OBJ(0));
+    CONTINUE();
+}
+
+/* ---- guards ------------------------------------------------------------- */
+
+STENCIL(guard_type)
+{
+    if (UNLIKELY(Py_TYPE(R_OBJ(0)) != (PyTypeObject *)(uintptr_t)OP(1))) {
+        EXIT();
+    }
+    CONTINUE();
+}
+
+STENCIL(guard_is)
+{
+    if (UNLIKELY(R(0) != OP(1))) {
+        EXIT();
+    }
+    CONTINUE();
+}
+
+STENCIL(guard_is_not)
+{
+    if (UNLIKELY(R(0) == OP(1))) {
+        EXIT();
+    }
+    CONTINUE();
+}
+
+STENCIL(guard_true)
+{
+    if (UNLIKELY(R(0) == 0)) {
+        EXIT();
+    }
+    CONTINUE();
+}
+
+STENCIL(guard_false)
+{
+    if (UNLIKELY(R(0) != 0)) {
+        EXIT();
+    }
+    CONTINUE();
+}
+
+/* ---- boxing ------------------------------------------------------------- */
+
+STENCIL(unbox_int)
+{
+    PyLongObject *v = (PyLongObject *)R_OBJ(1);
+    if (_PyLong_IsCompact(v)) {
+        SET_I64(0, _PyLong_CompactValue(v));
+        CONTINUE();
+    }
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow((PyObject *)v, &overflow);
+    if (UNLIKELY(overflow)) {
+        EXIT();
+    }
+    if (UNLIKELY(x == -1 && _PyErr_Occurred(tstate))) {
+        ERROR();
+    }
+    SET_I64(0, x);
+    CONTINUE();
+}
+
+STENCIL(box_int)
+{
+    PyObject *v = PyLong_FromLongLong((long long)R_I64(1));
+    if (UNLIKELY(v == NULL)) {
+        ERROR();
+    }
+    SET_OBJ(0, v);
+    CONTINUE();
+}
+
+STENCIL(unbox_float)
+{
+    SET_F64(0, PyFloat_AS_DOUBLE(R_OBJ(1)));
+    CONTINUE();
+}
+
+STENCIL(box_float)
+{
+    PyObject *v = PyFloat_FromDouble(R_F64(1));
+    if (UNLIKELY(v == NULL)) {
+        ERROR();
+    }
+    SET_OBJ(0, v);
+    CONTINUE();
+}
+
+STENCIL(box_bool)
+{
+    SET_OBJ(0, R(1) ? Py_True : Py_False);
+    CONTINUE();
+}
+
+STENCIL(is_true)
+{
+    int r = PyObject_IsTrue(R_OBJ(1));
+    if (UNLIKELY(r < 0)) {
+        ERROR();
+    }
+    SET_I64(0, r);
+    CONTINUE();
+}
+
+/* ---- int64 arithmetic --------------------------------------------------- */
+
+STENCIL(int_add)
+{
+    int64_t r;
+    if (UNLIKELY(__builtin_add_overflow(R_I64(1), R_I64(2), &r))) {
+        EXIT();
+    }
+    SET_I64(0, r);
+    CONTINUE();
+}
+
+STENCIL(int_sub)
+{
+    int64_t r;
+    if (UNLIKELY(__builtin_sub_overflow(R_I64(1), R_I64(2), &r))) {
+        EXIT();
+    }
+    SET_I64(0, r);
+    CONTINUE();
+}
+
+STENCIL(int_mul)
+{
+    int64_t r;
+    if (UNLIKELY(__builtin_mul_overflow(R_I64(1), R_I64(2), &r))) {
+        EXIT();
+    }
+    SET_I64(0, r);
+    CONTINUE();
+}
+
+STENCIL(int_floordiv)
+{
+    int64_t a = R_I64(1), b = R_I64(2);
+    if (UNLIKELY(b == 0 || (b == -1 && a == INT64_MIN))) {
+        EXIT();
+    }
+    int64_t q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) {
+        q -= 1;
+    }
+    SET_I64(0, q);
+    CONTINUE();
+}
+
+STENCIL(int_mod)
+{
+    int64_t a = R_I64(1), b = R_I64(2);
+    if (UNLIKELY(b == 0)) {
+        EXIT();
+    }
+    int64_t r;
+    if (b == -1) {
+        r = 0;  /* also avoids the INT64_MIN % -1 trap */
+    }
+    else {
+        r = a % b;
+        if (r != 0 && ((r < 0) != (b < 0))) {
+            r += b;
+        }
+    }
+    SET_I64(0, r);
+    CONTINUE();
+}
+
+STENCIL(int_and)
+{
+    R(0) = R(1) & R(2);
+    CONTINUE();
+}
+
+STENCIL(int_or)
+{
+    R(0) = R(1) | R(2);
+    CONTINUE();
+}
+
+STENCIL(int_xor)
+{
+    R(0) = R(1) ^ R(2);
+    CONTINUE();
+}
+
+STENCIL(int_lshift)
+{
+    int64_t a = R_I64(1), b = R_I64(2);
+    if (UNLIKELY(b < 0)) {
+        EXIT();
+    }
+    if (b >= 64) {
+        if (UNLIKELY(a != 0)) {
+            EXIT();
+        }
+        SET_I64(0, 0);
+        CONTINUE();
+    }
+    int64_t r = (int64_t)((uint64_t)a << b);
+    if (UNLIKELY((r >> b) != a)) {
+        EXIT();
+    }
+    SET_I64(0, r);
+    CONTINUE();
+}
+
+STENCIL(int_rshift)
+{
+    int64_t a = R_I64(1), b = R_I64(2);
+    if (UNLIKELY(b < 0)) {
+        EXIT();
+    }
+    if (b > 63) {
+        b = 63;  /* Python: the sign fills every bit */
+    }
+    SET_I64(0, a >> b);
+    CONTINUE();
+}
+
+STENCIL(int_neg)
+{
+    int64_t a = R_I64(1);
+    if (UNLIKELY(a == INT64_MIN)) {
+        EXIT();
+    }
+    SET_I64(0, -a);
+    CONTINUE();
+}
+
+#define INT_COMPARE(NAME, OPERATOR) \
+    STENCIL(NAME) \
+    { \
+        SET_I64(0, R_I64(1) OPERATOR R_I64(2)); \
+        CONTINUE(); \
+    }
+
+INT_COMPARE(int_lt, <)
+INT_COMPARE(int_le, <=)
+INT_COMPARE(int_eq, ==)
+INT_COMPARE(int_ne, !=)
+INT_COMPARE(int_gt, >)
+INT_COMPARE(int_ge, >=)
+
+/* ---- float (IEEE bits in registers) ------------------------------------- */
+
+#define FLOAT_BINARY(NAME, OPERATOR) \
+    STENCIL(NAME) \
+    { \
+        SET_F64(0, R_F64(1) OPERATOR R_F64(2)); \
+        CONTINUE(); \
+    }
+
+FLOAT_BINARY(float_add, +)
+FLOAT_BINARY(float_sub, -)
+FLOAT_BINARY(float_mul, *)
+
+STENCIL(float_div)
+{
+    double b = R_F64(2);
+    if (UNLIKELY(b == 0.0)) {
+        EXIT();
+    }
+    SET_F64(0, R_F64(1) / b);
+    CONTINUE();
+}
+
+STENCIL(float_neg)
+{
+    /* flip the sign bit: exactly -x for every double, NaN included */
+    R(0) = R(1) ^ ((uint64_t)1 << 63);
+    CONTINUE();
+}
+
+#define FLOAT_COMPARE(NAME, OPERATOR) \
+    STENCIL(NAME) \
+    { \
+        SET_I64(0, R_F64(1) OPERATOR R_F64(2)); \
+        CONTINUE(); \
+    }
+
+FLOAT_COMPARE(float_lt, <)
+FLOAT_COMPARE(float_le, <=)
+FLOAT_COMPARE(float_eq, ==)
+FLOAT_COMPARE(float_ne, !=)
+FLOAT_COMPARE(float_gt, >)
+FLOAT_COMPARE(float_ge, >=)
+
+STENCIL(int_to_float)
+{
+    SET_F64(0, (double)R_I64(1));
+    CONTINUE();
+}
+
+/* ---- generic object operations ------------------------------------------ */
+
+typedef PyObject *(*unaryfn)(PyObject *);
+typedef PyObject *(*binaryfn)(PyObject *, PyObject *);
+
+STENCIL(call_unary)
+{
+    PyObject *r = ((unaryfn)(uintptr_t)OP_OPAQUE(2))(R_OBJ(1));
+    if (UNLIKELY(r == NULL)) {
+        ERROR();
+    }
+    SET_OBJ(0, r);
+    CONTINUE();
+}
+
+STENCIL(call_binary)
+{
+    PyObject *r = ((binaryfn)(uintptr_t)OP_OPAQUE(3))(R_OBJ(1), R_OBJ(2));
+    if (UNLIKELY(r == NULL)) {
+        ERROR();
+    }
+    SET_OBJ(0, r);
+    CONTINUE();
+}
+
+STENCIL(richcompare)
+{
+    PyObject *r = PyObject_RichCompare(R_OBJ(1), R_OBJ(2), (int)OP(3));
+    if (UNLIKELY(r == NULL)) {
+        ERROR();
+    }
+    SET_OBJ(0, r);
+    CONTINUE();
+}
+
+STENCIL(getattr)
+{
+    PyObject *r = PyObject_GetAttr(R_OBJ(1), (PyObject *)(uintptr_t)OP(2));
+    if (UNLIKELY(r == NULL)) {
+        ERROR();
+    }
+    SET_OBJ(0, r);
+    CONTINUE();
+}
+
+STENCIL(setattr)
+{
+    if (UNLIKELY(PyObject_SetAttr(R_OBJ(0), (PyObject *)(uintptr_t)OP(1), R_OBJ(2)) < 0)) {
+        ERROR();
+    }
+    CONTINUE();
+}
+
+STENCIL(setitem)
+{
+    if (UNLIKELY(PyObject_SetItem(R_OBJ(0), R_OBJ(1), R_OBJ(2)) < 0)) {
+        ERROR();
+    }
+    CONTINUE();
+}
+
+STENCIL(call_vector)
+{
+    uint64_t base = OP(1);
+    PyObject *r = PyObject_Vectorcall(
+        (PyObject *)(uintptr_t)regs[base], (PyObject *const *)&regs[base + 1],
+        (size_t)OP(2) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (UNLIKELY(r == NULL)) {
+        ERROR();
+    }
+    SET_OBJ(0, r);
+    CONTINUE();
+}
+
+STENCIL(len)
+{
+    Py_ssize_t n = PyObject_Size(R_OBJ(1));
+    if (UNLIKELY(n < 0)) {
+        ERROR();
+    }
+    SET_I64(0, n);
+    CONTINUE();
+}
+
+/* ---- sequences and iterators -------------------------------------------- */
+
+STENCIL(list_getitem)
+{
+    PyListObject *seq = (PyListObject *)R_OBJ(1);
+    int64_t i = R_I64(2);
+    int64_t n = Py_SIZE(seq);
+    if (i < 0) {
+        i += n;
+    }
+    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
+        EXIT();
+    }
+    PyObject *item = seq->ob_item[i];
+    Py_INCREF(item);
+    SET_OBJ(0, item);
+    CONTINUE();
+}
+
+STENCIL(tuple_getitem)
+{
+    PyTupleObject *seq = (PyTupleObject *)R_OBJ(1);
+    int64_t i = R_I64(2);
+    int64_t n = Py_SIZE(seq);
+    if (i < 0) {
+        i += n;
+    }
+    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
+        EXIT();
+    }
+    PyObject *item = seq->ob_item[i];
+    Py_INCREF(item);
+    SET_OBJ(0, item);
+    CONTINUE();
+}
+
+STENCIL(list_setitem)
+{
+    PyListObject *seq = (PyListObject *)R_OBJ(0);
+    int64_t i = R_I64(1);
+    int64_t n = Py_SIZE(seq);
+    if (i < 0) {
+        i += n;
+    }
+    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
+        EXIT();  /* value is not stolen on this path */
+    }
+    PyObject *old = seq->ob_item[i];
+    seq->ob_item[i] = R_OBJ(2);
+    Py_DECREF(old);
+    CONTINUE();
+}
+
+STENCIL(range_iter_next)
+{
+    _PyRangeIterObject *r = (_PyRangeIterObject *)R_OBJ(1);
+    if (UNLIKELY(r->len <= 0)) {
+        EXIT();  /* left untouched: the interpreter's FOR_ITER finishes it */
+    }
+    long value = r->start;
+    r->start = value + r->step;
+    r->len--;
+    SET_I64(0, value);
+    CONTINUE();
+}
+
+STENCIL(list_iter_next)
+{
+    _PyListIterObject *it = (_PyListIterObject *)R_OBJ(1);
+    PyListObject *seq = it->it_seq;
+    if (UNLIKELY(seq == NULL || it->it_index >= Py_SIZE(seq))) {
+        EXIT();  /* left untouched: the interpreter's FOR_ITER finishes it */
+    }
+    PyObject *item = seq->ob_item[it->it_index++];
+    Py_INCREF(item);
+    SET_OBJ(0, item);
+    CONTINUE();
+}
+
+STENCIL(tuple_iter_next)
+{
+    _PyTupleIterObject *it = (_PyTupleIterObject *)R_OBJ(1);
+    PyTupleObject *seq = it->it_seq;
+    if (UNLIKELY(seq == NULL || it->it_index >= Py_SIZE(seq))) {
+        EXIT();
+    }
+    PyObject *item = seq->ob_item[it->it_index++];
+    Py_INCREF(item);
+    SET_OBJ(0, item);
+    CONTINUE();
+}
+
+STENCIL(iter_next)
+{
+    PyObject *it = R_OBJ(1);
+    PyObject *item = Py_TYPE(it)->tp_iternext(it);
+    if (item == NULL) {
+        if (_PyErr_Occurred(tstate)) {
+            if (UNLIKELY(!PyErr_ExceptionMatches(PyExc_StopIteration))) {
+                ERROR();
+            }
+            PyErr_Clear();
+        }
+        EXIT();
+    }
+    SET_OBJ(0, item);
+    CONTINUE();
+}
+
+STENCIL(dict_lookup_global)
+{
+    PyObject *name = (PyObject *)(uintptr_t)OP(3);
+    PyObject *v = PyDict_GetItemWithError((PyObject *)(uintptr_t)OP(1), name);
+    if (v == NULL) {
+        if (UNLIKELY(_PyErr_Occurred(tstate))) {
+            ERROR();
+        }
+        v = PyDict_GetItemWithError((PyObject *)(uintptr_t)OP(2), name);
+        if (v == NULL) {
+            if (UNLIKELY(_PyErr_Occurred(tstate))) {
+                ERROR();
+            }
+            EXIT();  /* missing: the interpreter raises NameError */
+        }
+    }
+    SET_OBJ(0, v);
+    CONTINUE();
+}
+
+/* ---- control ------------------------------------------------------------ */
+
+STENCIL(check_eval_breaker)
+{
+    if (UNLIKELY(_Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker) & _PY_EVAL_EVENTS_MASK)) {
+        EXIT();
+    }
+    CONTINUE();
+}
+
+STENCIL(jump)
+{
+    JUMP_TARGET();
+}
+
+STENCIL(exit_count)
+{
+    *(uint64_t *)(uintptr_t)OP(0) += 1;
+    CONTINUE();
+}
+
+STENCIL(exit_finish)
+{
+    frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + OP(0);
+    frame->stacktop = (int)OP(1);
+    return (int)OP(2);
+}
