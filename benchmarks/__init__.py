@@ -1,0 +1,1 @@
+"""Benchmarks: standalone programs and the harness comparing CPython and tracejit."""
