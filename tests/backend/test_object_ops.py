@@ -1,0 +1,512 @@
+"""Object-level stencils on real frames: C-API calls, refcounts, errors, iterators."""
+
+from __future__ import annotations
+
+import builtins
+import operator
+import sys
+from collections.abc import Iterator
+
+import pytest
+from backend_helpers import finish, requires_backend, run, slot, stacktop
+
+pytestmark = requires_backend
+
+from tracejit.backend.assembler import Label, MachineInstr, assemble  # noqa: E402
+from tracejit.backend.symbols import address_of  # noqa: E402
+
+I = MachineInstr  # noqa: E741
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class Money:
+    def __init__(self, cents: int) -> None:
+        self.cents = cents
+
+    def __add__(self, other: object) -> Money:
+        if not isinstance(other, Money):
+            return NotImplemented
+        return Money(self.cents + other.cents)
+
+
+def add_kernel(x: object, y: object) -> tuple[int, object]:
+    r: object = None
+    err = Label("err")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(add_kernel, "x"))),
+        I("load_slot", (1, slot(add_kernel, "y"))),
+        I("call_binary", (2, 0, 1, address_of("PyNumber_Add")), error=err),
+        I("store_local", (2, slot(add_kernel, "r"))),  # steals the new reference
+        finish(0),
+        err,
+        finish(-1),
+    ]
+    rc = run(sys._getframe(), code)
+    return rc, r
+
+
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [("ab", "cd"), ([1, 2], [3]), (Money(5), Money(7)), (2**70, 1), (1.5, 2)],
+    ids=["str", "list", "custom", "bigint", "mixed"],
+)
+def test_call_binary_number_add_with_refcounts(x: object, y: object) -> None:
+    before = sys.getrefcount(x), sys.getrefcount(y)
+    rc, r = add_kernel(x, y)
+    assert rc == 0
+    if isinstance(x, Money):
+        assert isinstance(r, Money) and r.cents == 12
+    else:
+        assert r == x + y  # type: ignore[operator]
+    assert (sys.getrefcount(x), sys.getrefcount(y)) == before
+    assert sys.getrefcount(r) == 2  # `r` and getrefcount's argument
+
+
+def test_error_exit_raises_the_python_exception() -> None:
+    x, y = Money(1), "s"
+    before = sys.getrefcount(x), sys.getrefcount(y)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        add_kernel(x, y)
+    assert (sys.getrefcount(x), sys.getrefcount(y)) == before
+    # the interpreter carries on normally afterwards
+    assert add_kernel("a", "b") == (0, "ab")
+
+
+def unary_kernel(fn: str, x: object) -> object:
+    r: object = None
+    err = Label("err")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(unary_kernel, "x"))),
+        I("call_unary", (1, 0, address_of(fn)), error=err),
+        I("store_local", (1, slot(unary_kernel, "r"))),
+        finish(0),
+        err,
+        finish(-1),
+    ]
+    assert run(sys._getframe(), code) == 0
+    return r
+
+
+def test_call_unary() -> None:
+    assert unary_kernel("PyNumber_Negative", 5) == -5
+    assert unary_kernel("PyObject_Repr", [1]) == "[1]"
+    with pytest.raises(TypeError):
+        unary_kernel("PyNumber_Negative", "s")
+
+
+def misc_kernel(obj: Money, d: dict[str, int], other: object) -> tuple[object, ...]:
+    cents: object = None
+    lt: object = None
+    size: object = None
+    truth: object = None
+    boxed: object = None
+    err, s = Label("err"), slot
+    f = misc_kernel
+    name_cents = "cents"
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, s(f, "obj"))),
+        I("getattr", (1, 0, id(name_cents)), error=err),  # new ref
+        I("store_local", (1, s(f, "cents"))),
+        I("load_slot", (2, s(f, "other"))),
+        I("setattr", (0, id(name_cents), 2), error=err),  # no steal
+        I("load_slot", (3, s(f, "d"))),
+        I("setitem", (3, 2, 2), error=err),  # d[other] = other
+        I("richcompare", (4, 2, 1, 0), error=err),  # other < cents (Py_LT == 0)
+        I("store_local", (4, s(f, "lt"))),
+        I("len", (5, 3), error=err),
+        I("box_int", (6, 5), error=err),
+        I("store_local", (6, s(f, "size"))),
+        I("is_true", (7, 3), error=err),
+        I("box_bool", (8, 7)),
+        I("store_local", (8, s(f, "truth"))),
+        I("const", (9, 0)),
+        I("box_bool", (10, 9)),
+        I("store_local", (10, s(f, "boxed"))),
+        finish(0),
+        err,
+        finish(-1),
+    ]
+    assert run(sys._getframe(), code) == 0
+    return cents, lt, size, truth, boxed
+
+
+def test_getattr_setattr_setitem_richcompare_len_is_true_box_bool() -> None:
+    m, d, other = Money(3), {"a": 1}, 2
+    assert misc_kernel(m, d, other) == (3, True, 2, True, False)
+    assert m.cents == 2 and d == {"a": 1, 2: 2}  # type: ignore[comparison-overlap]
+    with pytest.raises(AttributeError):
+        misc_kernel(object(), d, other)  # type: ignore[arg-type]
+
+
+def test_len_error_exit() -> None:
+    with pytest.raises(TypeError):
+        misc_kernel(Money(1), 5, 1)  # type: ignore[arg-type]
+
+
+def target(a: int, b: int) -> int:
+    return a + 10 * b
+
+
+def vector_kernel(fn: object, a: object, b: object) -> tuple[int, object]:
+    r: object = None
+    err = Label("err")
+    s, f = slot, vector_kernel
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (4, s(f, "fn"))),
+        I("load_slot", (5, s(f, "a"))),
+        I("load_slot", (6, s(f, "b"))),
+        I("call_vector", (0, 4, 2), error=err),
+        I("store_local", (0, s(f, "r"))),
+        finish(0),
+        err,
+        finish(-1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+def test_call_vector() -> None:
+    a, b = 2**70, 3
+    before = sys.getrefcount(a)
+    assert vector_kernel(target, a, b) == (0, 2**70 + 30)
+    assert vector_kernel(max, 4, 9) == (0, 9)
+    assert sys.getrefcount(a) == before
+    with pytest.raises(TypeError):
+        vector_kernel(target, "x", 1)
+
+
+def refcount_kernel(x: object) -> None:
+    y: object = None
+    s = slot(refcount_kernel, "x")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, s)),
+        I("incref", (0,)),
+        I("incref", (0,)),
+        I("incref", (0,)),
+        I("decref", (0,)),
+        I("const", (1, 0)),
+        I("xdecref", (1,)),  # NULL: no-op
+        I("copy", (2, 0)),
+        I("store_local", (2, slot(refcount_kernel, "y"))),  # y = x, steals one
+        I("store_slot_raw", (0, slot(refcount_kernel, "x"))),  # same object, no decref
+        I("xdecref", (0,)),
+        finish(0),
+    ]
+    assert run(sys._getframe(), code) == 0
+    assert y is x
+
+
+def test_incref_decref_balance() -> None:
+    x = object()
+    before = sys.getrefcount(x)
+    refcount_kernel(x)
+    assert sys.getrefcount(x) == before
+
+
+def getitem_kernel(op: str, seq: object, index: int) -> tuple[int, object]:
+    r: object = None
+    out = Label("out")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(getitem_kernel, "seq"))),
+        I("const", (1, index)),  # negative: two's complement operand
+        I(op, (2, 0, 1), exit=out),
+        I("store_local", (2, slot(getitem_kernel, "r"))),
+        finish(0),
+        out,
+        finish(1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_list_and_tuple_getitem(kind: type) -> None:
+    op = "list_getitem" if kind is list else "tuple_getitem"
+    items = [object() for _ in range(4)]
+    seq = kind(items)
+    for index in range(-6, 7):
+        before = sys.getrefcount(items[index % 4])
+        rc, r = getitem_kernel(op, seq, index)
+        if -4 <= index < 4:
+            assert (rc, r) == (0, seq[index])
+            assert sys.getrefcount(r) == before + 1  # `r` holds a new reference
+        else:
+            assert (rc, r) == (1, None)
+        del r
+
+
+def setitem_kernel(seq: list[object], index: int, value: object) -> int:
+    out = Label("out")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(setitem_kernel, "seq"))),
+        I("const", (1, index)),
+        I("load_slot", (2, slot(setitem_kernel, "value"))),
+        I("incref", (2,)),  # list_setitem steals
+        I("list_setitem", (0, 1, 2), exit=out),
+        finish(0),
+        out,
+        I("decref", (2,)),  # not stolen on the exit path
+        finish(1),
+    ]
+    return run(sys._getframe(), code)
+
+
+def test_list_setitem() -> None:
+    old, new = object(), object()
+    seq = [1, old, 3]
+    o_before, n_before = sys.getrefcount(old), sys.getrefcount(new)
+    assert setitem_kernel(seq, -2, new) == 0
+    assert seq == [1, new, 3]
+    assert sys.getrefcount(old) == o_before - 1
+    assert sys.getrefcount(new) == n_before + 1
+    assert setitem_kernel(seq, 3, old) == 1
+    assert setitem_kernel(seq, -4, old) == 1
+    assert seq == [1, new, 3] and sys.getrefcount(old) == o_before - 1
+
+
+def collect_kernel(op: str, it: object, limit: int) -> tuple[int, int, int]:
+    """Sum up to ``limit`` int items pulled with ``op``; returns (rc, count, total)."""
+    count = 0
+    total = 0
+    loop, done, err, full, bad = Label("loop"), Label("done"), Label("err"), Label("f"), Label("b")
+    boxed = op != "range_iter_next"
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(collect_kernel, "it"))),
+        I("const", (2, 0)),
+        I("const", (3, 1)),
+        I("const", (4, limit)),
+        I("const", (9, 0)),
+        loop,
+        I("int_lt", (5, 2, 4)),
+        I("guard_true", (5,), exit=full),
+        I(op, (6, 0), exit=done, error=err),
+        *(
+            [
+                I("guard_type", (6, id(int)), exit=bad),
+                I("unbox_int", (7, 6), exit=bad, error=err),
+                I("decref", (6,)),
+            ]
+            if boxed
+            else [I("copy", (7, 6))]
+        ),
+        I("int_add", (9, 9, 7), exit=bad),
+        I("int_add", (2, 2, 3), exit=bad),
+        I("jump", target=loop),
+        done,
+        I("box_int", (10, 2), error=err),
+        I("store_local", (10, slot(collect_kernel, "count"))),
+        I("box_int", (11, 9), error=err),
+        I("store_local", (11, slot(collect_kernel, "total"))),
+        finish(0),
+        full,
+        I("box_int", (10, 2), error=err),
+        I("store_local", (10, slot(collect_kernel, "count"))),
+        I("box_int", (11, 9), error=err),
+        I("store_local", (11, slot(collect_kernel, "total"))),
+        finish(1),
+        bad,
+        finish(2),
+        err,
+        finish(-1),
+    ]
+    rc = run(sys._getframe(), code)
+    return rc, count, total
+
+
+def test_range_iter_next() -> None:
+    it = iter(range(3, 40, 4))
+    assert collect_kernel("range_iter_next", it, 100) == (0, 10, sum(range(3, 40, 4)))
+    assert next(it, "end") == "end"
+    it = iter(range(10, -10, -3))
+    assert collect_kernel("range_iter_next", it, 2) == (1, 2, 10 + 7)
+    assert list(it) == [4, 1, -2, -5, -8]  # the interpreter continues where we stopped
+
+
+@pytest.mark.parametrize("op", ["list_iter_next", "tuple_iter_next", "iter_next"])
+def test_object_iterators(op: str) -> None:
+    data = [5, 2**40, -3, 7]
+    seq = tuple(data) if op == "tuple_iter_next" else data
+    it = iter(seq)
+    assert collect_kernel(op, it, 100) == (0, 4, sum(data))
+    assert next(it, "end") == "end"
+    it = iter(seq)
+    assert collect_kernel(op, it, 3) == (1, 3, sum(data[:3]))
+    assert list(it) == [7]
+    before = [sys.getrefcount(x) for x in data]
+    collect_kernel(op, iter(seq), 100)
+    assert [sys.getrefcount(x) for x in data] == before
+
+
+class Countdown:
+    def __init__(self, n: int, fail: bool = False) -> None:
+        self.n = n
+        self.fail = fail
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        if self.n == 0:
+            if self.fail:
+                raise ValueError("broken iterator")
+            raise StopIteration
+        self.n -= 1
+        return self.n
+
+
+def test_iter_next_generic() -> None:
+    def gen() -> Iterator[int]:
+        yield from (1, 2, 3)
+
+    assert collect_kernel("iter_next", gen(), 100) == (0, 3, 6)
+    # StopIteration raised by __next__ is cleared (no exception leaks: ctypes would raise)
+    assert collect_kernel("iter_next", Countdown(4), 100) == (0, 4, 3 + 2 + 1)
+    assert sys.exc_info() == (None, None, None)
+    with pytest.raises(ValueError, match="broken iterator"):
+        collect_kernel("iter_next", Countdown(2, fail=True), 100)
+
+
+GLOBAL_ANSWER = 42
+
+
+def global_kernel(name: str) -> tuple[int, object]:
+    r: object = None
+    missing, err = Label("missing"), Label("err")
+    code: list[MachineInstr | Label] = [
+        I("dict_lookup_global", (0, id(globals()), id(builtins.__dict__), id(name)),
+          exit=missing, error=err),  # fmt: skip
+        I("incref", (0,)),  # borrowed
+        I("store_local", (0, slot(global_kernel, "r"))),
+        finish(0),
+        missing,
+        finish(1),
+        err,
+        finish(-1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+def test_dict_lookup_global() -> None:
+    assert global_kernel("GLOBAL_ANSWER") == (0, 42)
+    assert global_kernel("len") == (0, len)
+    assert global_kernel("no_such_name_anywhere") == (1, None)
+
+
+def binop_kernel(op: str, a: int, b: int) -> tuple[int, int | None]:
+    r: int | None = None
+    out, err = Label("out"), Label("err")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(binop_kernel, "a"))),
+        I("load_slot", (1, slot(binop_kernel, "b"))),
+        I("unbox_int", (2, 0), exit=out, error=err),
+        I("unbox_int", (3, 1), exit=out, error=err),
+        I(op, (4, 2, 3), exit=out) if op != "int_neg" else I(op, (4, 2), exit=out),
+        I("box_int", (5, 4), error=err),
+        I("store_local", (5, slot(binop_kernel, "r"))),
+        finish(0),
+        out,
+        finish(1),
+        err,
+        finish(-1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+def _python(op: str, a: int, b: int) -> int | None:
+    """Python's result, or None when the stencil must exit."""
+    r: int
+    if op in ("int_floordiv", "int_mod") and b == 0:
+        return None
+    if op == "int_lshift":
+        if b < 0 or (a != 0 and b >= 64):
+            return None
+        r = a << b
+    elif op == "int_rshift":
+        if b < 0:
+            return None
+        r = a >> min(b, 64)
+    elif op == "int_neg":
+        r = -a
+    else:
+        name = op[4:]
+        r = int(getattr(operator, name + "_" if name in ("and", "or") else name)(a, b))
+    return r if INT64_MIN <= r <= INT64_MAX else None
+
+
+VALUES = [0, 1, -1, 2, -2, 3, -7, 7, 63, 64, 100, 12345678901, -(2**40), 2**62, INT64_MIN, INT64_MAX]
+INT_OPS = [
+    "int_add", "int_sub", "int_mul", "int_floordiv", "int_mod", "int_and", "int_or", "int_xor",
+    "int_lshift", "int_rshift", "int_neg", "int_lt", "int_le", "int_eq", "int_ne", "int_gt",
+    "int_ge",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op", INT_OPS)
+def test_int_ops_follow_python_semantics(op: str) -> None:
+    for a in VALUES:
+        for b in VALUES:
+            expected = _python(op, a, b)
+            got = binop_kernel(op, a, b)
+            assert got == ((1, None) if expected is None else (0, expected)), (op, a, b)
+
+
+def float_cmp_kernel(op: str, a: float, b: float) -> int | float | None:
+    """r = a OP b for float compares (boxed as int) and float_div (boxed as float)."""
+    r: int | float | None = None
+    out, err = Label("out"), Label("err")
+    box = "box_float" if op == "float_div" else "box_int"
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(float_cmp_kernel, "a"))),
+        I("load_slot", (1, slot(float_cmp_kernel, "b"))),
+        I("unbox_float", (2, 0)),
+        I("unbox_float", (3, 1)),
+        I(op, (4, 2, 3), exit=out),
+        I(box, (5, 4), error=err),
+        I("store_local", (5, slot(float_cmp_kernel, "r"))),
+        finish(0),
+        out,
+        finish(1),
+        err,
+        finish(-1),
+    ]
+    rc = run(sys._getframe(), code)
+    return r if rc == 0 else f"exit {rc}"  # type: ignore[return-value]
+
+
+def test_float_compares_and_division_guard() -> None:
+    nan, inf = float("nan"), float("inf")
+    values = [0.0, -0.0, 1.5, -2.25, inf, -inf, nan]
+    for op in ("float_lt", "float_le", "float_eq", "float_ne", "float_gt", "float_ge"):
+        py = getattr(operator, op[6:])
+        for a in values:
+            for b in values:
+                assert float_cmp_kernel(op, a, b) == int(py(a, b)), (op, a, b)
+    assert float_cmp_kernel("float_div", 1.0, 0.0) == "exit 1"
+    assert float_cmp_kernel("float_div", 1.0, -0.0) == "exit 1"
+    assert float_cmp_kernel("float_div", -3.0, 0.5) == -6.0
+    assert float_cmp_kernel("float_div", 1.0, inf) == 0.0
+
+
+def generator_frame() -> Iterator[object]:
+    x = yield "first"
+    yield x
+
+
+def test_exit_finish_writes_instr_ptr_and_stacktop() -> None:
+    """exit_finish on a suspended generator's frame (not executing: nothing rewrites it)."""
+    g = generator_frame()
+    assert next(g) == "first"
+    frame = g.gi_frame
+    assert frame is not None
+    lasti, top = frame.f_lasti, stacktop(frame)
+
+    def finish_at(ip: int, st: int, code: int) -> int:
+        compiled = assemble([I("exit_finish", (ip, st, code))], 0)
+        try:
+            return compiled.entry(frame)
+        finally:
+            compiled.free()
+
+    assert finish_at(lasti // 2 + 1, top + 1, 5) == 5
+    assert (frame.f_lasti, stacktop(frame)) == (lasti + 2, top + 1)
+    assert finish_at(lasti // 2, top, -3 & 0xFFFFFFFF) == -3
+    assert (frame.f_lasti, stacktop(frame)) == (lasti, top)
+    assert g.send("second") == "second"  # resumes cleanly
