@@ -448,3 +448,12 @@ def _label_pos(labels: dict[Label, int], label: Label | None, i: int, op: str, w
     if pos is None:
         raise AssemblyError(f"code[{i}]: {what} label {label!r} is not placed in the code")
     return pos
+
+
+def stencil_exits(op: str) -> tuple[bool, bool]:
+    """Whether the stencil of machine op `op` can take its guard exit and its
+    error exit (so a code generator knows which labels it must supply)."""
+    plan = _load_tables().plans.get(op)
+    if plan is None:
+        raise AssemblyError(f"unknown op {op!r}")
+    return plan.uses[2], plan.uses[3]

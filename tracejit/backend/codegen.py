@@ -1,0 +1,274 @@
+"""Lowering optimized trace IR to machine ops and exit stubs.
+
+Every SSA value gets its own 64-bit register in the trace's register file;
+constants are materialised once at entry.  Each snapshot becomes an exit
+stub that boxes the values the trace kept unboxed, writes locals and the
+value stack into the frame, counts the exit, sets ``instr_ptr`` and
+``stacktop`` and returns the exit's number (``-(n + 1)`` for an error exit,
+with the exception set).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tracejit.backend.assembler import Label, MachineInstr, stencil_exits
+from tracejit.ir.ops import Type
+from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
+from tracejit.ir.translate import NULL
+
+# IR op -> machine op, where the operands map one to one (dst first).
+_DIRECT = {
+    "int_add": "int_add", "int_sub": "int_sub", "int_mul": "int_mul",
+    "int_floordiv": "int_floordiv", "int_mod": "int_mod", "int_and": "int_and",
+    "int_or": "int_or", "int_xor": "int_xor", "int_lshift": "int_lshift",
+    "int_rshift": "int_rshift", "int_neg": "int_neg",
+    "int_lt": "int_lt", "int_le": "int_le", "int_eq": "int_eq", "int_ne": "int_ne",
+    "int_gt": "int_gt", "int_ge": "int_ge",
+    "float_add": "float_add", "float_sub": "float_sub", "float_mul": "float_mul",
+    "float_div": "float_div", "float_neg": "float_neg",
+    "float_lt": "float_lt", "float_le": "float_le", "float_eq": "float_eq",
+    "float_ne": "float_ne", "float_gt": "float_gt", "float_ge": "float_ge",
+    "int_to_float": "int_to_float",
+    "unbox_int": "unbox_int", "box_int": "box_int", "unbox_float": "unbox_float",
+    "box_float": "box_float", "box_bool": "box_bool", "is_true": "is_true",
+    "len": "len", "list_getitem": "list_getitem", "tuple_getitem": "tuple_getitem",
+    "list_setitem": "list_setitem", "range_next": "range_iter_next",
+    "list_next": "list_iter_next", "tuple_next": "tuple_iter_next", "iter_next": "iter_next",
+    "setitem": "setitem", "incref": "incref", "decref": "decref",
+    "guard_true": "guard_true", "guard_false": "guard_false",
+}
+
+
+def _pyapi_address(name: str) -> int:
+    return ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value or 0
+
+
+def const_bits(c: Const) -> int:
+    if c.type is Type.INT:
+        return int(c.value) & 0xFFFFFFFFFFFFFFFF  # type: ignore[call-overload]
+    if c.type is Type.FLOAT:
+        return int(struct.unpack("<Q", struct.pack("<d", float(c.value)))[0])  # type: ignore[arg-type]
+    if c.type is Type.BOOL:
+        return 1 if c.value else 0
+    if c.value is NULL:
+        return 0
+    return id(c.value)
+
+
+@dataclass(slots=True)
+class ExitInfo:
+    index: int
+    pc: int
+    error: bool
+    op: str
+
+
+@dataclass(slots=True)
+class Lowered:
+    code: list[MachineInstr | Label]
+    nregs: int
+    exits: list[ExitInfo]
+    counters: ctypes.Array[ctypes.c_uint64]
+    keepalive: list[object] = field(default_factory=list)
+
+
+class CodeGen:
+    def __init__(self, trace: Trace, nlocalsplus: int, base: int) -> None:
+        self.trace = trace
+        self.nlocalsplus = nlocalsplus
+        self.base = base  # header stack depth
+        self.regs: dict[int, int] = {}
+        self.const_regs: dict[tuple[Type, int], int] = {}
+        self.nregs = 0
+        self.body: list[MachineInstr | Label] = []
+        self.prologue: list[MachineInstr | Label] = []
+        self.stubs: list[tuple[Label, Snapshot, bool, str]] = []
+        self.keepalive: list[object] = []
+
+    def new_reg(self) -> int:
+        r = self.nregs
+        self.nregs += 1
+        return r
+
+    def reg(self, ref: Ref) -> int:
+        if isinstance(ref, Const):
+            key = (ref.type, const_bits(ref))
+            r = self.const_regs.get(key)
+            if r is None:
+                r = self.new_reg()
+                self.const_regs[key] = r
+                if ref.type is Type.OBJ:
+                    self.keepalive.append(ref.value)
+                self.prologue.append(MachineInstr("const", (r, const_bits(ref))))
+            return r
+        r = self.regs.get(ref.id)
+        if r is None:
+            r = self.new_reg()
+            self.regs[ref.id] = r
+        return r
+
+    def obj_addr(self, obj: object) -> int:
+        if obj is NULL:
+            return 0
+        self.keepalive.append(obj)
+        return id(obj)
+
+    def exit_label(self, op: Op, error: bool = False) -> Label:
+        assert op.snapshot is not None
+        label = Label(f"{'error' if error else 'exit'}{len(self.stubs)}")
+        self.stubs.append((label, op.snapshot, error, op.name))
+        return label
+
+    def emit(self, name: str, operands: tuple[int, ...] = (), op: Op | None = None,
+             guard: bool = False, raises: bool = False, target: Label | None = None) -> None:
+        # The stencil decides which exits exist; the IR op's snapshot serves both.
+        guard, raises = stencil_exits(name)
+        if (guard or raises) and (op is None or op.snapshot is None):
+            raise NotImplementedError(f"machine op {name} can exit but has no snapshot")
+        self.body.append(MachineInstr(
+            name, operands, target=target,
+            exit=self.exit_label(op) if guard and op is not None else None,
+            error=self.exit_label(op, True) if raises and op is not None else None,
+        ))
+
+    # ------------------------------------------------------------------ ops
+
+    def lower_op(self, op: Op) -> None:
+        info = op.info
+        dst = (self.reg(op.result),) if op.result is not None else ()
+        args = tuple(self.reg(a) for a in op.args) if op.name not in ("call", "label",
+                                                                       "jump") else ()
+        name = op.name
+        if name in _DIRECT:
+            self.emit(_DIRECT[name], dst + args, op, info.guard, info.raises)
+        elif name == "bool_not":
+            self.emit("int_eq", dst + args + (self.reg(Const(0, Type.INT)),))
+        elif name == "load_local":
+            self.emit("load_slot", dst + (int(op.attrs["slot"]),))  # type: ignore[call-overload]
+        elif name == "store_local":
+            self.emit("store_local", args + (int(op.attrs["slot"]),))  # type: ignore[call-overload]
+        elif name == "guard_type":
+            self.emit("guard_type", args + (self.obj_addr(op.attrs["type"]),), op, guard=True)
+        elif name in ("guard_is", "guard_is_not"):
+            self.emit(name, args + (self.obj_addr(op.attrs["obj"]),), op, guard=True)
+        elif name == "check_eval_breaker":
+            self.emit("check_eval_breaker", (), op, guard=True)
+        elif name == "call_unary" or name == "call_binary":
+            fn = _pyapi_address(str(op.attrs["fn"]))
+            self.emit(name, dst + args + (fn,), op, raises=True)
+        elif name == "richcompare":
+            self.emit("richcompare", dst + args + (int(op.attrs["op"]),), op,  # type: ignore[call-overload]
+                      raises=True)
+        elif name == "getattr":
+            self.emit("getattr", dst + args + (self.obj_addr(op.attrs["name"]),), op,
+                      raises=True)
+        elif name == "setattr":
+            obj, value = args
+            self.emit("setattr", (obj, self.obj_addr(op.attrs["name"]), value), op,
+                      raises=True)
+        elif name == "call":
+            block = self.nregs
+            self.nregs += len(op.args)
+            for i, a in enumerate(op.args):
+                self.emit("copy", (block + i, self.reg(a)))
+            self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
+        elif name == "load_global":
+            self.emit("dict_lookup_global", dst + (
+                self.obj_addr(op.attrs["globals"]), self.obj_addr(op.attrs["builtins"]),
+                self.obj_addr(op.attrs["name"])), op, guard=True, raises=True)
+        elif name == "exit":
+            self.emit("jump", (), target=self.exit_label(op))
+        else:
+            raise NotImplementedError(f"no lowering for IR op {name}")
+
+    def parallel_copy(self, dsts: list[int], srcs: list[int]) -> None:
+        pairs = [(d, s) for d, s in zip(dsts, srcs, strict=True) if d != s]
+        if not pairs:
+            return
+        temps = [self.new_reg() for _ in pairs]
+        for t, (_, s) in zip(temps, pairs, strict=True):
+            self.body.append(MachineInstr("copy", (t, s)))
+        for t, (d, _) in zip(temps, pairs, strict=True):
+            self.body.append(MachineInstr("copy", (d, t)))
+
+    # ---------------------------------------------------------------- stubs
+
+    def materialize(self, entry: SnapEntry, out: list[MachineInstr | Label],
+                    boxed: dict[int, int], oom: Label) -> int:
+        ref = entry.ref
+        if isinstance(ref, Value) and ref.id in boxed:
+            r = boxed[ref.id]
+            out.append(MachineInstr("incref", (r,)))
+            return r
+        if ref.type is Type.OBJ:
+            r = self.reg(ref)
+            if isinstance(ref, Const):
+                if ref.value is not NULL:
+                    out.append(MachineInstr("incref", (r,)))
+            elif not entry.owned:
+                out.append(MachineInstr("incref", (r,)))
+            return r
+        box = {Type.INT: "box_int", Type.FLOAT: "box_float", Type.BOOL: "box_bool"}[ref.type]
+        r = self.new_reg()
+        out.append(MachineInstr(box, (r, self.reg(ref)),
+                                error=oom if box != "box_bool" else None))
+        if isinstance(ref, Value):
+            boxed[ref.id] = r
+        return r
+
+    def lower_stub(self, index: int, label: Label, snap: Snapshot, error: bool,
+                   counters: ctypes.Array[ctypes.c_uint64]) -> list[MachineInstr | Label]:
+        out: list[MachineInstr | Label] = [label]
+        boxed: dict[int, int] = {}
+        oom = Label(f"oom{index}")
+        for slot, entry in sorted(snap.locals.items()):
+            r = self.materialize(entry, out, boxed, oom)
+            out.append(MachineInstr("store_local", (r, slot)))
+        first = self.nlocalsplus + self.base
+        for i, entry in enumerate(snap.stack):
+            r = self.materialize(entry, out, boxed, oom)
+            out.append(MachineInstr("store_slot_raw", (r, first + i)))
+        out.append(MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,)))
+        code = -(index + 1) if error else index
+        out.append(MachineInstr("exit_finish", (snap.pc, first + len(snap.stack), code)))
+        # Boxing failed (out of memory): resume at the same place with the error
+        # set; references not yet written to the frame are lost.
+        out.append(oom)
+        out.append(MachineInstr("exit_finish", (snap.pc, first, -(index + 1))))
+        return out
+
+    def lower(self) -> Lowered:
+        label_op: Op | None = None
+        loop_label = Label("loop")
+        for op in self.trace.ops:
+            if op.name == "label":
+                label_op = op
+                params = [self.reg(p) for p in op.params]
+                self.parallel_copy(params, [self.reg(a) for a in op.args])
+                self.body.append(loop_label)
+            elif op.name == "jump":
+                assert label_op is not None
+                self.parallel_copy([self.reg(p) for p in label_op.params],
+                                   [self.reg(a) for a in op.args])
+                self.body.append(MachineInstr("jump", (), target=loop_label))
+            else:
+                self.lower_op(op)
+        counters = (ctypes.c_uint64 * max(1, len(self.stubs)))()
+        exits: list[ExitInfo] = []
+        stub_code: list[MachineInstr | Label] = []
+        for index, (label, snap, error, opname) in enumerate(self.stubs):
+            stub_code.extend(self.lower_stub(index, label, snap, error, counters))
+            exits.append(ExitInfo(index, snap.pc, error, opname))
+        code = self.prologue + self.body + stub_code
+        return Lowered(code, max(self.nregs, 1), exits, counters, self.keepalive)
+
+
+def lower_trace(trace: Trace, nlocalsplus: int, base: int) -> Lowered:
+    return CodeGen(trace, nlocalsplus, base).lower()
+
+
+Lowerer = Callable[[Trace, int, int], Lowered]

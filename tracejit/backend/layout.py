@@ -1,0 +1,43 @@
+"""Offsets of CPython 3.13 frame fields that the Python side reads.
+
+The stencils see the real structs through the headers; Python code that
+reads a frame (the recorder) uses these offsets, and `check_layout` proves
+them on a live frame at start-up, so a mismatched interpreter disables the
+JIT instead of reading garbage.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# Offsets read from CPython 3.13.0's Include/internal/pycore_frame.h.
+LAYOUT: dict[str, int] = {
+    "PyFrameObject.f_frame": 24,
+    "_PyInterpreterFrame.f_executable": 0,
+    "_PyInterpreterFrame.instr_ptr": 56,
+    "_PyInterpreterFrame.stacktop": 64,
+    "_PyInterpreterFrame.localsplus": 72,
+}
+
+
+def _probe(a: object, b: object) -> tuple[int, int, int]:
+    frame = sys._getframe()
+    iframe = ctypes.c_void_p.from_address(id(frame) + LAYOUT["PyFrameObject.f_frame"]).value
+    assert iframe is not None
+    code = ctypes.c_void_p.from_address(iframe + LAYOUT["_PyInterpreterFrame.f_executable"])
+    first = ctypes.c_void_p.from_address(iframe + LAYOUT["_PyInterpreterFrame.localsplus"])
+    second = ctypes.c_void_p.from_address(iframe + LAYOUT["_PyInterpreterFrame.localsplus"] + 8)
+    return (code.value or 0), (first.value or 0), (second.value or 0)
+
+
+def check_layout() -> str:
+    """'' when the offsets match this interpreter, else what is wrong."""
+    a, b = object(), object()
+    try:
+        code, first, second = _probe(a, b)
+    except Exception as exc:  # pragma: no cover - only on a foreign interpreter
+        return f"frame layout probe failed: {exc}"
+    if code != id(_probe.__code__) or first != id(a) or second != id(b):
+        return "this interpreter's frame layout differs from CPython 3.13's"
+    return ""

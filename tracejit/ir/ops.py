@@ -1,0 +1,213 @@
+"""The one table of trace IR ops.
+
+Every op a trace can hold is defined here: its result type, operand types,
+named attributes, and the properties the optimizer and the backend rely on.
+docs/ir.md is generated from the same table (``python -m tracejit.ir.ops``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Type(enum.Enum):
+    OBJ = "obj"  # a PyObject *
+    INT = "int"  # an unboxed int64
+    FLOAT = "float"  # an unboxed double
+    BOOL = "bool"  # an unboxed 0/1
+    VOID = "void"  # no result
+
+
+# Operand type that accepts any number of OBJ operands (calls).
+VARARGS = "varargs"
+
+
+@dataclass(frozen=True, slots=True)
+class OpInfo:
+    name: str
+    result: Type
+    operands: tuple[Type, ...]
+    attrs: tuple[str, ...] = ()
+    # Can leave the trace when a run-time check fails (needs a snapshot).
+    guard: bool = False
+    # Can raise a Python exception (needs a snapshot for the error exit).
+    raises: bool = False
+    # No side effect: removable when its result is unused, foldable.
+    pure: bool = False
+    # May run arbitrary Python code (a call, a decref, a generic C-API op).
+    escapes: bool = False
+    varargs: bool = False
+    doc: str = ""
+
+    @property
+    def needs_snapshot(self) -> bool:
+        return self.guard or self.raises
+
+
+O, I, F, B, V = Type.OBJ, Type.INT, Type.FLOAT, Type.BOOL, Type.VOID
+
+
+def _ops(*infos: OpInfo) -> dict[str, OpInfo]:
+    table: dict[str, OpInfo] = {}
+    for info in infos:
+        assert info.name not in table, info.name
+        table[info.name] = info
+    return table
+
+
+OPS: dict[str, OpInfo] = _ops(
+    # Frame access.  Slots index the frame's localsplus (locals, then stack).
+    OpInfo("load_local", O, (), ("slot",), doc="Borrowed reference held by frame slot `slot`."),
+    OpInfo(
+        "store_local", V, (O,), ("slot",), escapes=True,
+        doc="Write an owned reference into frame slot `slot`, releasing the old one.",
+    ),
+    # Reference counting.
+    OpInfo("incref", V, (O,), doc="Take a new reference."),
+    OpInfo("decref", V, (O,), escapes=True, doc="Release a reference (may run __del__)."),
+    # Guards.
+    OpInfo("guard_type", V, (O,), ("type",), guard=True, doc="Exit unless type(v) is `type`."),
+    OpInfo("guard_is", V, (O,), ("obj",), guard=True, doc="Exit unless v is `obj`."),
+    OpInfo("guard_is_not", V, (O,), ("obj",), guard=True, doc="Exit if v is `obj`."),
+    OpInfo("guard_true", V, (B,), guard=True, doc="Exit unless the flag is set."),
+    OpInfo("guard_false", V, (B,), guard=True, doc="Exit if the flag is set."),
+    OpInfo(
+        "check_eval_breaker", V, (), guard=True,
+        doc="Exit when signals, GIL requests or async events are pending.",
+    ),
+    # Boxing.
+    OpInfo("unbox_int", I, (O,), guard=True, pure=True, doc="Exact int to int64; exit if too big."),
+    OpInfo("box_int", O, (I,), raises=True, pure=True, doc="New int object."),
+    OpInfo("unbox_float", F, (O,), pure=True, doc="Exact float to double."),
+    OpInfo("box_float", O, (F,), raises=True, pure=True, doc="New float object."),
+    OpInfo("box_bool", O, (B,), pure=True, doc="True or False (immortal)."),
+    OpInfo(
+        "is_true", B, (O,), raises=True, escapes=True, doc="Truth value (may call __bool__)."
+    ),
+    # Unboxed int64 arithmetic; guards exit on overflow so the interpreter redoes it.
+    OpInfo("int_add", I, (I, I), guard=True, pure=True, doc="a + b, exit on overflow."),
+    OpInfo("int_sub", I, (I, I), guard=True, pure=True, doc="a - b, exit on overflow."),
+    OpInfo("int_mul", I, (I, I), guard=True, pure=True, doc="a * b, exit on overflow."),
+    OpInfo("int_floordiv", I, (I, I), guard=True, pure=True, doc="a // b; exit if b == 0."),
+    OpInfo("int_mod", I, (I, I), guard=True, pure=True, doc="a % b (sign of b); exit if b == 0."),
+    OpInfo("int_and", I, (I, I), pure=True, doc="a & b."),
+    OpInfo("int_or", I, (I, I), pure=True, doc="a | b."),
+    OpInfo("int_xor", I, (I, I), pure=True, doc="a ^ b."),
+    OpInfo("int_lshift", I, (I, I), guard=True, pure=True, doc="a << b, exit on overflow."),
+    OpInfo("int_rshift", I, (I, I), guard=True, pure=True, doc="a >> b; exit if b < 0."),
+    OpInfo("int_neg", I, (I,), guard=True, pure=True, doc="-a, exit on overflow."),
+    OpInfo("int_lt", B, (I, I), pure=True, doc="a < b."),
+    OpInfo("int_le", B, (I, I), pure=True, doc="a <= b."),
+    OpInfo("int_eq", B, (I, I), pure=True, doc="a == b."),
+    OpInfo("int_ne", B, (I, I), pure=True, doc="a != b."),
+    OpInfo("int_gt", B, (I, I), pure=True, doc="a > b."),
+    OpInfo("int_ge", B, (I, I), pure=True, doc="a >= b."),
+    # Unboxed double arithmetic.
+    OpInfo("float_add", F, (F, F), pure=True, doc="a + b."),
+    OpInfo("float_sub", F, (F, F), pure=True, doc="a - b."),
+    OpInfo("float_mul", F, (F, F), pure=True, doc="a * b."),
+    OpInfo("float_div", F, (F, F), guard=True, pure=True, doc="a / b; exit if b == 0."),
+    OpInfo("float_neg", F, (F,), pure=True, doc="-a."),
+    OpInfo("float_lt", B, (F, F), pure=True, doc="a < b."),
+    OpInfo("float_le", B, (F, F), pure=True, doc="a <= b."),
+    OpInfo("float_eq", B, (F, F), pure=True, doc="a == b."),
+    OpInfo("float_ne", B, (F, F), pure=True, doc="a != b."),
+    OpInfo("float_gt", B, (F, F), pure=True, doc="a > b."),
+    OpInfo("float_ge", B, (F, F), pure=True, doc="a >= b."),
+    OpInfo("int_to_float", F, (I,), pure=True, doc="float(a), correctly rounded."),
+    OpInfo("bool_not", B, (B,), pure=True, doc="not a."),
+    # Generic operations through the C-API (new references; NULL raises).
+    OpInfo(
+        "call_unary", O, (O,), ("fn",), raises=True, escapes=True,
+        doc="fn(a) for a unary C-API function such as PyNumber_Negative.",
+    ),
+    OpInfo(
+        "call_binary", O, (O, O), ("fn",), raises=True, escapes=True,
+        doc="fn(a, b) for a binary C-API function such as PyNumber_Add.",
+    ),
+    OpInfo(
+        "richcompare", O, (O, O), ("op",), raises=True, escapes=True,
+        doc="PyObject_RichCompare(a, b, op).",
+    ),
+    OpInfo("getattr", O, (O,), ("name",), raises=True, escapes=True, doc="getattr(o, name)."),
+    OpInfo(
+        "setattr", V, (O, O), ("name",), raises=True, escapes=True, doc="setattr(o, name, v)."
+    ),
+    OpInfo("setitem", V, (O, O, O), raises=True, escapes=True, doc="o[k] = v."),
+    OpInfo(
+        "call", O, (O,), raises=True, escapes=True, varargs=True,
+        doc="Vectorcall callable(args...) (first operand is the callable).",
+    ),
+    OpInfo("len", I, (O,), raises=True, escapes=True, doc="len(o) as int64."),
+    OpInfo(
+        "list_getitem", O, (O, I), guard=True, pure=True,
+        doc="New reference to an exact list's item; exit if out of range.",
+    ),
+    OpInfo(
+        "tuple_getitem", O, (O, I), guard=True, pure=True,
+        doc="New reference to an exact tuple's item; exit if out of range.",
+    ),
+    OpInfo(
+        "list_setitem", V, (O, I, O), guard=True, escapes=True,
+        doc="Exact list item store (steals v, releases old); exit if out of range.",
+    ),
+    # Iteration (the iterator stays on the frame's value stack).
+    OpInfo("range_next", I, (O,), guard=True, doc="Next value of a range iterator; exit at end."),
+    OpInfo("list_next", O, (O,), guard=True, doc="Next item of a list iterator; exit at end."),
+    OpInfo("tuple_next", O, (O,), guard=True, doc="Next item of a tuple iterator; exit at end."),
+    OpInfo(
+        "iter_next", O, (O,), guard=True, raises=True, escapes=True,
+        doc="tp_iternext; exit at end, raise on error.",
+    ),
+    OpInfo(
+        "load_global", O, (), ("globals", "builtins", "name"), guard=True, raises=True,
+        doc="Borrowed lookup of `name` in globals then builtins; exit if missing.",
+    ),
+    # Loop structure.
+    OpInfo(
+        "label", V, (), varargs=True,
+        doc="Loop header: defines the loop-carried values; its operands are their "
+        "values on entry from the preamble.",
+    ),
+    OpInfo("jump", V, (), varargs=True, doc="Back to the label, passing the carried values."),
+    OpInfo("exit", V, (), guard=True, doc="Always leave the trace (the end of a segment)."),
+)
+
+# Ops whose results are loop-carried label parameters must be of these types.
+CARRIED_TYPES = (Type.INT, Type.FLOAT, Type.BOOL)
+
+
+def info(name: str) -> OpInfo:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown IR op {name!r}") from None
+
+
+def markdown_table() -> str:
+    rows = [
+        "| op | result | operands | attrs | properties | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for op in OPS.values():
+        props = [
+            p
+            for p, on in (
+                ("guard", op.guard),
+                ("raises", op.raises),
+                ("pure", op.pure),
+                ("escapes", op.escapes),
+            )
+            if on
+        ]
+        operands = ", ".join(t.value for t in op.operands) + (", ..." if op.varargs else "")
+        rows.append(
+            f"| `{op.name}` | {op.result.value} | {operands} | {', '.join(op.attrs)} "
+            f"| {', '.join(props)} | {op.doc} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,762 @@
+"""Lowering a recorded loop iteration to trace IR (a separate pass after recording).
+
+The translator interprets the recorded bytecodes abstractly: an abstract
+value stack of IR values, the frame locals the trace holds unwritten
+("virtual": unboxed values not yet stored into the frame), and the Python
+types proven by guards.  Guards take the types, branch directions and
+identities seen while recording; every guard and every op that can raise
+carries a snapshot of the frame as the interpreter would have it.
+
+Reference counting follows the interpreter: values on the abstract stack are
+either owned (the trace holds a reference) or borrowed (from a frame slot or
+a constant); consumers release owned inputs; an exit hands owned entries to
+the frame and takes new references for borrowed ones.
+
+Loop shape::
+
+    <loads and guards of the loop-carried locals>   # preamble, exits to header
+    label p1, p2, ...                               # carried unboxed locals
+    check_eval_breaker
+    <one iteration>
+    jump q1, q2, ...
+"""
+
+from __future__ import annotations
+
+import builtins
+import operator
+from dataclasses import dataclass
+
+from tracejit.ir.ops import Type
+from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
+from tracejit.recorder.bytecodes import BYTECODES
+from tracejit.recorder.record import AbortReason, Record, Recording, RecordingAborted
+from tracejit.runtime.frames import MISSING
+
+
+class _Null:
+    """The NULL pointer the interpreter pushes for calls (PUSH_NULL)."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL = _Null()
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+RANGE_ITER = type(iter(range(0)))
+LIST_ITER = type(iter([]))
+TUPLE_ITER = type(iter(()))
+
+# BINARY_OP oparg -> (generic C-API function, int IR op, float IR op)
+_BINOPS: dict[int, tuple[str, str | None, str | None]] = {
+    0: ("PyNumber_Add", "int_add", "float_add"),
+    1: ("PyNumber_And", "int_and", None),
+    2: ("PyNumber_FloorDivide", "int_floordiv", None),
+    3: ("PyNumber_Lshift", "int_lshift", None),
+    4: ("PyNumber_MatrixMultiply", None, None),
+    5: ("PyNumber_Multiply", "int_mul", "float_mul"),
+    6: ("PyNumber_Remainder", "int_mod", None),
+    7: ("PyNumber_Or", "int_or", None),
+    8: ("PyNumber_Power", None, None),
+    9: ("PyNumber_Rshift", "int_rshift", None),
+    10: ("PyNumber_Subtract", "int_sub", "float_sub"),
+    11: ("PyNumber_TrueDivide", None, "float_div"),
+    12: ("PyNumber_Xor", "int_xor", None),
+    13: ("PyNumber_InPlaceAdd", "int_add", "float_add"),
+    14: ("PyNumber_InPlaceAnd", "int_and", None),
+    15: ("PyNumber_InPlaceFloorDivide", "int_floordiv", None),
+    16: ("PyNumber_InPlaceLshift", "int_lshift", None),
+    17: ("PyNumber_InPlaceMatrixMultiply", None, None),
+    18: ("PyNumber_InPlaceMultiply", "int_mul", "float_mul"),
+    19: ("PyNumber_InPlaceRemainder", "int_mod", None),
+    20: ("PyNumber_InPlaceOr", "int_or", None),
+    21: ("PyNumber_InPlacePower", None, None),
+    22: ("PyNumber_InPlaceRshift", "int_rshift", None),
+    23: ("PyNumber_InPlaceSubtract", "int_sub", "float_sub"),
+    24: ("PyNumber_InPlaceTrueDivide", None, "float_div"),
+    25: ("PyNumber_InPlaceXor", "int_xor", None),
+}
+_CMP = ["lt", "le", "eq", "ne", "gt", "ge"]
+_PYCMP = [operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge]
+
+
+@dataclass(slots=True)
+class SV:
+    """An abstract value-stack entry."""
+
+    ref: Ref
+    owned: bool = False
+    # Frame slot a borrowed reference comes from (to protect it on overwrite).
+    slot: int | None = None
+
+
+class Translator:
+    def __init__(self, rec: Recording, carried: dict[int, Type], name: str) -> None:
+        self.rec = rec
+        self.info = rec.info
+        self.nlocalsplus = rec.info.nlocalsplus
+        self.carried = carried
+        self.trace = Trace(name)
+        self.stack: list[SV] = []
+        self.base = 0  # header stack depth: entries below are never popped
+        self.virtual: dict[int, Ref] = {}
+        self.known: dict[int, Value] = {}  # borrowed frame slot contents loaded this iteration
+        self.ptype: dict[int, type] = {}  # Value id -> proven Python type
+        self.pc = 0  # current instruction, code units
+        self.record: Record | None = None
+
+    # ------------------------------------------------------------ emission
+
+    def emit(self, name: str, args: list[Ref], result: Type | None = None,
+             snapshot: Snapshot | None = None, **attrs: object) -> Value | None:
+        value = self.trace.new_value(result) if result is not None else None
+        self.trace.ops.append(Op(name, list(args), dict(attrs), value, snapshot))
+        return value
+
+    def emitv(self, name: str, args: list[Ref], result: Type,
+              snapshot: Snapshot | None = None, **attrs: object) -> Value:
+        v = self.emit(name, args, result, snapshot, **attrs)
+        assert v is not None
+        return v
+
+    def snapshot(self, pc: int | None = None, stack: list[SV] | None = None) -> Snapshot:
+        entries = stack if stack is not None else self.stack
+        snap = Snapshot(self.pc if pc is None else pc)
+        for sv in entries[self.base:]:
+            snap.stack.append(SnapEntry(sv.ref, sv.owned or sv.ref.type is not Type.OBJ))
+        for slot, ref in self.virtual.items():
+            snap.locals[slot] = SnapEntry(ref, True)
+        return snap
+
+    def pytype(self, sv: SV) -> type | None:
+        ref = sv.ref
+        if isinstance(ref, Const):
+            if ref.type is Type.INT:
+                return int
+            if ref.type is Type.FLOAT:
+                return float
+            if ref.type is Type.BOOL:
+                return bool
+            return type(ref.value) if ref.value is not NULL else None
+        if ref.type is Type.INT:
+            return int
+        if ref.type is Type.FLOAT:
+            return float
+        if ref.type is Type.BOOL:
+            return bool
+        return self.ptype.get(ref.id)
+
+    def guard_type(self, sv: SV, seen: object, snap: Snapshot) -> type:
+        """Prove sv has the type of the object seen while recording."""
+        t = type(seen)
+        known = self.pytype(sv)
+        if known is t:
+            return t
+        if known is not None or sv.ref.type is not Type.OBJ:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "type changed in trace")
+        assert isinstance(sv.ref, Value)
+        self.emit("guard_type", [sv.ref], None, snap, type=t)
+        self.ptype[sv.ref.id] = t
+        return t
+
+    def as_int(self, sv: SV, snap: Snapshot) -> Ref:
+        ref = sv.ref
+        if ref.type is Type.INT:
+            return ref
+        if isinstance(ref, Const) and type(ref.value) is int:
+            if INT64_MIN <= ref.value <= INT64_MAX:  # type: ignore[operator]
+                return Const(ref.value, Type.INT)
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "int constant too big")
+        assert isinstance(ref, Value) and self.ptype.get(ref.id) is int
+        return self.emitv("unbox_int", [ref], Type.INT, snap)
+
+    def as_float(self, sv: SV, snap: Snapshot) -> Ref:
+        ref = sv.ref
+        if ref.type is Type.FLOAT:
+            return ref
+        if ref.type is Type.INT:
+            return self.emitv("int_to_float", [ref], Type.FLOAT)
+        if isinstance(ref, Const):
+            if type(ref.value) is float:
+                return Const(ref.value, Type.FLOAT)
+            if type(ref.value) is int:
+                return self.emitv("int_to_float", [self.as_int(sv, snap)], Type.FLOAT)
+        assert isinstance(ref, Value)
+        if self.ptype.get(ref.id) is int:
+            return self.emitv("int_to_float", [self.as_int(sv, snap)], Type.FLOAT)
+        return self.emitv("unbox_float", [ref], Type.FLOAT)
+
+    def as_obj(self, sv: SV, snap: Snapshot) -> tuple[Ref, bool]:
+        """An object reference for sv and whether it is a new (owned) one."""
+        ref = sv.ref
+        if ref.type is Type.OBJ:
+            return ref, False
+        if isinstance(ref, Const):
+            if ref.type is Type.INT:
+                return Const(int(ref.value), Type.OBJ), False  # type: ignore[call-overload]
+            if ref.type is Type.FLOAT:
+                return Const(float(ref.value), Type.OBJ), False  # type: ignore[arg-type]
+            return Const(bool(ref.value), Type.OBJ), False
+        name = {Type.INT: "box_int", Type.FLOAT: "box_float", Type.BOOL: "box_bool"}[ref.type]
+        v = self.emitv(name, [ref], Type.OBJ, snap if name != "box_bool" else None)
+        self.ptype[v.id] = {Type.INT: int, Type.FLOAT: float, Type.BOOL: bool}[ref.type]
+        return v, True
+
+    def release(self, sv: SV) -> None:
+        if sv.owned and sv.ref.type is Type.OBJ and isinstance(sv.ref, Value):
+            self.emit("decref", [sv.ref])
+
+    def release_obj(self, ref: Ref, owned: bool) -> None:
+        if owned and isinstance(ref, Value):
+            self.emit("decref", [ref])
+
+    def push(self, ref: Ref, owned: bool = False, slot: int | None = None) -> None:
+        self.stack.append(SV(ref, owned, slot))
+
+    def pop(self) -> SV:
+        if len(self.stack) <= self.base:
+            raise RecordingAborted(AbortReason.STACK_SHAPE)
+        return self.stack.pop()
+
+    def own(self, sv: SV) -> SV:
+        """Make sv an owned reference (incref a borrowed object)."""
+        if sv.ref.type is Type.OBJ and not sv.owned:
+            if isinstance(sv.ref, Const) and sv.ref.value is NULL:
+                return sv
+            self.emit("incref", [sv.ref])
+            return SV(sv.ref, True, None)
+        return sv
+
+    # ------------------------------------------------------------ driver
+
+    def run(self) -> Trace:
+        rec = self.rec
+        header_pc = rec.header // 2
+        self.pc = header_pc
+        # Header value stack: borrowed from the frame, never popped by the body.
+        for i, obj in enumerate(rec.entry_stack):
+            if obj is MISSING:
+                raise RecordingAborted(AbortReason.STACK_SHAPE, "NULL on header stack")
+            v = self.emitv("load_local", [], Type.OBJ, slot=self.nlocalsplus + i)
+            self.emit("guard_type", [v], None, Snapshot(header_pc), type=type(obj))
+            self.ptype[v.id] = type(obj)
+            self.stack.append(SV(v, False, None))
+        self.base = len(self.stack)
+        # Loop-carried locals: loaded, guarded and unboxed once, then kept in registers.
+        initial: list[Ref] = []
+        for slot, t in sorted(self.carried.items()):
+            v = self.emitv("load_local", [], Type.OBJ, slot=slot)
+            pyt = {Type.INT: int, Type.FLOAT: float, Type.BOOL: bool}[t]
+            self.emit("guard_type", [v], None, Snapshot(header_pc), type=pyt)
+            if t is Type.INT:
+                initial.append(self.emitv("unbox_int", [v], Type.INT, Snapshot(header_pc)))
+            elif t is Type.FLOAT:
+                initial.append(self.emitv("unbox_float", [v], Type.FLOAT))
+            else:
+                initial.append(self.emitv("is_true", [v], Type.BOOL, Snapshot(header_pc)))
+        label = Op("label", [])
+        for (slot, t), _init in zip(sorted(self.carried.items()), initial, strict=True):
+            p = self.trace.new_value(t)
+            label.params.append(p)
+            self.virtual[slot] = p
+        # The preamble jumps into the loop by passing the initial values.
+        self.trace.ops.append(Op("_enter", list(initial)))
+        self.trace.ops.append(label)
+        self.emit("check_eval_breaker", [], None, self.snapshot(header_pc))
+        for record in rec.records:
+            self.record = record
+            self.pc = record.instr.offset // 2
+            handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
+            handler(record)
+        raise AssertionError("recording did not end with a back-edge")
+
+    def close_loop(self) -> Trace:
+        """At the back-edge: pass carried values to the label."""
+        if len(self.stack) != self.base:
+            raise RecordingAborted(AbortReason.STACK_SHAPE)
+        args: list[Ref] = []
+        mismatched = {}
+        for slot, t in sorted(self.carried.items()):
+            ref = self.virtual.get(slot)
+            if ref is None or ref.type is not t:
+                mismatched[slot] = t
+            else:
+                args.append(ref)
+        if mismatched:
+            raise CarriedMismatch(set(mismatched))
+        # Virtual locals that are not carried are written back every iteration.
+        for slot, ref in sorted(self.virtual.items()):
+            if slot in self.carried:
+                continue
+            obj, owned = self.as_obj(SV(ref), self.snapshot(self.rec.header // 2))
+            if not owned:
+                self.emit("incref", [obj])
+            self.emit("store_local", [obj], None, slot=slot)
+        self.emit("jump", args)
+        return self.trace
+
+    def end_state_types(self) -> dict[int, Type]:
+        return {slot: ref.type for slot, ref in self.virtual.items()}
+
+    # ------------------------------------------------------------ handlers
+
+    def op_nop(self, r: Record) -> None:
+        pass
+
+    def op_jump_backward(self, r: Record) -> None:
+        raise _LoopClosed
+
+    def _load(self, slot: int, check: bool = False) -> None:
+        if slot in self.virtual:
+            self.push(self.virtual[slot])
+            return
+        v = self.known.get(slot)
+        if v is None:
+            v = self.emitv("load_local", [], Type.OBJ, slot=slot)
+            if check:
+                self.emit("guard_is_not", [v], None, self.snapshot(), obj=NULL)
+            self.known[slot] = v
+        self.push(v, False, slot)
+
+    def op_load_fast(self, r: Record) -> None:
+        self._load(r.instr.arg)
+
+    def op_load_fast_check(self, r: Record) -> None:
+        self._load(r.instr.arg, check=True)
+
+    def op_load_fast_load_fast(self, r: Record) -> None:
+        self._load(r.instr.arg >> 4)
+        self._load(r.instr.arg & 15)
+
+    def _store(self, slot: int, sv: SV) -> None:
+        # Borrowed stack entries that alias the slot must survive the overwrite.
+        for i, other in enumerate(self.stack):
+            if other.slot == slot and not other.owned:
+                self.stack[i] = self.own(other)
+        if sv.ref.type is not Type.OBJ:
+            self.virtual[slot] = sv.ref
+            self.known.pop(slot, None)
+            return
+        sv = self.own(sv)
+        self.virtual.pop(slot, None)
+        assert isinstance(sv.ref, Value) or isinstance(sv.ref, Const)
+        self.emit("store_local", [sv.ref], None, slot=slot)
+        if isinstance(sv.ref, Value):
+            self.known[slot] = sv.ref
+        else:
+            self.known.pop(slot, None)
+
+    def op_store_fast(self, r: Record) -> None:
+        self._store(r.instr.arg, self.pop())
+
+    def op_store_fast_load_fast(self, r: Record) -> None:
+        self._store(r.instr.arg >> 4, self.pop())
+        self._load(r.instr.arg & 15)
+
+    def op_store_fast_store_fast(self, r: Record) -> None:
+        self._store(r.instr.arg >> 4, self.pop())
+        self._store(r.instr.arg & 15, self.pop())
+
+    def op_load_const(self, r: Record) -> None:
+        self.push(Const(r.instr.argval, Type.OBJ))
+
+    def op_pop_top(self, r: Record) -> None:
+        self.release(self.pop())
+
+    def op_push_null(self, r: Record) -> None:
+        self.push(Const(NULL, Type.OBJ))
+
+    def op_copy(self, r: Record) -> None:
+        sv = self.stack[-r.instr.arg]
+        if len(self.stack) - r.instr.arg < self.base:
+            raise RecordingAborted(AbortReason.STACK_SHAPE)
+        if sv.ref.type is Type.OBJ and not isinstance(sv.ref, Const):
+            self.emit("incref", [sv.ref])
+            self.push(sv.ref, True)
+        else:
+            self.push(sv.ref, sv.owned, sv.slot)
+
+    def op_swap(self, r: Record) -> None:
+        n = r.instr.arg
+        if len(self.stack) - n < self.base:
+            raise RecordingAborted(AbortReason.STACK_SHAPE)
+        self.stack[-1], self.stack[-n] = self.stack[-n], self.stack[-1]
+
+    def _generic_binary(self, fn: str, a: SV, b: SV, snap: Snapshot) -> None:
+        ao, a_new = self.as_obj(a, snap)
+        bo, b_new = self.as_obj(b, snap)
+        res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, fn=fn)
+        self.release_obj(ao, a_new)
+        self.release_obj(bo, b_new)
+        self.release(a)
+        self.release(b)
+        self.push(res, True)
+
+    def op_binary_op(self, r: Record) -> None:
+        snap = self.snapshot()
+        b = self.pop()
+        a = self.pop()
+        ta = self.guard_type(a, r.inputs[0], snap)
+        tb = self.guard_type(b, r.inputs[1], snap)
+        fn, int_op, float_op = _BINOPS[r.instr.arg]
+        if ta is int and tb is int and int_op is not None:
+            res = self.emitv(int_op, [self.as_int(a, snap), self.as_int(b, snap)], Type.INT,
+                             snap if int_op not in ("int_and", "int_or", "int_xor") else None)
+            self.push(res)
+            return
+        if float_op is not None and {ta, tb} <= {int, float} and float in (ta, tb):
+            fa, fb = self.as_float(a, snap), self.as_float(b, snap)
+            res = self.emitv(float_op, [fa, fb], Type.FLOAT,
+                             snap if float_op == "float_div" else None)
+            self.push(res)
+            return
+        self._generic_binary(fn, a, b, snap)
+
+    def op_compare_op(self, r: Record) -> None:
+        snap = self.snapshot()
+        b = self.pop()
+        a = self.pop()
+        ta = self.guard_type(a, r.inputs[0], snap)
+        tb = self.guard_type(b, r.inputs[1], snap)
+        cmp = r.instr.arg >> 5
+        to_bool = bool(r.instr.arg & 16)
+        if ta is int and tb is int:
+            res = self.emitv(f"int_{_CMP[cmp]}", [self.as_int(a, snap), self.as_int(b, snap)],
+                             Type.BOOL)
+            self.push(res)
+            return
+        if ta is float and tb is float:
+            res = self.emitv(f"float_{_CMP[cmp]}", [self.as_float(a, snap),
+                                                   self.as_float(b, snap)], Type.BOOL)
+            self.push(res)
+            return
+        ao, a_new = self.as_obj(a, snap)
+        bo, b_new = self.as_obj(b, snap)
+        res = self.emitv("richcompare", [ao, bo], Type.OBJ, snap, op=cmp)
+        self.release_obj(ao, a_new)
+        self.release_obj(bo, b_new)
+        self.release(a)
+        self.release(b)
+        if to_bool:
+            after = self.snapshot(stack=self.stack + [SV(res, True)])
+            flag = self.emitv("is_true", [res], Type.BOOL, after)
+            self.emit("decref", [res])
+            self.push(flag)
+        else:
+            self.push(res, True)
+
+    def op_is_op(self, r: Record) -> None:
+        b = self.pop()
+        a = self.pop()
+        invert = bool(r.instr.arg)
+        same = r.inputs[0] is r.inputs[1]
+        if isinstance(b.ref, Const) and isinstance(a.ref, Value) and a.ref.type is Type.OBJ:
+            target = b.ref.value
+            probe = a
+        elif isinstance(a.ref, Const) and isinstance(b.ref, Value) and b.ref.type is Type.OBJ:
+            target = a.ref.value
+            probe = b
+        else:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "'is' without a constant")
+        snap = self.snapshot(stack=self.stack + [a, b])
+        assert isinstance(probe.ref, Value)
+        self.emit("guard_is" if same else "guard_is_not", [probe.ref], None, snap, obj=target)
+        self.release(a)
+        self.release(b)
+        self.push(Const(same != invert, Type.BOOL))
+
+    def op_unary_negative(self, r: Record) -> None:
+        snap = self.snapshot()
+        a = self.pop()
+        t = self.guard_type(a, r.inputs[0], snap)
+        if t is int:
+            self.push(self.emitv("int_neg", [self.as_int(a, snap)], Type.INT, snap))
+        elif t is float:
+            self.push(self.emitv("float_neg", [self.as_float(a, snap)], Type.FLOAT))
+        else:
+            ao, new = self.as_obj(a, snap)
+            res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Negative")
+            self.release_obj(ao, new)
+            self.release(a)
+            self.push(res, True)
+
+    def op_unary_invert(self, r: Record) -> None:
+        snap = self.snapshot()
+        a = self.pop()
+        t = self.guard_type(a, r.inputs[0], snap)
+        if t is int:
+            self.push(self.emitv("int_xor", [self.as_int(a, snap), Const(-1, Type.INT)],
+                                 Type.INT))
+        else:
+            ao, new = self.as_obj(a, snap)
+            res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Invert")
+            self.release_obj(ao, new)
+            self.release(a)
+            self.push(res, True)
+
+    def _truth(self, sv: SV, seen: object, snap: Snapshot) -> Ref:
+        """The truth of sv as an unboxed flag; releases sv."""
+        ref = sv.ref
+        if ref.type is Type.BOOL:
+            return ref
+        if isinstance(ref, Const):
+            return Const(bool(ref.value), Type.BOOL)
+        if ref.type is Type.INT:
+            return self.emitv("int_ne", [ref, Const(0, Type.INT)], Type.BOOL)
+        if ref.type is Type.FLOAT:
+            return self.emitv("float_ne", [ref, Const(0.0, Type.FLOAT)], Type.BOOL)
+        t = self.guard_type(sv, seen, snap)
+        flag: Ref
+        if t is int:
+            flag = self.emitv("int_ne", [self.as_int(sv, snap), Const(0, Type.INT)], Type.BOOL)
+        elif t is float:
+            flag = self.emitv("float_ne", [self.as_float(sv, snap), Const(0.0, Type.FLOAT)],
+                              Type.BOOL)
+        elif t is type(None):
+            flag = Const(False, Type.BOOL)
+        else:
+            flag = self.emitv("is_true", [ref], Type.BOOL, snap)
+        self.release(sv)
+        return flag
+
+    def op_to_bool(self, r: Record) -> None:
+        snap = self.snapshot()
+        sv = self.pop()
+        self.push(self._truth(sv, r.inputs[0], snap))
+
+    def op_unary_not(self, r: Record) -> None:
+        snap = self.snapshot()
+        sv = self.pop()
+        flag = self._truth(sv, r.inputs[0], snap)
+        if isinstance(flag, Const):
+            self.push(Const(not flag.value, Type.BOOL))
+        else:
+            self.push(self.emitv("bool_not", [flag], Type.BOOL))
+
+    def _other_successor(self, r: Record) -> int:
+        taken = r.next_offset
+        fall, target = r.instr.next_offset, r.instr.jump_target
+        assert target is not None
+        return (target if taken == fall else fall) // 2
+
+    def op_pop_jump_if(self, r: Record) -> None:
+        sv = self.pop()
+        taken = r.next_offset == r.instr.jump_target
+        want_true = taken == (r.instr.opname == "POP_JUMP_IF_TRUE")
+        snap = self.snapshot(pc=self._other_successor(r))
+        flag = self._truth(sv, r.inputs[0], self.snapshot(stack=self.stack + [sv]))
+        if isinstance(flag, Const):
+            if bool(flag.value) != want_true:
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "constant branch")
+            return
+        self.emit("guard_true" if want_true else "guard_false", [flag], None, snap)
+
+    def op_pop_jump_if_none(self, r: Record) -> None:
+        sv = self.pop()
+        taken = r.next_offset == r.instr.jump_target
+        is_none = taken == (r.instr.opname == "POP_JUMP_IF_NONE")
+        snap = self.snapshot(pc=self._other_successor(r))
+        if isinstance(sv.ref, Const):
+            if (sv.ref.value is None) != is_none:
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "constant branch")
+            return
+        if sv.ref.type is not Type.OBJ:
+            if is_none:
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "unboxed None")
+            return
+        # The pointer is only compared, so releasing first is safe.
+        self.release(sv)
+        self.emit("guard_is" if is_none else "guard_is_not", [sv.ref], None, snap, obj=None)
+
+    def op_load_global(self, r: Record) -> None:
+        snap = self.snapshot()
+        frame = self.rec.frame
+        v = self.emitv("load_global", [], Type.OBJ, snap, globals=frame.f_globals,
+                       builtins=frame.f_builtins, name=str(r.instr.argval))
+        self.emit("guard_is", [v], None, snap, obj=r.seen)
+        self.push(Const(r.seen, Type.OBJ))
+        if r.instr.arg & 1:
+            self.push(Const(NULL, Type.OBJ))
+
+    def op_load_attr(self, r: Record) -> None:
+        snap = self.snapshot()
+        owner = self.pop()
+        name = self.info.code.co_names[r.instr.arg >> 1]
+        oo, new = self.as_obj(owner, snap)
+        res = self.emitv("getattr", [oo], Type.OBJ, snap, name=name)
+        self.release_obj(oo, new)
+        self.release(owner)
+        self.push(res, True)
+        if r.instr.arg & 1:
+            self.push(Const(NULL, Type.OBJ))
+
+    def op_store_attr(self, r: Record) -> None:
+        snap = self.snapshot()
+        owner = self.pop()
+        value = self.pop()
+        name = self.info.code.co_names[r.instr.arg]
+        oo, onew = self.as_obj(owner, snap)
+        vo, vnew = self.as_obj(value, snap)
+        self.emit("setattr", [oo, vo], None, snap, name=name)
+        for ref, new in ((oo, onew), (vo, vnew)):
+            self.release_obj(ref, new)
+        self.release(owner)
+        self.release(value)
+
+    def op_binary_subscr(self, r: Record) -> None:
+        snap = self.snapshot()
+        sub = self.pop()
+        container = self.pop()
+        tc = self.guard_type(container, r.inputs[0], snap)
+        ts = self.guard_type(sub, r.inputs[1], snap)
+        if tc in (list, tuple) and ts is int:
+            op = "list_getitem" if tc is list else "tuple_getitem"
+            assert isinstance(container.ref, Value) or isinstance(container.ref, Const)
+            res = self.emitv(op, [container.ref, self.as_int(sub, snap)], Type.OBJ, snap)
+            self.release(container)
+            self.release(sub)
+            self.push(res, True)
+            return
+        self._generic_binary("PyObject_GetItem", container, sub, snap)
+
+    def op_store_subscr(self, r: Record) -> None:
+        snap = self.snapshot()
+        sub = self.pop()
+        container = self.pop()
+        value = self.pop()
+        tc = self.guard_type(container, r.inputs[1], snap)
+        ts = self.guard_type(sub, r.inputs[2], snap)
+        if tc is list and ts is int:
+            idx = self.as_int(sub, snap)
+            vo, vnew = self.as_obj(value, snap)
+            if not vnew and not value.owned:
+                self.emit("incref", [vo])
+            # The value is owned from here; an exit hands that reference to the frame.
+            held = SV(vo, True)
+            snap2 = self.snapshot(stack=self.stack + [held, container, sub])
+            self.emit("list_setitem", [container.ref, idx, vo], None, snap2)
+            if vnew:
+                pass  # the boxed value was stolen by the list
+            elif value.owned:
+                pass  # our reference moved into the list
+            self.release(container)
+            self.release(sub)
+            return
+        vo, vnew = self.as_obj(value, snap)
+        ko, knew = self.as_obj(sub, snap)
+        co, cnew = self.as_obj(container, snap)
+        self.emit("setitem", [co, ko, vo], None, snap)
+        for ref, new in ((vo, vnew), (ko, knew), (co, cnew)):
+            self.release_obj(ref, new)
+        self.release(value)
+        self.release(container)
+        self.release(sub)
+
+    def op_call(self, r: Record) -> None:
+        snap = self.snapshot()
+        argc = r.instr.arg
+        args = [self.pop() for _ in range(argc)][::-1]
+        self_or_null = self.pop()
+        callable_ = self.pop()
+        if isinstance(callable_.ref, Const) and callable_.ref.value is builtins.len \
+                and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
+                and argc == 1:
+            ao, new = self.as_obj(args[0], snap)
+            n = self.emitv("len", [ao], Type.INT, snap)
+            self.release_obj(ao, new)
+            self.release(args[0])
+            self.push(n)
+            return
+        operands: list[Ref] = []
+        temps: list[tuple[Ref, bool]] = []
+        everything = [callable_]
+        if not (isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL):
+            everything.append(self_or_null)
+        everything.extend(args)
+        for sv in everything:
+            o, new = self.as_obj(sv, snap)
+            operands.append(o)
+            temps.append((o, new))
+        res = self.emitv("call", operands, Type.OBJ, snap)
+        for o, new in temps:
+            self.release_obj(o, new)
+        for sv in everything:
+            self.release(sv)
+        self.push(res, True)
+
+    def op_for_iter(self, r: Record) -> None:
+        it = self.stack[-1]
+        if r.next_offset != r.instr.next_offset:
+            raise RecordingAborted(AbortReason.INNER_LOOP, "loop ended while recording")
+        snap = self.snapshot()
+        t = self.guard_type(it, r.inputs[0], snap)
+        assert isinstance(it.ref, Value)
+        if t is RANGE_ITER:
+            self.push(self.emitv("range_next", [it.ref], Type.INT, snap))
+        elif t is LIST_ITER:
+            self.push(self.emitv("list_next", [it.ref], Type.OBJ, snap), True)
+        elif t is TUPLE_ITER:
+            self.push(self.emitv("tuple_next", [it.ref], Type.OBJ, snap), True)
+        else:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, f"FOR_ITER over {t.__name__}")
+
+
+class _LoopClosed(Exception):
+    pass
+
+
+class CarriedMismatch(Exception):
+    def __init__(self, slots: set[int]) -> None:
+        super().__init__(f"carried slots changed type: {sorted(slots)}")
+        self.slots = slots
+
+
+_CARRIED_TYPES = {int: Type.INT, float: Type.FLOAT, bool: Type.BOOL}
+
+
+def translate(rec: Recording, name: str = "loop") -> Trace:
+    """Translate a finished recording into a loop trace.
+
+    Locals that hold an unboxed int, float or bool at the end of the
+    iteration, with the same type at the header, are carried in registers
+    across iterations; the set is found by translating until it is stable.
+    """
+    carried: dict[int, Type] = {}
+    for _attempt in range(4):
+        tr = Translator(rec, carried, name)
+        try:
+            tr.run()
+        except _LoopClosed:
+            pass
+        try:
+            end = tr.end_state_types()
+            candidates = {
+                slot: t
+                for slot, t in end.items()
+                if rec.entry_locals[slot] is not MISSING
+                and _CARRIED_TYPES.get(type(rec.entry_locals[slot])) is t
+            }
+            if candidates != carried and all(s in candidates for s in carried):
+                carried = candidates
+                continue
+            trace = tr.close_loop()
+        except CarriedMismatch as mismatch:
+            carried = {s: t for s, t in carried.items() if s not in mismatch.slots}
+            continue
+        _fix_enter(trace)
+        return trace
+    raise RecordingAborted(AbortReason.TYPE_UNSTABLE)
+
+
+def _fix_enter(trace: Trace) -> None:
+    """Replace the internal `_enter` marker: the preamble's initial values become
+    the label parameters' definitions on entry (recorded as an attribute)."""
+    for i, op in enumerate(trace.ops):
+        if op.name == "_enter":
+            label = trace.ops[i + 1]
+            label.args = op.args
+            del trace.ops[i]
+            return

@@ -1,0 +1,18 @@
+"""The optimizer pipeline."""
+
+from __future__ import annotations
+
+from tracejit.ir.trace import Trace, verify
+from tracejit.opt.dce import dce
+from tracejit.opt.fold import fold
+from tracejit.opt.licm import hoist_invariant_loads
+
+PASSES = (hoist_invariant_loads, fold, dce)
+
+
+def optimize(trace: Trace) -> Trace:
+    verify(trace)
+    for p in PASSES:
+        trace = p(trace)
+        verify(trace)
+    return trace

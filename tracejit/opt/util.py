@@ -1,0 +1,46 @@
+"""Helpers shared by the passes: use counts and value substitution."""
+
+from __future__ import annotations
+
+from tracejit.ir.trace import Op, Ref, SnapEntry, Trace, Value
+
+
+def substitute(trace: Trace, mapping: dict[int, Ref]) -> None:
+    """Replace uses of values (by id) everywhere, snapshots included."""
+    if not mapping:
+        return
+
+    def sub(ref: Ref) -> Ref:
+        while isinstance(ref, Value) and ref.id in mapping:
+            ref = mapping[ref.id]
+        return ref
+
+    for op in trace.ops:
+        op.args = [sub(a) for a in op.args]
+        snap = op.snapshot
+        if snap is not None:
+            snap.stack = [SnapEntry(sub(e.ref), e.owned) for e in snap.stack]
+            snap.locals = {k: SnapEntry(sub(e.ref), e.owned) for k, e in snap.locals.items()}
+
+
+def use_counts(trace: Trace) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for op in trace.ops:
+        refs: list[Ref] = list(op.args)
+        if op.snapshot is not None:
+            refs.extend(op.snapshot.refs())
+        for r in refs:
+            if isinstance(r, Value):
+                counts[r.id] = counts.get(r.id, 0) + 1
+    return counts
+
+
+def label_index(trace: Trace) -> int:
+    for i, op in enumerate(trace.ops):
+        if op.name == "label":
+            return i
+    return -1
+
+
+def defining_ops(trace: Trace) -> dict[int, Op]:
+    return {op.result.id: op for op in trace.ops if op.result is not None}

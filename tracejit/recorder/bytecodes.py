@@ -1,0 +1,63 @@
+"""The one table that says how each bytecode is recorded and translated.
+
+For each supported CPython 3.13 opcode: how many value-stack inputs the
+recorder observes (their live objects, for types and identities) and the
+``Translator`` method that turns the record into trace IR.  An opcode missing
+here aborts recording with the reason ``unsupported opcode NAME``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BytecodeRule:
+    # Stack items the instruction reads, as a function of its oparg.
+    inputs: Callable[[int], int]
+    # Name of the Translator method for it.
+    handler: str
+
+
+def _n(k: int) -> Callable[[int], int]:
+    return lambda arg: k
+
+
+BYTECODES: dict[str, BytecodeRule] = {
+    "NOP": BytecodeRule(_n(0), "nop"),
+    "NOT_TAKEN": BytecodeRule(_n(0), "nop"),
+    "JUMP_FORWARD": BytecodeRule(_n(0), "nop"),
+    "JUMP_BACKWARD": BytecodeRule(_n(0), "jump_backward"),
+    "JUMP_BACKWARD_NO_INTERRUPT": BytecodeRule(_n(0), "jump_backward"),
+    "LOAD_FAST": BytecodeRule(_n(0), "load_fast"),
+    "LOAD_FAST_CHECK": BytecodeRule(_n(0), "load_fast_check"),
+    "LOAD_FAST_LOAD_FAST": BytecodeRule(_n(0), "load_fast_load_fast"),
+    "STORE_FAST": BytecodeRule(_n(1), "store_fast"),
+    "STORE_FAST_LOAD_FAST": BytecodeRule(_n(1), "store_fast_load_fast"),
+    "STORE_FAST_STORE_FAST": BytecodeRule(_n(2), "store_fast_store_fast"),
+    "LOAD_CONST": BytecodeRule(_n(0), "load_const"),
+    "POP_TOP": BytecodeRule(_n(1), "pop_top"),
+    "END_FOR": BytecodeRule(_n(1), "pop_top"),
+    "PUSH_NULL": BytecodeRule(_n(0), "push_null"),
+    "COPY": BytecodeRule(lambda arg: arg, "copy"),
+    "SWAP": BytecodeRule(lambda arg: arg, "swap"),
+    "BINARY_OP": BytecodeRule(_n(2), "binary_op"),
+    "COMPARE_OP": BytecodeRule(_n(2), "compare_op"),
+    "IS_OP": BytecodeRule(_n(2), "is_op"),
+    "UNARY_NEGATIVE": BytecodeRule(_n(1), "unary_negative"),
+    "UNARY_INVERT": BytecodeRule(_n(1), "unary_invert"),
+    "UNARY_NOT": BytecodeRule(_n(1), "unary_not"),
+    "TO_BOOL": BytecodeRule(_n(1), "to_bool"),
+    "POP_JUMP_IF_TRUE": BytecodeRule(_n(1), "pop_jump_if"),
+    "POP_JUMP_IF_FALSE": BytecodeRule(_n(1), "pop_jump_if"),
+    "POP_JUMP_IF_NONE": BytecodeRule(_n(1), "pop_jump_if_none"),
+    "POP_JUMP_IF_NOT_NONE": BytecodeRule(_n(1), "pop_jump_if_none"),
+    "LOAD_GLOBAL": BytecodeRule(_n(0), "load_global"),
+    "LOAD_ATTR": BytecodeRule(_n(1), "load_attr"),
+    "STORE_ATTR": BytecodeRule(_n(2), "store_attr"),
+    "BINARY_SUBSCR": BytecodeRule(_n(2), "binary_subscr"),
+    "STORE_SUBSCR": BytecodeRule(_n(3), "store_subscr"),
+    "CALL": BytecodeRule(lambda arg: arg + 2, "call"),
+    "FOR_ITER": BytecodeRule(_n(1), "for_iter"),
+}

@@ -1,0 +1,68 @@
+"""Reading a running frame's value stack from Python (used while recording).
+
+CPython 3.13 keeps a frame's locals and value stack in ``localsplus`` of its
+``_PyInterpreterFrame``; a frame object points at it.  The offsets come from
+the stencil build (``offsetof`` on the real headers), so they follow the
+headers the stencils were compiled against.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import types
+
+from tracejit.backend.layout import LAYOUT
+
+_F_FRAME = LAYOUT["PyFrameObject.f_frame"]
+_STACKTOP = LAYOUT["_PyInterpreterFrame.stacktop"]
+_LOCALSPLUS = LAYOUT["_PyInterpreterFrame.localsplus"]
+_INSTR_PTR = LAYOUT["_PyInterpreterFrame.instr_ptr"]
+
+_ptr = ctypes.c_void_p
+_int = ctypes.c_int
+
+
+def interpreter_frame(frame: types.FrameType) -> int:
+    """Address of the frame object's ``_PyInterpreterFrame``."""
+    addr = _ptr.from_address(id(frame) + _F_FRAME).value
+    assert addr
+    return addr
+
+
+def stack_depth(frame: types.FrameType, nlocalsplus: int) -> int:
+    """Number of items on the value stack (valid inside a monitoring callback)."""
+    iframe = interpreter_frame(frame)
+    return _int.from_address(iframe + _STACKTOP).value - nlocalsplus
+
+
+_MISSING = object()
+
+
+def slot_object(frame: types.FrameType, slot: int) -> object:
+    """The object in localsplus[slot] (a new reference), or _MISSING for NULL."""
+    iframe = interpreter_frame(frame)
+    p = _ptr.from_address(iframe + _LOCALSPLUS + 8 * slot).value
+    if not p:
+        return _MISSING
+    return ctypes.cast(p, ctypes.py_object).value
+
+
+def stack_items(frame: types.FrameType, nlocalsplus: int, count: int,
+                depth: int | None = None) -> list[object]:
+    """The top `count` stack items, bottom first; _MISSING marks NULL entries.
+
+    ``stacktop`` is only saved for some events (JUMP, not INSTRUCTION in
+    3.13.0), so callers that know the depth pass it."""
+    iframe = interpreter_frame(frame)
+    if depth is None:
+        top = _int.from_address(iframe + _STACKTOP).value
+    else:
+        top = nlocalsplus + depth
+    out = []
+    for slot in range(top - count, top):
+        p = _ptr.from_address(iframe + _LOCALSPLUS + 8 * slot).value
+        out.append(ctypes.cast(p, ctypes.py_object).value if p else _MISSING)
+    return out
+
+
+MISSING = _MISSING

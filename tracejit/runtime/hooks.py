@@ -1,0 +1,220 @@
+"""CPython hooks: sys.monitoring callbacks that count, record and enter traces.
+
+The JIT uses the monitoring tool id reserved for optimizers.  JUMP events on
+loop back-edges drive everything:
+
+- a back-edge to a header with a compiled trace enters it: the native code
+  runs on the frame's own locals and stack and, when it leaves, has written
+  the frame back and set ``instr_ptr``; returning from the callback lets the
+  interpreter continue exactly there;
+- otherwise the header's counter ticks; when hot, INSTRUCTION events are
+  turned on for that code object and one iteration is recorded;
+- forward jumps and blacklisted back-edges return DISABLE, so they cost
+  nothing afterwards.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+from typing import Any
+
+from tracejit.params import Params
+from tracejit.recorder.record import AbortReason, Recording, RecordingAborted
+from tracejit.runtime import jitlog
+from tracejit.runtime.cache import CodeCache, CompiledLoop
+from tracejit.runtime.counters import LoopCounter
+from tracejit.stats import STATS
+
+TOOL = sys.monitoring.OPTIMIZER_ID
+EVENTS = sys.monitoring.events
+DISABLE = sys.monitoring.DISABLE
+
+
+class _State:
+    def __init__(self) -> None:
+        self.params = Params()
+        self.installed = False
+        self.recording: Recording | None = None
+        self.counters: dict[tuple[types.CodeType, int], LoopCounter] = {}
+        self.cache = CodeCache()
+
+
+STATE = _State()
+
+
+def install(params: Params) -> None:
+    STATE.params = params
+    if STATE.installed:
+        return
+    from tracejit.backend.layout import check_layout
+
+    problem = check_layout()
+    if problem:
+        raise RuntimeError(problem)
+    current = sys.monitoring.get_tool(TOOL)
+    if current is not None and current != "tracejit":
+        raise RuntimeError(f"the optimizer monitoring tool id is taken by {current!r}")
+    if current is None:
+        sys.monitoring.use_tool_id(TOOL, "tracejit")
+    sys.monitoring.register_callback(TOOL, EVENTS.JUMP, _on_jump)
+    sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION, _on_instruction)
+    sys.monitoring.set_events(TOOL, EVENTS.JUMP)
+    STATE.installed = True
+
+
+def uninstall() -> None:
+    if not STATE.installed:
+        return
+    _abort_recording(None)
+    sys.monitoring.set_events(TOOL, 0)
+    sys.monitoring.register_callback(TOOL, EVENTS.JUMP, None)
+    sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION, None)
+    sys.monitoring.free_tool_id(TOOL)
+    STATE.installed = False
+    STATE.counters.clear()
+    # Code is freed only when no trace can be running: here the JIT is off.
+    STATE.cache.clear()
+
+
+def _tools_active() -> bool:
+    return sys.gettrace() is not None or sys.getprofile() is not None
+
+
+def _on_jump(code: types.CodeType, src: int, dst: int) -> Any:
+    if dst > src:
+        return DISABLE  # not a back-edge
+    rec = STATE.recording
+    if rec is not None:
+        if rec.thread != threading.get_ident():
+            return None
+        frame = sys._getframe(1)
+        if frame is not rec.frame:
+            return None  # a callee's loop runs in the interpreter while recording
+        if dst != rec.header:
+            _abort_recording(AbortReason.INNER_LOOP)
+            return None
+        loop = _finish_recording(rec)
+        if loop is None:
+            return None
+        return _enter(loop, frame)
+    loop = STATE.cache.get(code, dst)
+    if loop is not None:
+        if _tools_active():
+            return None
+        return _enter(loop, sys._getframe(1))
+    key = (code, dst)
+    counter = STATE.counters.get(key)
+    if counter is None:
+        counter = STATE.counters[key] = LoopCounter(STATE.params.threshold)
+    if counter.blacklisted:
+        return DISABLE
+    if not counter.tick():
+        return None
+    counter.reset()
+    if _tools_active():
+        _count_abort(key, AbortReason.TOOL_ACTIVE)
+        return None
+    _start_recording(code, dst, sys._getframe(1))
+    return None
+
+
+def _enter(loop: CompiledLoop, frame: types.FrameType) -> Any:
+    STATS.native_entries += 1
+    loop.entries += 1
+    # A negative result raises the trace's exception here (ctypes checks the error
+    # indicator); the frame was already written back at the failing instruction.
+    loop.compiled.entry(frame)
+    STATS.guard_failures += 1
+    return None
+
+
+def _start_recording(code: types.CodeType, header: int, frame: types.FrameType) -> None:
+    t0 = time.perf_counter()
+    STATS.traces_started += 1
+    try:
+        rec = Recording(code, header, frame, threading.get_ident(), STATE.params.trace_limit)
+        rec.start()
+    except RecordingAborted as exc:
+        _count_abort((code, header), exc.reason, exc.detail)
+        return
+    finally:
+        STATS.time_in_jit_s += time.perf_counter() - t0
+    STATE.recording = rec
+    sys.monitoring.set_local_events(TOOL, code, EVENTS.INSTRUCTION)
+
+
+def _on_instruction(code: types.CodeType, offset: int) -> Any:
+    rec = STATE.recording
+    if rec is None or code is not rec.code or rec.thread != threading.get_ident():
+        return None
+    if sys._getframe(1) is not rec.frame:
+        return None
+    t0 = time.perf_counter()
+    try:
+        rec.step(offset)
+    except RecordingAborted as exc:
+        _abort_recording(exc.reason, exc.detail)
+    except Exception as exc:  # a bug in the recorder must never break the program
+        _abort_recording(AbortReason.BACKEND, f"internal error: {exc!r}")
+    finally:
+        STATS.time_in_jit_s += time.perf_counter() - t0
+    return None
+
+
+def _stop_events(code: types.CodeType) -> None:
+    sys.monitoring.set_local_events(TOOL, code, 0)
+
+
+def _count_abort(key: tuple[types.CodeType, int], reason: AbortReason, detail: str = "") -> None:
+    STATS.aborts[reason.value] += 1
+    counter = STATE.counters.get(key)
+    if counter is None:
+        counter = STATE.counters[key] = LoopCounter(STATE.params.threshold)
+    counter.abort(STATE.params.threshold, STATE.params.max_aborts)
+    jitlog.abort(key[0], key[1], reason.value, detail, counter.blacklisted)
+
+
+def _abort_recording(reason: AbortReason | None, detail: str = "") -> None:
+    rec = STATE.recording
+    if rec is None:
+        return
+    STATE.recording = None
+    _stop_events(rec.code)
+    if reason is not None:
+        _count_abort((rec.code, rec.header), reason, detail)
+
+
+def _finish_recording(rec: Recording) -> CompiledLoop | None:
+    from tracejit.backend.assembler import assemble
+    from tracejit.backend.codegen import lower_trace
+    from tracejit.ir.translate import translate
+    from tracejit.opt import optimize
+
+    STATE.recording = None
+    _stop_events(rec.code)
+    t0 = time.perf_counter()
+    key = (rec.code, rec.header)
+    try:
+        rec.finish()
+        name = f"{rec.code.co_name}:{rec.header // 2}"
+        trace = optimize(translate(rec, name))
+        lowered = lower_trace(trace, rec.info.nlocalsplus, len(rec.entry_stack))
+        compiled = assemble(lowered.code, lowered.nregs)
+    except RecordingAborted as exc:
+        _count_abort(key, exc.reason, exc.detail)
+        return None
+    except Exception as exc:  # never let a compiler bug reach the program
+        _count_abort(key, AbortReason.BACKEND, repr(exc))
+        return None
+    finally:
+        STATS.time_in_jit_s += time.perf_counter() - t0
+        rec.records.clear()
+    loop = CompiledLoop(rec.code, rec.header, trace, lowered, compiled)
+    STATE.cache.add(loop)
+    STATS.traces_compiled += 1
+    STATS.code_bytes = STATE.cache.bytes
+    jitlog.compiled(loop)
+    return loop
