@@ -186,14 +186,54 @@ class CodeGen:
             raise NotImplementedError(f"no lowering for IR op {name}")
 
     def parallel_copy(self, dsts: list[int], srcs: list[int]) -> None:
-        pairs = [(d, s) for d, s in zip(dsts, srcs, strict=True) if d != s]
-        if not pairs:
+        """Copy srcs to dsts as if at once: copy to a destination nobody still
+        reads first; break a cycle with one temporary."""
+        pending = [(d, s) for d, s in zip(dsts, srcs, strict=True) if d != s]
+        while pending:
+            for i, (d, s) in enumerate(pending):
+                if all(d != s2 for _, s2 in pending):
+                    self.body.append(MachineInstr("copy", (d, s)))
+                    del pending[i]
+                    break
+            else:
+                d, s = pending[0]
+                t = self.new_reg()
+                self.body.append(MachineInstr("copy", (t, s)))
+                pending = [(d2, t if s2 == s else s2) for d2, s2 in pending]
+
+    def coalesce_carried(self) -> None:
+        """Give a loop-carried value the register of its label parameter when the
+        parameter is dead by the time the new value is computed, so the back-edge
+        copies nothing.  Arithmetic stencils write their result only on the
+        continue path, after reading their inputs, so the defining op may still
+        read the parameter (also in its snapshot)."""
+        ops = self.trace.ops
+        label = next((op for op in ops if op.name == "label"), None)
+        jump = ops[-1] if ops and ops[-1].name == "jump" else None
+        if label is None or jump is None:
             return
-        temps = [self.new_reg() for _ in pairs]
-        for t, (_, s) in zip(temps, pairs, strict=True):
-            self.body.append(MachineInstr("copy", (t, s)))
-        for t, (d, _) in zip(temps, pairs, strict=True):
-            self.body.append(MachineInstr("copy", (d, t)))
+        last_use: dict[int, int] = {}
+        define: dict[int, int] = {}
+        for i, op in enumerate(ops):
+            refs = list(op.args) + (op.snapshot.refs() if op.snapshot is not None else [])
+            if op.name == "jump":
+                # A parameter passed on in another position stays live to the jump.
+                refs = [a for p, a in zip(label.params, op.args, strict=True) if a is not p]
+            for r in refs:
+                if isinstance(r, Value):
+                    last_use[r.id] = i
+            if op.result is not None:
+                define[op.result.id] = i
+        taken: set[int] = set()
+        for p, a in zip(label.params, jump.args, strict=True):
+            if not isinstance(a, Value) or a.id not in define or a.id in taken:
+                continue
+            d = define[a.id]
+            if ops[d].name.split("_")[0] not in ("int", "float", "bool"):
+                continue
+            if last_use.get(p.id, -1) <= d and a.id not in self.regs:
+                self.regs[a.id] = self.reg(p)
+                taken.add(a.id)
 
     # ---------------------------------------------------------------- stubs
 
@@ -244,6 +284,7 @@ class CodeGen:
     def lower(self) -> Lowered:
         label_op: Op | None = None
         loop_label = Label("loop")
+        self.coalesce_carried()
         for op in self.trace.ops:
             if op.name == "label":
                 label_op = op

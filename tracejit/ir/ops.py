@@ -141,7 +141,7 @@ OPS: dict[str, OpInfo] = _ops(
     ),
     OpInfo("len", I, (O,), raises=True, escapes=True, doc="len(o) as int64."),
     OpInfo(
-        "list_getitem", O, (O, I), guard=True, pure=True,
+        "list_getitem", O, (O, I), guard=True,
         doc="New reference to an exact list's item; exit if out of range.",
     ),
     OpInfo(

@@ -110,15 +110,15 @@ class Translator:
 
     # ------------------------------------------------------------ emission
 
-    def emit(self, name: str, args: list[Ref], result: Type | None = None,
+    def emit(self, opname: str, args: list[Ref], result: Type | None = None,
              snapshot: Snapshot | None = None, **attrs: object) -> Value | None:
         value = self.trace.new_value(result) if result is not None else None
-        self.trace.ops.append(Op(name, list(args), dict(attrs), value, snapshot))
+        self.trace.ops.append(Op(opname, list(args), dict(attrs), value, snapshot))
         return value
 
-    def emitv(self, name: str, args: list[Ref], result: Type,
+    def emitv(self, opname: str, args: list[Ref], result: Type,
               snapshot: Snapshot | None = None, **attrs: object) -> Value:
-        v = self.emit(name, args, result, snapshot, **attrs)
+        v = self.emit(opname, args, result, snapshot, **attrs)
         assert v is not None
         return v
 

@@ -26,21 +26,30 @@ def hoist_invariant_loads(trace: Trace) -> Trace:
     if header_pc is None:
         return trace
     hoisted: list[Op] = []
-    hoisted_ids: set[int] = set()
+    # Values defined above the label (preamble), plus those hoisted.
+    invariant: set[int] = {op.result.id for op in trace.ops[:li] if op.result is not None}
     kept: list[Op] = []
+
+    def all_invariant(op: Op) -> bool:
+        return all(not isinstance(a, Value) or a.id in invariant for a in op.args)
+
     for op in body:
         if op.name == "load_local" and op.attrs["slot"] not in stored:
             assert op.result is not None
             hoisted.append(op)
-            hoisted_ids.add(op.result.id)
+            invariant.add(op.result.id)
             continue
-        if (
-            op.name == "guard_type"
-            and isinstance(op.args[0], Value)
-            and op.args[0].id in hoisted_ids
-        ):
+        if op.name == "guard_type" and all_invariant(op):
             op.snapshot = Snapshot(header_pc)
             hoisted.append(op)
+            continue
+        # Pure computations on invariant values (unboxing, conversions); a guard
+        # among them exits at the header with the frame untouched.
+        if op.info.pure and op.result is not None and all_invariant(op) and not op.info.raises:
+            if op.snapshot is not None:
+                op.snapshot = Snapshot(header_pc)
+            hoisted.append(op)
+            invariant.add(op.result.id)
             continue
         kept.append(op)
     trace.ops = trace.ops[:li] + hoisted + [trace.ops[li]] + kept

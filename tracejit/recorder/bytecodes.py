@@ -26,6 +26,7 @@ def _n(k: int) -> Callable[[int], int]:
 
 BYTECODES: dict[str, BytecodeRule] = {
     "NOP": BytecodeRule(_n(0), "nop"),
+    "EXTENDED_ARG": BytecodeRule(_n(0), "nop"),
     "NOT_TAKEN": BytecodeRule(_n(0), "nop"),
     "JUMP_FORWARD": BytecodeRule(_n(0), "nop"),
     "JUMP_BACKWARD": BytecodeRule(_n(0), "jump_backward"),
