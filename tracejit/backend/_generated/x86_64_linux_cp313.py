@@ -96,12 +96,12 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'check_eval_breaker': (
         bytes.fromhex(
-            "498b461884c00f8400000000e900000000"
+            "498b461884c00f8500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_PLT32', 8, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 13, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 8, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 13, '_JIT_CONTINUE', -4),
         ),
     ),
     'const': (
@@ -345,29 +345,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'guard_false': (
         bytes.fromhex(
-            "48b8000000000000000049837cc500000f8400000000e900000000"
+            "48b8000000000000000049837cc500000f8500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 18, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 18, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_is': (
-        bytes.fromhex(
-            "48b8000000000000000048b9000000000000000049394cc5000f8400000000e9"
-            "00000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
-        ),
-    ),
-    'guard_is_not': (
         bytes.fromhex(
             "48b8000000000000000048b9000000000000000049394cc5000f8500000000e9"
             "00000000"
@@ -376,32 +363,45 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_CONTINUE', -4),
         ),
     ),
-    'guard_true': (
+    'guard_is_not': (
         bytes.fromhex(
-            "48b8000000000000000049837cc500000f8500000000e900000000"
+            "48b8000000000000000048b9000000000000000049394cc5000f8400000000e9"
+            "00000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 18, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'guard_true': (
+        bytes.fromhex(
+            "48b8000000000000000049837cc500000f8400000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 18, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_type': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000483948080f8400"
+            "48b80000000000000000498b44c50048b90000000000000000483948080f8500"
             "000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_64', 17, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 31, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 36, '_JIT_CONTINUE', -4),
         ),
     ),
     'incref': (
@@ -417,16 +417,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'int_add': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000490344cd007014"
-            "48b90000000000000000498944cd00e900000000e900000000"
+            "48b80000000000000000498b44c50048b90000000000000000490344cd000f80"
+            "0000000048b90000000000000000498944cd00e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 34, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 53, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 38, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_and': (
@@ -516,8 +516,8 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
         bytes.fromhex(
             "48b80000000000000000498b4cc5004885c90f880000000048b8000000000000"
             "0000498b44c5004883f94072214885c00f850000000048b80000000000000000"
-            "49c744c50000000000e9000000004889c248d3e24889d648d3fe4839c60f8500"
-            "00000048b80000000000000000498954c500e900000000"
+            "49c744c50000000000e9000000004889c248d3e24889d648d3fe4839c6751448"
+            "b80000000000000000498954c500e900000000e900000000"
         ),
         b"",
         (
@@ -527,9 +527,9 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_64', 56, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_PLT32', 74, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 95, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 101, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 115, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 97, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 111, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 116, '_JIT_EXIT', -4),
         ),
     ),
     'int_lt': (
@@ -566,16 +566,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'int_mul': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000490faf44cd0070"
-            "1448b90000000000000000498944cd00e900000000e900000000"
+            "48b80000000000000000498b44c50048b90000000000000000490faf44cd000f"
+            "800000000048b90000000000000000498944cd00e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 35, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 49, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 54, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 33, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 39, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 53, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_ne': (
@@ -593,15 +593,15 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'int_neg': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048f7d8701448b900000000000000004989"
-            "44cd00e900000000e900000000"
+            "48b80000000000000000498b44c50048f7d80f800000000048b9000000000000"
+            "0000498944cd00e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 22, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 41, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 20, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 26, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_or': (
@@ -634,16 +634,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'int_sub': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000492b44cd007014"
-            "48b90000000000000000498944cd00e900000000e900000000"
+            "48b80000000000000000498b44c50048b90000000000000000492b44cd000f80"
+            "0000000048b90000000000000000498944cd00e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 34, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 53, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 38, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_to_float': (
@@ -790,16 +790,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'range_iter_next': (
         bytes.fromhex(
-            "48b80000000000000000498b44c500488b48204885c97e2a488b5010488b7018"
-            "4801d64889701048ffc94889482048b80000000000000000498954c500e90000"
-            "0000e900000000"
+            "48b80000000000000000498b44c500488b48204885c90f8e00000000488b5010"
+            "488b70184801d64889701048ffc94889482048b80000000000000000498954c5"
+            "00e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 48, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 62, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 67, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 24, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 52, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 66, '_JIT_CONTINUE', -4),
         ),
     ),
     'richcompare': (
@@ -936,22 +936,22 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'unbox_int': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc500488b47104883f80f7645c74424040000"
-            "0000488d742404ff1500000000837c24040075524883f8ff7510498b4e704885"
-            "c974074883790800754248b90000000000000000498944cd0058e9000000008b"
-            "4f1883e003ba010000004829c2480fafd148b80000000000000000498954c500"
-            "58e90000000058e90000000058e900000000"
+            "5048b80000000000000000498b7cc500488b47104883f80f7635c74424040000"
+            "0000488d742404ff1500000000837c24040075584883f8ff743c48b900000000"
+            "00000000498944cd0058e9000000008b4f1883e003ba010000004829c2480faf"
+            "d148b80000000000000000498954c50058e900000000498b4e704885c974bb48"
+            "8379080074b458e90000000058e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_GOTPCRELX', 41, 'PyLong_AsLongLongAndOverflow', -4),
-            ('code', 'R_X86_64_64', 76, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 91, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 115, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 130, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 136, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 142, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_64', 60, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 75, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 99, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 114, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 136, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 142, '_JIT_EXIT', -4),
         ),
     ),
     'xdecref': (

@@ -80,42 +80,42 @@ STENCIL(xdecref)
 
 STENCIL(guard_type)
 {
-    if (UNLIKELY(Py_TYPE(R_OBJ(0)) != (PyTypeObject *)(uintptr_t)OP(1))) {
-        EXIT();
+    if (Py_TYPE(R_OBJ(0)) == (PyTypeObject *)(uintptr_t)OP(1)) {
+        CONTINUE();
     }
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(guard_is)
 {
-    if (UNLIKELY(R(0) != OP(1))) {
-        EXIT();
+    if (R(0) == OP(1)) {
+        CONTINUE();
     }
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(guard_is_not)
 {
-    if (UNLIKELY(R(0) == OP(1))) {
-        EXIT();
+    if (R(0) != OP(1)) {
+        CONTINUE();
     }
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(guard_true)
 {
-    if (UNLIKELY(R(0) == 0)) {
-        EXIT();
+    if (R(0) != 0) {
+        CONTINUE();
     }
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(guard_false)
 {
-    if (UNLIKELY(R(0) != 0)) {
-        EXIT();
+    if (R(0) == 0) {
+        CONTINUE();
     }
-    CONTINUE();
+    EXIT();
 }
 
 /* ---- boxing ------------------------------------------------------------- */
@@ -132,21 +132,21 @@ STENCIL(unbox_int)
     if (UNLIKELY(overflow)) {
         EXIT();
     }
-    if (UNLIKELY(x == -1 && _PyErr_Occurred(tstate))) {
-        ERROR();
+    if (x != -1 || !_PyErr_Occurred(tstate)) {
+        SET_I64(0, x);
+        CONTINUE();
     }
-    SET_I64(0, x);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(box_int)
 {
     PyObject *v = PyLong_FromLongLong((long long)R_I64(1));
-    if (UNLIKELY(v == NULL)) {
-        ERROR();
+    if (v != NULL) {
+        SET_OBJ(0, v);
+        CONTINUE();
     }
-    SET_OBJ(0, v);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(unbox_float)
@@ -158,11 +158,11 @@ STENCIL(unbox_float)
 STENCIL(box_float)
 {
     PyObject *v = PyFloat_FromDouble(R_F64(1));
-    if (UNLIKELY(v == NULL)) {
-        ERROR();
+    if (v != NULL) {
+        SET_OBJ(0, v);
+        CONTINUE();
     }
-    SET_OBJ(0, v);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(box_bool)
@@ -174,11 +174,11 @@ STENCIL(box_bool)
 STENCIL(is_true)
 {
     int r = PyObject_IsTrue(R_OBJ(1));
-    if (UNLIKELY(r < 0)) {
-        ERROR();
+    if (r >= 0) {
+        SET_I64(0, r);
+        CONTINUE();
     }
-    SET_I64(0, r);
-    CONTINUE();
+    ERROR();
 }
 
 /* ---- int64 arithmetic --------------------------------------------------- */
@@ -186,31 +186,31 @@ STENCIL(is_true)
 STENCIL(int_add)
 {
     int64_t r;
-    if (UNLIKELY(__builtin_add_overflow(R_I64(1), R_I64(2), &r))) {
-        EXIT();
+    if (!__builtin_add_overflow(R_I64(1), R_I64(2), &r)) {
+        SET_I64(0, r);
+        CONTINUE();
     }
-    SET_I64(0, r);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(int_sub)
 {
     int64_t r;
-    if (UNLIKELY(__builtin_sub_overflow(R_I64(1), R_I64(2), &r))) {
-        EXIT();
+    if (!__builtin_sub_overflow(R_I64(1), R_I64(2), &r)) {
+        SET_I64(0, r);
+        CONTINUE();
     }
-    SET_I64(0, r);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(int_mul)
 {
     int64_t r;
-    if (UNLIKELY(__builtin_mul_overflow(R_I64(1), R_I64(2), &r))) {
-        EXIT();
+    if (!__builtin_mul_overflow(R_I64(1), R_I64(2), &r)) {
+        SET_I64(0, r);
+        CONTINUE();
     }
-    SET_I64(0, r);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(int_floordiv)
@@ -279,11 +279,11 @@ STENCIL(int_lshift)
         CONTINUE();
     }
     int64_t r = (int64_t)((uint64_t)a << b);
-    if (UNLIKELY((r >> b) != a)) {
-        EXIT();
+    if ((r >> b) == a) {
+        SET_I64(0, r);
+        CONTINUE();
     }
-    SET_I64(0, r);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(int_rshift)
@@ -302,11 +302,11 @@ STENCIL(int_rshift)
 STENCIL(int_neg)
 {
     int64_t a = R_I64(1);
-    if (UNLIKELY(a == INT64_MIN)) {
-        EXIT();
+    if (a != INT64_MIN) {
+        SET_I64(0, -a);
+        CONTINUE();
     }
-    SET_I64(0, -a);
-    CONTINUE();
+    EXIT();
 }
 
 #define INT_COMPARE(NAME, OPERATOR) \
@@ -339,11 +339,11 @@ FLOAT_BINARY(float_mul, *)
 STENCIL(float_div)
 {
     double b = R_F64(2);
-    if (UNLIKELY(b == 0.0)) {
-        EXIT();
+    if (b != 0.0) {
+        SET_F64(0, R_F64(1) / b);
+        CONTINUE();
     }
-    SET_F64(0, R_F64(1) / b);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(float_neg)
@@ -381,57 +381,57 @@ typedef PyObject *(*binaryfn)(PyObject *, PyObject *);
 STENCIL(call_unary)
 {
     PyObject *r = ((unaryfn)(uintptr_t)OP_OPAQUE(2))(R_OBJ(1));
-    if (UNLIKELY(r == NULL)) {
-        ERROR();
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
     }
-    SET_OBJ(0, r);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(call_binary)
 {
     PyObject *r = ((binaryfn)(uintptr_t)OP_OPAQUE(3))(R_OBJ(1), R_OBJ(2));
-    if (UNLIKELY(r == NULL)) {
-        ERROR();
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
     }
-    SET_OBJ(0, r);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(richcompare)
 {
     PyObject *r = PyObject_RichCompare(R_OBJ(1), R_OBJ(2), (int)OP(3));
-    if (UNLIKELY(r == NULL)) {
-        ERROR();
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
     }
-    SET_OBJ(0, r);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(getattr)
 {
     PyObject *r = PyObject_GetAttr(R_OBJ(1), (PyObject *)(uintptr_t)OP(2));
-    if (UNLIKELY(r == NULL)) {
-        ERROR();
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
     }
-    SET_OBJ(0, r);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(setattr)
 {
-    if (UNLIKELY(PyObject_SetAttr(R_OBJ(0), (PyObject *)(uintptr_t)OP(1), R_OBJ(2)) < 0)) {
-        ERROR();
+    if (PyObject_SetAttr(R_OBJ(0), (PyObject *)(uintptr_t)OP(1), R_OBJ(2)) >= 0) {
+        CONTINUE();
     }
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(setitem)
 {
-    if (UNLIKELY(PyObject_SetItem(R_OBJ(0), R_OBJ(1), R_OBJ(2)) < 0)) {
-        ERROR();
+    if (PyObject_SetItem(R_OBJ(0), R_OBJ(1), R_OBJ(2)) >= 0) {
+        CONTINUE();
     }
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(call_vector)
@@ -440,21 +440,21 @@ STENCIL(call_vector)
     PyObject *r = PyObject_Vectorcall(
         (PyObject *)(uintptr_t)regs[base], (PyObject *const *)&regs[base + 1],
         (size_t)OP(2) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (UNLIKELY(r == NULL)) {
-        ERROR();
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
     }
-    SET_OBJ(0, r);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(len)
 {
     Py_ssize_t n = PyObject_Size(R_OBJ(1));
-    if (UNLIKELY(n < 0)) {
-        ERROR();
+    if (n >= 0) {
+        SET_I64(0, n);
+        CONTINUE();
     }
-    SET_I64(0, n);
-    CONTINUE();
+    ERROR();
 }
 
 /* ---- sequences and iterators -------------------------------------------- */
@@ -467,13 +467,13 @@ STENCIL(list_getitem)
     if (i < 0) {
         i += n;
     }
-    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
-        EXIT();
+    if ((uint64_t)i < (uint64_t)n) {
+        PyObject *item = seq->ob_item[i];
+        Py_INCREF(item);
+        SET_OBJ(0, item);
+        CONTINUE();
     }
-    PyObject *item = seq->ob_item[i];
-    Py_INCREF(item);
-    SET_OBJ(0, item);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(tuple_getitem)
@@ -484,13 +484,13 @@ STENCIL(tuple_getitem)
     if (i < 0) {
         i += n;
     }
-    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
-        EXIT();
+    if ((uint64_t)i < (uint64_t)n) {
+        PyObject *item = seq->ob_item[i];
+        Py_INCREF(item);
+        SET_OBJ(0, item);
+        CONTINUE();
     }
-    PyObject *item = seq->ob_item[i];
-    Py_INCREF(item);
-    SET_OBJ(0, item);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(list_setitem)
@@ -513,40 +513,40 @@ STENCIL(list_setitem)
 STENCIL(range_iter_next)
 {
     _PyRangeIterObject *r = (_PyRangeIterObject *)R_OBJ(1);
-    if (UNLIKELY(r->len <= 0)) {
-        EXIT();  /* left untouched: the interpreter's FOR_ITER finishes it */
+    if (r->len > 0) {
+        long value = r->start;
+        r->start = value + r->step;
+        r->len--;
+        SET_I64(0, value);
+        CONTINUE();
     }
-    long value = r->start;
-    r->start = value + r->step;
-    r->len--;
-    SET_I64(0, value);
-    CONTINUE();
+    EXIT();  /* left untouched: the interpreter's FOR_ITER finishes it */
 }
 
 STENCIL(list_iter_next)
 {
     _PyListIterObject *it = (_PyListIterObject *)R_OBJ(1);
     PyListObject *seq = it->it_seq;
-    if (UNLIKELY(seq == NULL || it->it_index >= Py_SIZE(seq))) {
-        EXIT();  /* left untouched: the interpreter's FOR_ITER finishes it */
+    if (seq != NULL && it->it_index < Py_SIZE(seq)) {
+        PyObject *item = seq->ob_item[it->it_index++];
+        Py_INCREF(item);
+        SET_OBJ(0, item);
+        CONTINUE();
     }
-    PyObject *item = seq->ob_item[it->it_index++];
-    Py_INCREF(item);
-    SET_OBJ(0, item);
-    CONTINUE();
+    EXIT();  /* left untouched: the interpreter's FOR_ITER finishes it */
 }
 
 STENCIL(tuple_iter_next)
 {
     _PyTupleIterObject *it = (_PyTupleIterObject *)R_OBJ(1);
     PyTupleObject *seq = it->it_seq;
-    if (UNLIKELY(seq == NULL || it->it_index >= Py_SIZE(seq))) {
-        EXIT();
+    if (seq != NULL && it->it_index < Py_SIZE(seq)) {
+        PyObject *item = seq->ob_item[it->it_index++];
+        Py_INCREF(item);
+        SET_OBJ(0, item);
+        CONTINUE();
     }
-    PyObject *item = seq->ob_item[it->it_index++];
-    Py_INCREF(item);
-    SET_OBJ(0, item);
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(iter_next)
@@ -590,10 +590,10 @@ STENCIL(dict_lookup_global)
 
 STENCIL(check_eval_breaker)
 {
-    if (UNLIKELY(_Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker) & _PY_EVAL_EVENTS_MASK)) {
-        EXIT();
+    if (!(_Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker) & _PY_EVAL_EVENTS_MASK)) {
+        CONTINUE();
     }
-    CONTINUE();
+    EXIT();
 }
 
 STENCIL(jump)
