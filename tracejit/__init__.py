@@ -48,7 +48,7 @@ def enable(**changes: Any) -> bool:
     if reason:
         warnings.warn(f"tracejit: JIT unavailable, running without it: {reason}", stacklevel=2)
         return False
-    from tracejit.runtime import hooks
+    import tracejit.runtime.hooks as hooks
 
     hooks.install(params)
     return True
@@ -58,7 +58,7 @@ def disable() -> None:
     """Turn the JIT off: native code is no longer entered; the program continues."""
     if not available():
         return
-    from tracejit.runtime import hooks
+    import tracejit.runtime.hooks as hooks
 
     hooks.uninstall()
 

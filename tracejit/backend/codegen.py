@@ -49,9 +49,9 @@ def _pyapi_address(name: str) -> int:
 
 def const_bits(c: Const) -> int:
     if c.type is Type.INT:
-        return int(c.value) & 0xFFFFFFFFFFFFFFFF  # type: ignore[call-overload]
+        return int(c.value) & 0xFFFFFFFFFFFFFFFF
     if c.type is Type.FLOAT:
-        return int(struct.unpack("<Q", struct.pack("<d", float(c.value)))[0])  # type: ignore[arg-type]
+        return int(struct.unpack("<Q", struct.pack("<d", float(c.value)))[0])
     if c.type is Type.BOOL:
         return 1 if c.value else 0
     if c.value is NULL:
@@ -148,9 +148,9 @@ class CodeGen:
         elif name == "bool_not":
             self.emit("int_eq", dst + args + (self.reg(Const(0, Type.INT)),))
         elif name == "load_local":
-            self.emit("load_slot", dst + (int(op.attrs["slot"]),))  # type: ignore[call-overload]
+            self.emit("load_slot", dst + (int(op.attrs["slot"]),))
         elif name == "store_local":
-            self.emit("store_local", args + (int(op.attrs["slot"]),))  # type: ignore[call-overload]
+            self.emit("store_local", args + (int(op.attrs["slot"]),))
         elif name == "guard_type":
             self.emit("guard_type", args + (self.obj_addr(op.attrs["type"]),), op, guard=True)
         elif name in ("guard_is", "guard_is_not"):
@@ -161,7 +161,7 @@ class CodeGen:
             fn = _pyapi_address(str(op.attrs["fn"]))
             self.emit(name, dst + args + (fn,), op, raises=True)
         elif name == "richcompare":
-            self.emit("richcompare", dst + args + (int(op.attrs["op"]),), op,  # type: ignore[call-overload]
+            self.emit("richcompare", dst + args + (int(op.attrs["op"]),), op,
                       raises=True)
         elif name == "getattr":
             self.emit("getattr", dst + args + (self.obj_addr(op.attrs["name"]),), op,

@@ -45,7 +45,7 @@ class OpInfo:
         return self.guard or self.raises
 
 
-O, I, F, B, V = Type.OBJ, Type.INT, Type.FLOAT, Type.BOOL, Type.VOID
+O, I, F, B, V = Type.OBJ, Type.INT, Type.FLOAT, Type.BOOL, Type.VOID  # noqa: E741
 
 
 def _ops(*infos: OpInfo) -> dict[str, OpInfo]:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import builtins
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from tracejit.ir.ops import OPS, Type, info
+from tracejit.ir.ops import OPS, OpInfo, Type, info
 
 
 class Value:
@@ -41,7 +42,7 @@ class Value:
 
 @dataclass(frozen=True, slots=True)
 class Const:
-    value: object
+    value: Any
     type: Type
 
     def __repr__(self) -> str:
@@ -74,14 +75,14 @@ class Snapshot:
 class Op:
     name: str
     args: list[Ref]
-    attrs: dict[str, object] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
     result: Value | None = None
     snapshot: Snapshot | None = None
     # Label ops define their parameters here instead of `result`.
     params: list[Value] = field(default_factory=list)
 
     @property
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> OpInfo:
         return info(self.name)
 
 
@@ -140,7 +141,7 @@ def _fmt_ref(trace: Trace, ref: Ref) -> str:
     if ref.type is Type.INT:
         return f"{ref.value}i"
     if ref.type is Type.FLOAT:
-        return f"{float(ref.value)!r}f"  # type: ignore[arg-type]
+        return f"{float(ref.value)!r}f"
     if ref.type is Type.BOOL:
         return f"{int(bool(ref.value))}b"
     return _fmt_obj(trace, ref.value)

@@ -46,9 +46,9 @@ NULL = _Null()
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-RANGE_ITER = type(iter(range(0)))
-LIST_ITER = type(iter([]))
-TUPLE_ITER = type(iter(()))
+RANGE_ITER: type = type(iter(range(0)))
+LIST_ITER: type = type(iter([]))
+TUPLE_ITER: type = type(iter(()))
 
 # BINARY_OP oparg -> (generic C-API function, int IR op, float IR op)
 _BINOPS: dict[int, tuple[str, str | None, str | None]] = {
@@ -167,7 +167,7 @@ class Translator:
         if ref.type is Type.INT:
             return ref
         if isinstance(ref, Const) and type(ref.value) is int:
-            if INT64_MIN <= ref.value <= INT64_MAX:  # type: ignore[operator]
+            if INT64_MIN <= ref.value <= INT64_MAX:
                 return Const(ref.value, Type.INT)
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "int constant too big")
         assert isinstance(ref, Value) and self.ptype.get(ref.id) is int
@@ -196,9 +196,9 @@ class Translator:
             return ref, False
         if isinstance(ref, Const):
             if ref.type is Type.INT:
-                return Const(int(ref.value), Type.OBJ), False  # type: ignore[call-overload]
+                return Const(int(ref.value), Type.OBJ), False
             if ref.type is Type.FLOAT:
-                return Const(float(ref.value), Type.OBJ), False  # type: ignore[arg-type]
+                return Const(float(ref.value), Type.OBJ), False
             return Const(bool(ref.value), Type.OBJ), False
         name = {Type.INT: "box_int", Type.FLOAT: "box_float", Type.BOOL: "box_bool"}[ref.type]
         v = self.emitv(name, [ref], Type.OBJ, snap if name != "box_bool" else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
+from typing import Any
 
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, Trace, Value
@@ -49,7 +50,7 @@ _INT_FOLD: dict[str, Callable[[int, int], int | None]] = {
     "int_lshift": _lshift,
     "int_rshift": _rshift,
 }
-_CMP_FOLD: dict[str, Callable[[object, object], bool]] = {
+_CMP_FOLD: dict[str, Callable[[Any, Any], Any]] = {
     "lt": operator.lt, "le": operator.le, "eq": operator.eq,
     "ne": operator.ne, "gt": operator.gt, "ge": operator.ge,
 }
@@ -73,25 +74,25 @@ def _fold_value(op: Op) -> Const | None:
     vals = [a.value for a in args if a is not None]
     name = op.name
     if name in _INT_FOLD:
-        r = _INT_FOLD[name](int(vals[0]), int(vals[1]))  # type: ignore[call-overload]
+        r = _INT_FOLD[name](int(vals[0]), int(vals[1]))
         if r is None or not INT64_MIN <= r <= INT64_MAX:
             return None
         return Const(r, Type.INT)
     if name == "int_neg":
-        r = -int(vals[0])  # type: ignore[call-overload]
+        r = -int(vals[0])
         return Const(r, Type.INT) if INT64_MIN <= r <= INT64_MAX else None
     if name in _FLOAT_FOLD:
-        return Const(_FLOAT_FOLD[name](float(vals[0]), float(vals[1])), Type.FLOAT)  # type: ignore[arg-type]
+        return Const(_FLOAT_FOLD[name](float(vals[0]), float(vals[1])), Type.FLOAT)
     if name == "float_neg":
-        return Const(-float(vals[0]), Type.FLOAT)  # type: ignore[arg-type]
+        return Const(-float(vals[0]), Type.FLOAT)
     if name == "int_to_float":
-        return Const(float(int(vals[0])), Type.FLOAT)  # type: ignore[call-overload]
+        return Const(float(int(vals[0])), Type.FLOAT)
     if name == "bool_not":
         return Const(not vals[0], Type.BOOL)
     prefix, _, cmp = name.partition("_")
     if prefix in ("int", "float") and cmp in _CMP_FOLD:
         a, b = vals
-        if prefix == "float" and (math.isnan(a) or math.isnan(b)):  # type: ignore[arg-type]
+        if prefix == "float" and (math.isnan(a) or math.isnan(b)):
             return Const(cmp == "ne", Type.BOOL)
         return Const(_CMP_FOLD[cmp](a, b), Type.BOOL)
     return None
@@ -117,7 +118,7 @@ def fold(trace: Trace) -> Trace:
             if isinstance(subject, Const) and type(subject.value) is op.attrs["type"]:
                 continue
             if isinstance(subject, Value):
-                proven[subject.id] = op.attrs["type"]  # type: ignore[assignment]
+                proven[subject.id] = op.attrs["type"]
         elif op.name in ("guard_true", "guard_false"):
             c = _const(op.args[0])
             if c is not None and bool(c.value) == (op.name == "guard_true"):
@@ -133,7 +134,7 @@ def fold(trace: Trace) -> Trace:
             if c is not None and op.result is not None:
                 want = int if op.name == "unbox_int" else float
                 if type(c.value) is want and (
-                    want is float or INT64_MIN <= c.value <= INT64_MAX  # type: ignore[operator]
+                    want is float or INT64_MIN <= c.value <= INT64_MAX
                 ):
                     mapping[op.result.id] = Const(c.value, op.result.type)
                     continue

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.runtime import frames
 
-CO_GENERATOR_LIKE = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, iterable coroutine, async gen
+# Generator, coroutine, iterable coroutine, async generator.
+CO_GENERATOR_LIKE = 0x20 | 0x80 | 0x100 | 0x200
 
 
 class AbortReason(enum.Enum):
