@@ -49,7 +49,7 @@ def native(n: int) -> int:
     here = frame.f_lasti // 2 + 0  # instr_ptr stays on the CALL of entry (see below)
     loop, done, bail = Label("loop"), Label("done"), Label("bail")
     I = MachineInstr  # noqa: E741
-    trace = [
+    trace: list[MachineInstr | Label] = [
         I("load_slot", (0, s_n)),
         I("load_slot", (1, s_i)),
         I("load_slot", (2, s_total)),
@@ -82,7 +82,7 @@ def native(n: int) -> int:
             raise RuntimeError("the native loop bailed out")
     finally:
         compiled.free()
-    return total
+    return total if i == n else -1
 
 
 def timed(fn: object, n: int, repeat: int) -> tuple[float, int]:

@@ -50,7 +50,7 @@ def local_address(frame: types.FrameType, slot: int) -> int:
 
 def slot(fn: Callable[..., object] | types.CodeType, name: str) -> int:
     """localsplus index of a plain local (no cells) of a function."""
-    code = fn if isinstance(fn, types.CodeType) else fn.__code__  # type: ignore[attr-defined]
+    code = fn if isinstance(fn, types.CodeType) else fn.__code__
     assert isinstance(code, types.CodeType)
     assert not code.co_cellvars and not code.co_freevars
     return code.co_varnames.index(name)
@@ -66,15 +66,20 @@ def finish(code: int) -> MachineInstr:
     return MachineInstr("exit_finish", (-1, -1, code))
 
 
-def complete(frame: types.FrameType, code: Sequence[MachineInstr | Label]) -> list[
-    MachineInstr | Label
-]:
+def complete(
+    frame: types.FrameType, code: Sequence[MachineInstr | Label]
+) -> list[MachineInstr | Label]:
     here = (frame.f_lasti // 2, stacktop(frame))
     out: list[MachineInstr | Label] = []
     for item in code:
-        if isinstance(item, MachineInstr) and item.op == "exit_finish" and item.operands[:2] == (
-            -1,
-            -1,
+        if (
+            isinstance(item, MachineInstr)
+            and item.op == "exit_finish"
+            and item.operands[:2]
+            == (
+                -1,
+                -1,
+            )
         ):
             item = MachineInstr("exit_finish", (*here, item.operands[2]))
         out.append(item)

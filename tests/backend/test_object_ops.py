@@ -5,7 +5,8 @@ from __future__ import annotations
 import builtins
 import operator
 import sys
-from collections.abc import Iterator
+import types
+from collections.abc import Generator, Iterator
 
 import pytest
 from backend_helpers import finish, requires_backend, run, slot, stacktop
@@ -133,7 +134,7 @@ def misc_kernel(obj: Money, d: dict[str, int], other: object) -> tuple[object, .
 def test_getattr_setattr_setitem_richcompare_len_is_true_box_bool() -> None:
     m, d, other = Money(3), {"a": 1}, 2
     assert misc_kernel(m, d, other) == (3, True, 2, True, False)
-    assert m.cents == 2 and d == {"a": 1, 2: 2}  # type: ignore[comparison-overlap]
+    assert m.cents == 2 and d == {"a": 1, 2: 2}
     with pytest.raises(AttributeError):
         misc_kernel(object(), d, other)  # type: ignore[arg-type]
 
@@ -371,8 +372,12 @@ def global_kernel(name: str) -> tuple[int, object]:
     r: object = None
     missing, err = Label("missing"), Label("err")
     code: list[MachineInstr | Label] = [
-        I("dict_lookup_global", (0, id(globals()), id(builtins.__dict__), id(name)),
-          exit=missing, error=err),  # fmt: skip
+        I(
+            "dict_lookup_global",
+            (0, id(globals()), id(builtins.__dict__), id(name)),
+            exit=missing,
+            error=err,
+        ),  # fmt: skip
         I("incref", (0,)),  # borrowed
         I("store_local", (0, slot(global_kernel, "r"))),
         finish(0),
@@ -431,7 +436,24 @@ def _python(op: str, a: int, b: int) -> int | None:
     return r if INT64_MIN <= r <= INT64_MAX else None
 
 
-VALUES = [0, 1, -1, 2, -2, 3, -7, 7, 63, 64, 100, 12345678901, -(2**40), 2**62, INT64_MIN, INT64_MAX]
+VALUES = [
+    0,
+    1,
+    -1,
+    2,
+    -2,
+    3,
+    -7,
+    7,
+    63,
+    64,
+    100,
+    12345678901,
+    -(2**40),
+    2**62,
+    INT64_MIN,
+    INT64_MAX,
+]
 INT_OPS = [
     "int_add", "int_sub", "int_mul", "int_floordiv", "int_mod", "int_and", "int_or", "int_xor",
     "int_lshift", "int_rshift", "int_neg", "int_lt", "int_le", "int_eq", "int_ne", "int_gt",
@@ -448,7 +470,7 @@ def test_int_ops_follow_python_semantics(op: str) -> None:
             assert got == ((1, None) if expected is None else (0, expected)), (op, a, b)
 
 
-def float_cmp_kernel(op: str, a: float, b: float) -> int | float | None:
+def float_cmp_kernel(op: str, a: float, b: float) -> int | float | str | None:
     """r = a OP b for float compares (boxed as int) and float_div (boxed as float)."""
     r: int | float | None = None
     out, err = Label("out"), Label("err")
@@ -468,7 +490,7 @@ def float_cmp_kernel(op: str, a: float, b: float) -> int | float | None:
         finish(-1),
     ]
     rc = run(sys._getframe(), code)
-    return r if rc == 0 else f"exit {rc}"  # type: ignore[return-value]
+    return r if rc == 0 else f"exit {rc}"
 
 
 def test_float_compares_and_division_guard() -> None:
@@ -485,7 +507,7 @@ def test_float_compares_and_division_guard() -> None:
     assert float_cmp_kernel("float_div", 1.0, inf) == 0.0
 
 
-def generator_frame() -> Iterator[object]:
+def generator_frame() -> Generator[object, object]:
     x = yield "first"
     yield x
 
@@ -493,6 +515,7 @@ def generator_frame() -> Iterator[object]:
 def test_exit_finish_writes_instr_ptr_and_stacktop() -> None:
     """exit_finish on a suspended generator's frame (not executing: nothing rewrites it)."""
     g = generator_frame()
+    assert isinstance(g, types.GeneratorType)
     assert next(g) == "first"
     frame = g.gi_frame
     assert frame is not None

@@ -111,8 +111,8 @@ def test_rebuild_is_byte_identical() -> None:
 
 def test_build_reports_missing_clang(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRACEJIT_CLANG", "")
-    monkeypatch.setattr(build.shutil, "which", lambda name: None)
-    monkeypatch.setattr(build.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(build.BuildError, match="no clang found"):
         build.find_clang()
     monkeypatch.setenv("TRACEJIT_CLANG", "/opt/my clang/bin/clang --foo")
@@ -154,7 +154,7 @@ if True:  # keep the imports local to the backend-only tests below
 )
 def test_assembly_errors(code: object, message: str) -> None:
     label = Label("L")
-    items = code(label)  # type: ignore[operator]
+    items: list[MachineInstr | Label] = code(label)  # type: ignore[operator]
     with pytest.raises(AssemblyError, match=message):
         assemble(items, 4)
 
@@ -181,7 +181,11 @@ def _maps_for(address: int) -> list[str]:
 @requires_backend
 def test_code_is_rx_data_is_r_and_free_unmaps() -> None:
     loop = Label("loop")
-    code = [MachineInstr("const", (0, 5)), loop, MachineInstr("jump", target=loop)]
+    code: list[MachineInstr | Label] = [
+        MachineInstr("const", (0, 5)),
+        loop,
+        MachineInstr("jump", target=loop),
+    ]
     compiled = assemble(code, 1)
     assert compiled.size % 4096 == 0 and compiled.code_size <= compiled.size
     assert _maps_for(compiled.address) == ["r-xp"]
@@ -207,7 +211,8 @@ def test_trailing_jumps_are_dropped() -> None:
     dropped = sum(5 for op in ops if stencils[op].trailing_continue)
     assert dropped > 0
     labels = [c.exit for c in code if c.exit is not None]
-    compiled = assemble([*code, end, *labels], 1)
+    items: list[MachineInstr | Label] = [*code, end, *labels]
+    compiled = assemble(items, 1)
     try:
         assert compiled.code_size == full - dropped
     finally:
