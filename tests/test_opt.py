@@ -1,0 +1,143 @@
+"""Optimizer passes, tested as text in / text out."""
+
+from __future__ import annotations
+
+import textwrap
+
+from tracejit.ir.trace import format_trace, parse_trace, verify
+from tracejit.opt import optimize
+from tracejit.opt.dce import dce
+from tracejit.opt.fold import fold
+from tracejit.opt.licm import hoist_invariant_loads
+
+
+def run(pass_: object, src: str) -> str:
+    trace = parse_trace(src)
+    verify(trace)
+    out = pass_(trace)  # type: ignore[operator]
+    verify(out)
+    return format_trace(out)
+
+
+def expect(text: str) -> str:
+    return textwrap.dedent(text).strip() + "\n"
+
+
+def test_fold_removes_proven_type_guards() -> None:
+    out = run(fold, """
+    trace t
+      v0:obj = load_local slot=0
+      guard_type v0 type=$int [pc=0 | | ]
+      guard_type v0 type=$int [pc=2 | | ]
+      v1:int = int_add 2i, 3i [pc=2 | | ]
+      v2:obj = box_int v1 [pc=4 | | ]
+      guard_type v2 type=$int [pc=4 | | ]
+      v3:int = unbox_int v2 [pc=4 | | ]
+      v4:bool = int_lt v3, 10i
+      guard_true v4 [pc=6 | | ]
+      exit [pc=8 | v2 | ]
+    """)
+    assert out == expect("""
+    trace t
+      v0:obj = load_local slot=0
+      guard_type v0 type=$int [pc=0 | | ]
+      v2:obj = box_int 5i [pc=4 | | ]
+      exit [pc=8 | v2 | ]
+    """)
+
+
+def test_fold_keeps_overflowing_and_dividing_guards() -> None:
+    src = """
+    trace t
+      v0:int = int_add 9223372036854775807i, 1i [pc=0 | | ]
+      v1:int = int_floordiv 1i, 0i [pc=0 | | ]
+      v2:int = int_floordiv -7i, 2i [pc=0 | | ]
+      v3:int = int_mod -7i, 2i [pc=0 | | ]
+      v4:float = float_div 1.0f, 0.0f [pc=0 | | ]
+      exit [pc=2 | v0 v1 v2 v3 v4 | ]
+    """
+    out = run(fold, src)
+    assert "int_add 9223372036854775807i, 1i" in out
+    assert "int_floordiv 1i, 0i" in out
+    assert "float_div 1.0f, 0.0f" in out
+    # Python's floor semantics: -7 // 2 == -4, -7 % 2 == 1
+    assert "exit [pc=2 | v0 v1 -4i 1i v4 | ]" in out
+
+
+def test_fold_nan_comparisons() -> None:
+    out = run(fold, """
+    trace t
+      v0:bool = float_lt nanf, 1.0f
+      v1:bool = float_ne nanf, nanf
+      exit [pc=2 | v0 v1 | ]
+    """)
+    assert "exit [pc=2 | 0b 1b | ]" in out
+
+
+def test_dce_removes_unused_pure_ops_and_loads() -> None:
+    out = run(dce, """
+    trace t
+      v0:obj = load_local slot=0
+      v1:obj = load_local slot=1
+      v2:int = unbox_int v1 [pc=0 | | ]
+      v3:int = int_and v2, 1i
+      v4:obj = box_int v2 [pc=0 | | ]
+      exit [pc=2 | | ]
+    """)
+    assert out == expect("""
+    trace t
+      v1:obj = load_local slot=1
+      v2:int = unbox_int v1 [pc=0 | | ]
+      exit [pc=2 | | ]
+    """)
+
+
+def test_licm_hoists_invariant_loads_guards_and_unboxing() -> None:
+    out = run(hoist_invariant_loads, """
+    trace t
+      v0:obj = load_local slot=2
+      guard_type v0 type=$int [pc=4 | | ]
+      v1:int = unbox_int v0 [pc=4 | | ]
+      label v2:int <- v1
+      check_eval_breaker [pc=4 | | l2=v2]
+      v3:obj = load_local slot=0
+      guard_type v3 type=$int [pc=6 | | l2=v2]
+      v4:int = unbox_int v3 [pc=6 | | l2=v2]
+      v5:obj = load_local slot=1
+      v6:int = int_add v2, v4 [pc=8 | | l2=v2]
+      store_local v5 slot=1
+      jump v6
+    """)
+    assert out == expect("""
+    trace t
+      v0:obj = load_local slot=2
+      guard_type v0 type=$int [pc=4 | | ]
+      v1:int = unbox_int v0 [pc=4 | | ]
+      v3:obj = load_local slot=0
+      guard_type v3 type=$int [pc=4 | | ]
+      v4:int = unbox_int v3 [pc=4 | | ]
+      label v2:int <- v1
+      check_eval_breaker [pc=4 | | l2=v2]
+      v5:obj = load_local slot=1
+      v6:int = int_add v2, v4 [pc=8 | | l2=v2]
+      store_local v5 slot=1
+      jump v6
+    """)
+
+
+def test_pipeline_unbox_of_box() -> None:
+    out = format_trace(optimize(parse_trace("""
+    trace t
+      v0:obj = load_local slot=0
+      guard_type v0 type=$float [pc=0 | | ]
+      v1:float = unbox_float v0
+      label v2:float <- v1
+      check_eval_breaker [pc=0 | | l0=v2]
+      v3:float = float_mul v2, 2.0f
+      v4:obj = box_float v3 [pc=2 | | l0=v2]
+      v5:float = unbox_float v4
+      v6:float = float_add v5, 1.0f
+      jump v6
+    """)))
+    assert "= box_float" not in out
+    assert "v6:float = float_add v3, 1.0f" in out
