@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -98,6 +99,24 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with {returncode}"
+
+
+def excerpt(stderr: str, head: int = 6, tail: int = 12) -> str:
+    """The start (e.g. 'Fatal Python error: ...') and the end of a child's stderr."""
+    lines = stderr.rstrip().splitlines()
+    if len(lines) <= head + tail:
+        return "\n".join(lines)
+    return "\n".join([*lines[:head], f"    ... ({len(lines) - head - tail} lines) ...",
+                      *lines[-tail:]])
+
+
 def run_once(name: str, mode: str, quick: bool) -> Run:
     prog = BENCH_DIR / f"{name}.py"
     extra = ["--quick"] if quick else []
@@ -113,8 +132,8 @@ def run_once(name: str, mode: str, quick: bool) -> Run:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(),
                               cwd=str(REPO_ROOT), timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            raise RuntimeError(f"{mode} run exited with {proc.returncode}:\n{tail}")
+            raise RuntimeError(f"{mode} run {describe_exit(proc.returncode)}:\n"
+                               f"{excerpt(proc.stderr)}")
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if not lines:
             raise RuntimeError(f"{mode} run printed no JSON line; stdout: {proc.stdout[-500:]!r}")

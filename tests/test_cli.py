@@ -425,3 +425,25 @@ def test_info_and_version(run_tracejit: RunTracejit) -> None:
     assert "available: yes" in r.stdout
     assert "threshold" in r.stdout and "1039" in r.stdout
     assert "3.13" in r.stdout
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def test_benchmark_harness_quick(tmp_path: Path) -> None:
+    """Every benchmark program runs (quick sizes) under CPython and under
+    ``tracejit run``, and gives the same result in both (the harness checks)."""
+    out = tmp_path / "bench.json"
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "benchmarks.harness", "--quick", "--rounds", "1",
+                        "--json", str(out)], cwd=root, capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(out.read_text())
+    names = [b["name"] for b in data["benchmarks"]]
+    assert "nbody" in names and "aborting" in names and len(names) >= 8
+    for bench in data["benchmarks"]:
+        assert bench["errors"] == []
+        assert bench["speedup"] is not None and bench["speedup"] > 0
+        assert REQUIRED_STATS_KEYS <= set(bench["tracejit_stats"])
+    assert "speed-up" in r.stdout
