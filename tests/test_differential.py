@@ -1,0 +1,1172 @@
+"""Differential tests: every program runs twice in a fresh subprocess, once on
+the plain interpreter and once with ``tracejit.enable(threshold=1)``; stdout,
+stderr (tracebacks included) and the exit code must be identical.
+
+The JIT variant replaces the program's first line (a placeholder in the plain
+variant) by a single line that enables the JIT and registers an ``atexit`` hook
+writing ``tracejit.stats()`` as JSON to a side file, so line numbers in
+tracebacks are the same in both runs.  For programs meant to compile, the
+stats must show at least one compiled trace and one native entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Both variants import ``traceback`` before anything else: importing it (it
+# imports textwrap) with the JIT on crashes today, see
+# test_import_textwrap_under_jit_crashes; CPython 3.13 imports it lazily to
+# print an uncaught exception, which would hide every other difference.
+PLAIN_HEADER = "import traceback as _tj_tb; _tj_stats_file = None"
+JIT_HEADER = (
+    "import traceback as _tj_tb; "
+    "import atexit as _tj_ae, json as _tj_js, tracejit as _tj; "
+    "_tj.enable(threshold=1); _tj_stats_file = {path!r}; "
+    "_tj_ae.register(lambda: open(_tj_stats_file, 'w').write(_tj_js.dumps(_tj.stats())))"
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stdout: str
+    stderr: str
+    returncode: int
+
+
+def _run(source: str, workdir: Path, header: str) -> Outcome:
+    prog = workdir / "prog.py"
+    prog.write_text(header + "\n" + source)
+    env = dict(os.environ)
+    env.pop("TRACEJIT_LOG", None)
+    env.pop("TRACEJIT_DUMP", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONHASHSEED"] = "0"
+    proc = subprocess.run(
+        [sys.executable, "prog.py"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    return Outcome(proc.stdout, proc.stderr, proc.returncode)
+
+
+def run_differential(source: str, workdir: Path) -> tuple[Outcome, Outcome, dict[str, Any]]:
+    """Run ``source`` plain and jitted; return both outcomes and the JIT's stats."""
+    source = textwrap.dedent(source)
+    plain = _run(source, workdir, PLAIN_HEADER)
+    stats_path = workdir / "stats.json"
+    if stats_path.exists():
+        stats_path.unlink()
+    jit = _run(source, workdir, JIT_HEADER.format(path=str(stats_path)))
+    stats: dict[str, Any] = {}
+    if stats_path.exists():
+        loaded = json.loads(stats_path.read_text())
+        assert isinstance(loaded, dict)
+        stats = loaded
+    return plain, jit, stats
+
+
+def check(source: str, workdir: Path, *, compiles: bool = True) -> dict[str, Any]:
+    plain, jit, stats = run_differential(source, workdir)
+    assert jit.stdout == plain.stdout
+    assert jit.stderr == plain.stderr
+    assert jit.returncode == plain.returncode
+    assert stats, "the JIT run did not write its stats"
+    if compiles:
+        assert stats["traces_compiled"] >= 1, stats
+        assert stats["native_entries"] >= 1, stats
+    return stats
+
+
+# --------------------------------------------------------------------------- programs
+# name -> (source, meant to compile)
+PROGRAMS: dict[str, tuple[str, bool]] = {}
+
+
+def program(name: str, source: str, compiles: bool = True) -> None:
+    assert name not in PROGRAMS
+    PROGRAMS[name] = (source, compiles)
+
+
+program(
+    "int_overflow_add",
+    """
+    def f(n, start, step):
+        x = start
+        for i in range(n):
+            x = x + step
+        return x
+    print(f(100, 2**63 - 50, 1))
+    print(f(100, -2**63 + 50, -1))
+    print(f(1000, 2**62, 2**52))
+    print(f(10, 2**63 - 1, 0))
+    """,
+)
+
+program(
+    "int_overflow_sub",
+    """
+    def f(n, start, step):
+        x = start
+        for i in range(n):
+            x = x - step
+        return x
+    print(f(100, -2**63 + 50, 1))
+    print(f(100, 2**63 - 50, -1))
+    print(f(5, 0, -2**63 + 1))
+    print(f(100, 0, i := 3))
+    """,
+)
+
+program(
+    "int_overflow_mul",
+    """
+    def f(n, x, k):
+        out = []
+        for i in range(n):
+            x = x * k
+            out.append(x)
+        return out
+    print(f(70, 1, 2))
+    print(f(70, -1, 2))
+    print(f(40, 3, -3))
+    print(f(10, -2**62, 2))
+    def sq(n):
+        s = 0
+        for i in range(n):
+            s += i * i * i * i * i
+        return s
+    print(sq(8000))
+    """,
+)
+
+program(
+    "int_overflow_lshift",
+    """
+    def f(n):
+        out = []
+        for i in range(n):
+            out.append(1 << i)
+            out.append(-3 << i)
+            out.append((2**40) << (i % 30))
+        return out
+    r = f(130)
+    print(len(r), sum(r), r[-6:])
+    def g(n):
+        x = 1
+        for i in range(n):
+            x = x << 1
+        return x
+    print(g(200))
+    def h(n):
+        s = 0
+        for i in range(n):
+            s += (i >> 2) ^ (i << 60) | (i & 7)
+        return s
+    print(h(1000))
+    """,
+)
+
+program(
+    "zero_division_caught",
+    """
+    def f(n, d):
+        s = 0
+        for i in range(n):
+            s += i // (d - i)
+        return s
+    def g(n, d):
+        s = 0
+        for i in range(n):
+            s += i % (d - i)
+        return s
+    for fn in (f, g):
+        for d in (50, 10, 2000):
+            try:
+                print(fn.__name__, d, fn(100, d))
+            except ZeroDivisionError as e:
+                print(fn.__name__, d, 'ZeroDivisionError', e)
+    """,
+)
+
+program(
+    "zero_division_uncaught",
+    """
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += 1000 // (77 - i)
+        return s
+    print(f(50))
+    print(f(100))
+    """,
+)
+
+program(
+    "modulo_uncaught_in_while",
+    """
+    def f():
+        i = 0
+        acc = 1
+        while i < 1000:
+            acc = (acc * 7 + i) % (500 - i)
+            i += 1
+        return acc
+    print(f())
+    """,
+)
+
+program(
+    "negative_floordiv_mod",
+    """
+    def f(n):
+        out = []
+        for i in range(-n, n):
+            for d in (-7, -3, -1, 1, 2, 5):
+                out.append((i // d, i % d, -i // d, (-i) % d))
+        return out
+    r = f(40)
+    print(len(r), r[:10], r[-10:], sum(a + b + c + d for a, b, c, d in r))
+    def g(n):
+        s = 0
+        for i in range(n):
+            s += (-2**63) // (i - 500 if i != 500 else 1)
+            s += (-2**63) % (i + 3)
+            s += (-i) // 3 - (-i) % 7
+        return s
+    print(g(1000))
+    print(-2**63 // -1)
+    def h(n, x):
+        out = 0
+        for i in range(n):
+            out = x // -1
+        return out
+    print(h(10, -2**63))
+    """,
+)
+
+program(
+    "float_division_by_zero",
+    """
+    def f(n, z):
+        s = 0.0
+        for i in range(n):
+            s += i / (z - i + 0.5)
+            s += float(i) / (i + 1.0)
+        return s
+    print(f(100, 50))
+    def g(n):
+        s = 0.0
+        for i in range(n):
+            s += 1.0 / (30.0 - i)
+        return s
+    try:
+        g(100)
+    except ZeroDivisionError as e:
+        print('caught', e)
+    def h(n):
+        s = 0.0
+        for i in range(n):
+            s += 2.5 // (40.0 - i) + 7.5 % (60.0 - i)
+        return s
+    for k in (30, 50, 70):
+        try:
+            print(h(k))
+        except ZeroDivisionError as e:
+            print('caught', k, e)
+    """,
+)
+
+program(
+    "nan_inf_comparisons",
+    """
+    import math
+    def f(vals, n):
+        counts = [0] * 8
+        for i in range(n):
+            x = vals[i % len(vals)]
+            if x < 0.0: counts[0] += 1
+            if x > 0.0: counts[1] += 1
+            if x == x: counts[2] += 1
+            if x != x: counts[3] += 1
+            if x <= 1e308: counts[4] += 1
+            if x >= -1e308: counts[5] += 1
+            if not (x < 1.0): counts[6] += 1
+            if x * 0.0 == 0.0: counts[7] += 1
+        return counts
+    print(f([1.0, -2.5, math.inf, -math.inf, math.nan, 0.0, -0.0], 7000))
+    def g(n):
+        x = 1.0
+        for i in range(n):
+            x = x * 10.0
+        return x, x - x, x * 0.0
+    print(g(400))
+    def h(n):
+        x = 1.0
+        out = []
+        for i in range(n):
+            x = x * 0.5
+            out.append(x == 0.0)
+        return out.count(True), x
+    print(h(1200))
+    """,
+)
+
+program(
+    "int_float_mixing",
+    """
+    def f(n):
+        a = 0
+        b = 0.5
+        for i in range(n):
+            a = a + i
+            b = b + a * 0.25 - i
+            c = a / 3
+            d = b // 2
+            if a > b:
+                b = b + 1
+        return a, b, c, d
+    print(f(1000))
+    def g(n):
+        x = 1
+        s = 0.0
+        for i in range(n):
+            s += x * 1.5 + i % 3 - 0.1
+            s -= i // 7 * 0.5
+            x = -x
+        return s
+    print(repr(g(10000)))
+    def h(n):
+        s = 0
+        for i in range(n):
+            s += 2**53 + 1 + 0.0 if i % 2 else i
+        return s
+    print(h(100))
+    """,
+)
+
+program(
+    "bool_arithmetic",
+    """
+    def f(n):
+        t = True
+        s = 0
+        out = []
+        for i in range(n):
+            b = i % 3 == 0
+            s += b + t
+            s -= (not b) * 2
+            s ^= b << 3
+            s += ~b + -b + (b & t) + (b | False) + (b ^ t)
+            out.append(b + 0)
+        return s, sum(out), type(b).__name__
+    print(f(999))
+    def g(n):
+        c = 0
+        for i in range(n):
+            flag = i > 10
+            c = c + flag * flag - (flag and i > 500)
+        return c
+    print(g(1000))
+    """,
+)
+
+program(
+    "branch_flips_midloop",
+    """
+    def f(n, k):
+        s = 0
+        for i in range(n):
+            if i < k:
+                s += i
+            else:
+                s -= 2 * i
+        return s
+    for k in (0, 5, 500, 999, 2000):
+        print(f(1000, k))
+    def g(n):
+        s = 0
+        for i in range(n):
+            if (i // 100) % 2 == 0:
+                s += 1
+            else:
+                s *= 3
+                s %= 1000003
+        return s
+    print(g(2000))
+    print(g(2000))
+    """,
+)
+
+program(
+    "type_change_int_to_float",
+    """
+    def f(n):
+        x = 0
+        for i in range(n):
+            x = x + 1
+            if i == 500:
+                x = x + 0.5
+        return x
+    print(repr(f(1000)))
+    print(repr(f(400)))
+    def g(n):
+        x = 1
+        for i in range(n):
+            x = x * 3 if x < 10**6 else x / 7
+        return x
+    print(repr(g(200)))
+    """,
+)
+
+program(
+    "type_change_int_to_none",
+    """
+    def f(n):
+        x = 0
+        out = []
+        for i in range(n):
+            if x is None:
+                out.append('none')
+                x = i
+            else:
+                x = x + 1
+            if i % 250 == 249:
+                x = None
+        return out, x
+    print(f(1000))
+    def g(n):
+        x = 0
+        try:
+            for i in range(n):
+                x = x + 1
+                if i == 300:
+                    x = None
+        except TypeError as e:
+            return 'TypeError ' + str(e)
+        return x
+    print(g(1000))
+    """,
+)
+
+program(
+    "iterate_list_tuple_range_negative_step",
+    """
+    def f(seq):
+        s = 0
+        for x in seq:
+            s = s * 31 + x
+            s %= 1000000007
+        return s
+    print(f(list(range(1000))))
+    print(f(tuple(range(500, -500, -3))))
+    print(f(range(1000, 0, -7)))
+    print(f(range(10, -10**6, -1)))
+    print(f([2**70, -2**64, 5] * 20))
+    print(f(range(2**63 - 10, 2**63 + 10)))
+    """,
+)
+
+program(
+    "empty_and_tiny_ranges",
+    """
+    def f(a, b, c):
+        s = -1
+        for i in range(a, b, c):
+            s += i
+        return s
+    for args in [(0, 0, 1), (5, 0, 1), (0, 5, -1), (0, 1, 1), (0, 2, 1), (3, 3, -1), (0, 1000, 1)]:
+        print(args, f(*args))
+    def g(xs):
+        n = 0
+        for x in xs:
+            n += 1
+        return n
+    print(g([]), g(()), g([1]), g(range(0)))
+    """,
+)
+
+program(
+    "break_continue",
+    """
+    def f(n, stop):
+        s = 0
+        for i in range(n):
+            if i % 3 == 0:
+                continue
+            if i == stop:
+                break
+            s += i
+        else:
+            s = -s
+        return s
+    for stop in (-1, 0, 10, 999, 5000):
+        print(f(1000, stop))
+    def g(n):
+        i = 0
+        s = 0
+        while True:
+            i += 1
+            if i & 1:
+                continue
+            if i > n:
+                break
+            s += i
+        return s
+    print(g(10000))
+    """,
+)
+
+program(
+    "while_complex_conditions",
+    """
+    def collatz(n):
+        steps = 0
+        while n != 1 and steps < 10000:
+            n = n // 2 if n % 2 == 0 else 3 * n + 1
+            steps += 1
+        return steps
+    print([collatz(k) for k in range(1, 60)])
+    print(collatz(2**80 + 1))
+    def g(a, b):
+        while (a > 0 or b > 0) and not (a == 7 and b == 7):
+            if a > b:
+                a -= 3
+            else:
+                b -= 2
+        return a, b
+    print(g(1000, 999), g(10, 10), g(7, 9))
+    def gcd(a, b):
+        while b:
+            a, b = b, a % b
+        return a
+    print(gcd(2**64 * 3 * 7, 2**70 * 7), gcd(123456789, 987654321))
+    """,
+)
+
+program(
+    "nested_loops",
+    """
+    def f(n):
+        s = 0
+        for i in range(n):
+            for j in range(i):
+                s += i ^ j
+            k = 0
+            while k < i % 7:
+                s -= k
+                k += 1
+        return s
+    print(f(300))
+    def mat(n):
+        a = [[i * n + j for j in range(n)] for i in range(n)]
+        b = [[0] * n for _ in range(n)]
+        for i in range(n):
+            for j in range(n):
+                t = 0
+                for k in range(n):
+                    t += a[i][k] * a[k][j]
+                b[i][j] = t
+        return sum(map(sum, b))
+    print(mat(30))
+    """,
+)
+
+program(
+    "list_mutation",
+    """
+    def f(n):
+        xs = []
+        for i in range(n):
+            xs.append(i * i)
+            if i % 10 == 0:
+                xs[i // 2] = -i
+        return xs
+    r = f(1000)
+    print(len(r), sum(r), r[:12])
+    def g(xs):
+        i = 0
+        for x in xs:
+            if i < 50:
+                xs.append(x + 1)
+            i += 1
+        return len(xs), sum(xs)
+    print(g(list(range(30))))
+    def h(xs, n):
+        for i in range(n):
+            xs[i] = xs[i] + xs[-1 - i]
+        return xs
+    print(sum(h(list(range(100)), 100)))
+    try:
+        h(list(range(100)), 150)
+    except IndexError as e:
+        print('IndexError', e)
+    def k(xs):
+        t = (1, 2, 3)
+        s = 0
+        for i in range(len(xs) + 5):
+            s += t[i % 3] + xs[i]
+        return s
+    k(list(range(200)))
+    """,
+)
+
+program(
+    "attribute_class_monkeypatch",
+    """
+    class P:
+        def __init__(self):
+            self.x = 1
+            self.y = 2.0
+        def get(self):
+            return self.x
+    class Q:
+        x = 100
+        def get(self):
+            return -1
+    def f(objs):
+        s = 0
+        for i in range(len(objs)):
+            o = objs[i]
+            s += o.x + o.get()
+            o.x = o.x + 1
+            if i == 400:
+                P.get = lambda self: 1000
+            if i == 700:
+                objs[i + 1].__class__ = Q
+        return s
+    objs = [P() for _ in range(1000)]
+    print(f(objs))
+    print(sum(o.x for o in objs), type(objs[701]).__name__)
+    class R:
+        __slots__ = ('v',)
+        def __init__(self, v):
+            self.v = v
+    def g(rs):
+        s = 0
+        for r in rs:
+            s += r.v
+            r.v = s
+        return s
+    rs = [R(i) for i in range(500)]
+    print(g(rs))
+    try:
+        del rs[300].v
+        print(g(rs))
+    except AttributeError as e:
+        print('AttributeError', e)
+    """,
+)
+
+program(
+    "globals_rebound_by_callee",
+    """
+    K = 1
+    def rebind(i):
+        global K
+        if i == 300:
+            K = 1000
+        if i == 600:
+            K = 2.5
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += K
+            rebind(i)
+        return s
+    print(f(1000))
+    def kill(i):
+        global K
+        if i == 50:
+            del K
+    def g(n):
+        s = 0
+        for i in range(n):
+            s += K
+            kill(i)
+        return s
+    try:
+        K = 3
+        print(g(100))
+    except NameError as e:
+        print('NameError', e)
+    """,
+)
+
+program(
+    "builtins_shadowed_by_globals",
+    """
+    import builtins
+    def f(xs, n):
+        s = 0
+        for i in range(n):
+            s += len(xs) + abs(-i)
+            if i == 300:
+                globals()['len'] = lambda x: 1000
+            if i == 600:
+                del globals()['len']
+            if i == 800:
+                builtins.abs = lambda v: 7
+        return s
+    orig_abs = abs
+    print(f([1, 2, 3], 1000))
+    builtins.abs = orig_abs
+    def g(n):
+        s = 0
+        for i in range(n):
+            s += min(i, 10)
+        return s
+    print(g(100))
+    min = max
+    print(g(100))
+    """,
+)
+
+program(
+    "custom_dunders",
+    """
+    class V:
+        def __init__(self, v):
+            self.v = v
+        def __add__(self, o):
+            return V(self.v + (o.v if isinstance(o, V) else o))
+        def __eq__(self, o):
+            return isinstance(o, V) and self.v % 10 == o.v % 10
+        def __hash__(self):
+            return 0
+        def __bool__(self):
+            return self.v % 3 != 0
+        def __repr__(self):
+            return f'V({self.v})'
+    class I:
+        def __init__(self, i):
+            self.i = i
+        def __index__(self):
+            return self.i
+    def f(n):
+        acc = V(0)
+        eqs = 0
+        truths = 0
+        xs = list(range(50))
+        s = 0
+        for i in range(n):
+            acc = acc + V(i) + 1
+            if acc == V(5):
+                eqs += 1
+            if acc:
+                truths += 1
+            s += xs[I(i % 50)]
+        return acc, eqs, truths, s
+    print(f(1000))
+    """,
+)
+
+program(
+    "del_side_effect_order",
+    """
+    log = []
+    class D:
+        def __init__(self, i):
+            self.i = i
+        def __del__(self):
+            log.append(self.i)
+    def f(n):
+        d = None
+        s = 0
+        for i in range(n):
+            d = D(i)
+            s += d.i
+            if i % 100 == 0:
+                log.append(-i)
+        return s
+    print(f(500))
+    print(len(log), log[:10], log[-10:])
+    def g(n):
+        xs = []
+        for i in range(n):
+            xs.append(D(1000 + i))
+            if len(xs) > 3:
+                xs.pop(0)
+        return len(xs)
+    log.clear()
+    print(g(300), log[:10], log[-5:])
+    log.clear()
+    """,
+)
+
+program(
+    "user_method_raises_traceback",
+    """
+    class Acc:
+        def __init__(self):
+            self.total = 0
+        def add(self, v):
+            if v == 777:
+                raise ValueError(f'bad value {v}')
+            self.total += v
+            return self.total
+    def f(n):
+        a = Acc()
+        s = 0
+        for i in range(n):
+            s += a.add(i)
+        return s
+    try:
+        f(1000)
+    except ValueError as e:
+        import traceback
+        traceback.print_exc()
+    print(f(700))
+    f(1000)
+    """,
+)
+
+program(
+    "refcounts_stable",
+    """
+    import sys
+    class O:
+        def __init__(self):
+            self.a = 1
+    o = O()
+    big = 2**100
+    fl = 1.5
+    xs = [1, 2, 3]
+    t = (o, big)
+    name = 'abc'
+    def before():
+        return [sys.getrefcount(x) for x in (o, big, fl, xs, t, name, O)]
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += o.a + xs[i % 3] + len(name)
+            u = t[0]
+            v = big + 0
+            w = fl * 2
+            xs[0] = o.a
+            o.a = o.a
+        return s
+    b = before()
+    f(10000)
+    f(10000)
+    a = before()
+    print(b == a, [x - y for x, y in zip(a, b)])
+    def g(seq):
+        s = 0
+        for x in seq:
+            s += x.a
+        return s
+    items = [O() for _ in range(100)]
+    rc = [sys.getrefcount(x) for x in items]
+    print(g(items), g(tuple(items)))
+    print(rc == [sys.getrefcount(x) for x in items])
+    """,
+)
+
+program(
+    "big_loop_counts",
+    """
+    def f(n):
+        a = 0
+        b = 1
+        for i in range(n):
+            a, b = b, (a + b) % 1000000007
+        return a
+    print(f(100000))
+    def g(n):
+        i = 0
+        s = 0.0
+        while i < n:
+            s += (i % 17) * 0.5 - (i & 3)
+            i += 1
+        return s
+    print(g(100000))
+    def h(n):
+        x = 12345
+        for i in range(n):
+            x = (x * 1103515245 + 12345) & 0x7fffffff
+        return x
+    print(h(100000))
+    """,
+)
+
+program(
+    "generic_calls_and_strings",
+    """
+    def f(n):
+        parts = []
+        d = {}
+        for i in range(n):
+            s = str(i)
+            parts.append(s)
+            d[s] = len(s) + i
+            if d.get(s, 0) > 50:
+                d.pop(s)
+        return len(parts), ''.join(parts[-5:]), sorted(d.items())[:5], len(d)
+    print(f(1000))
+    def g(words):
+        out = []
+        for w in words:
+            out.append(w.upper() + w[0])
+        return out
+    print(g(['ab', 'cd', 'ef'] * 100)[-3:])
+    """,
+)
+
+program(
+    "dict_subscripts_generic",
+    """
+    def f(n):
+        d = {0: 1}
+        s = 0
+        for i in range(n):
+            d[i % 13] = d.get(i % 13, 0) + i
+            s += d[i % 13]
+        return s, d
+    print(f(1000))
+    def g(n):
+        d = {}
+        for i in range(n):
+            d[i] = i
+            s = d[i + 1]
+        return s
+    try:
+        g(10)
+    except KeyError as e:
+        print('KeyError', e)
+    """,
+)
+
+program(
+    "unary_ops_and_comparisons",
+    """
+    def f(n):
+        s = 0
+        for i in range(-n, n):
+            s += -i + ~i + (i < 0) - (i <= 0) + (i == 0) * 100 + (i != 5) + (i >= 3) - (i > 7)
+            s += -(-2**63 + (i % 2))
+        return s
+    print(f(1000))
+    def g(n):
+        x = -2**63
+        out = []
+        for i in range(n):
+            out.append(-x)
+            out.append(~x)
+            out.append(abs(x))
+        return out
+    print(g(3))
+    """,
+)
+
+program(
+    "exception_in_loop_caught_inside",
+    """
+    def f(n):
+        s = 0
+        for i in range(n):
+            try:
+                s += 100 // (i % 10)
+            except ZeroDivisionError:
+                s -= 1
+        return s
+    print(f(1000))
+    def g(xs):
+        s = 0
+        for i in range(len(xs) + 10):
+            try:
+                s += xs[i]
+            except IndexError:
+                s += 1000
+        return s
+    print(g(list(range(100))))
+    """,
+    compiles=True,
+)
+
+program(
+    "range_of_bigints_and_float_loopvar",
+    """
+    def f(n):
+        s = 0
+        for i in range(2**63 - 5, 2**63 - 5 + n):
+            s += i
+        return s
+    print(f(100))
+    def g(n):
+        x = 0.0
+        i = 0
+        while x < n:
+            x += 0.1
+            i += 1
+        return i, x
+    print(g(100))
+    """,
+)
+
+program(
+    "recursion_error_and_deep_call_in_loop",
+    """
+    def r(k):
+        return k if k <= 0 else r(k - 1) + 1
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += r(i % 20)
+        return s
+    print(f(1000))
+    """,
+)
+
+program(
+    "sys_exit_inside_loop",
+    """
+    import sys
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += i
+            if i == 900:
+                print('exiting', s)
+                sys.exit(3)
+        return s
+    f(1000)
+    """,
+)
+
+program(
+    "interpreter_only_constructs",
+    """
+    def outer(n):
+        k = 3
+        def inner():
+            s = 0
+            for i in range(n):
+                s += i * k
+            return s
+        return inner()
+    print(outer(1000))
+    def gen(n):
+        for i in range(n):
+            yield i * i
+    print(sum(gen(1000)))
+    print(sum([i * 2 for i in range(1000)]))
+    """,
+    compiles=False,
+)
+
+
+KNOWN_BUGS: dict[str, str] = {
+    "del_side_effect_order": "finalizer order differs (see test_del_order_minimal)",
+    "user_method_raises_traceback": "JIT frames in tracebacks (see test_traceback_minimal)",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[n]))
+        if n in KNOWN_BUGS
+        else n
+        for n in sorted(PROGRAMS)
+    ],
+)
+def test_program(name: str, tmp_path: Path) -> None:
+    source, compiles = PROGRAMS[name]
+    check(source, tmp_path, compiles=compiles)
+
+
+def test_helper_detects_difference(tmp_path: Path) -> None:
+    """The helper really compares: a program whose output depends on whether the
+    JIT is on must fail the stdout comparison."""
+    source = "import sys\nprint('tracejit' in sys.modules)\n"
+    plain, jit, stats = run_differential(source, tmp_path)
+    assert plain.stdout != jit.stdout
+    assert stats["traces_compiled"] == 0
+
+
+def test_program_count() -> None:
+    assert len(PROGRAMS) >= 30
+
+
+def _run_raw(source: str, workdir: Path) -> Outcome:
+    return _run(textwrap.dedent(source), workdir, "")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: `import textwrap` with threshold=1 segfaults in the recorder "
+    "(frames.stack_items reading a loop in re/_compiler.py _optimize_charset); "
+    "so does every uncaught exception, whose printing imports traceback",
+)
+def test_import_textwrap_under_jit_crashes(tmp_path: Path) -> None:
+    source = """
+    import tracejit; tracejit.enable(threshold=1)
+    import textwrap
+    print("ok")
+    """
+    out = _run_raw(source, tmp_path)
+    assert (out.returncode, out.stdout) == (0, "ok\n")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: with the JIT, the object overwritten in a jitted loop's first "
+    "recorded iteration is finalized one iteration late (__del__ order differs)",
+)
+def test_del_order_minimal(tmp_path: Path) -> None:
+    source = """
+    log = []
+    class D:
+        def __init__(self, i):
+            self.i = i
+        def __del__(self):
+            log.append(self.i)
+    def f(n):
+        d = None
+        s = 0
+        for i in range(n):
+            d = D(i)
+            s += d.i
+            if i % 2 == 0:
+                log.append(-i - 100)
+        return s
+    f(5)
+    print(log)
+    """
+    check(source, tmp_path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an exception raised by a function called from native code has "
+    "tracejit/runtime/hooks.py frames (_on_jump, _enter) in its traceback",
+)
+def test_traceback_minimal(tmp_path: Path) -> None:
+    source = """
+    def g(v):
+        if v == 50:
+            raise ValueError(v)
+        return v
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += g(i)
+        return s
+    f(100)
+    """
+    check(source, tmp_path)
