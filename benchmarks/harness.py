@@ -42,7 +42,7 @@ BENCHMARKS = [
     "mako_template",
 ]
 
-TIMEOUT_S = 900
+DEFAULT_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -117,7 +117,7 @@ def excerpt(stderr: str, head: int = 6, tail: int = 12) -> str:
                       *lines[-tail:]])
 
 
-def run_once(name: str, mode: str, quick: bool) -> Run:
+def run_once(name: str, mode: str, quick: bool, timeout: float = DEFAULT_TIMEOUT_S) -> Run:
     prog = BENCH_DIR / f"{name}.py"
     extra = ["--quick"] if quick else []
     stats_path: str | None = None
@@ -130,7 +130,7 @@ def run_once(name: str, mode: str, quick: bool) -> Run:
                str(prog), *extra]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(),
-                              cwd=str(REPO_ROOT), timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+                              cwd=str(REPO_ROOT), timeout=timeout, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise RuntimeError(f"{mode} run {describe_exit(proc.returncode)}:\n"
                                f"{excerpt(proc.stderr)}")
@@ -158,14 +158,18 @@ def run_once(name: str, mode: str, quick: bool) -> Run:
                 pass
 
 
-def run_benchmark(name: str, rounds: int, quick: bool) -> BenchResult:
+def run_benchmark(name: str, rounds: int, quick: bool,
+                  timeout: float = DEFAULT_TIMEOUT_S) -> BenchResult:
     res = BenchResult(name)
     for i in range(rounds):
         for mode in ("cpython", "tracejit"):
             print(f"  {name}: round {i + 1}/{rounds}, {mode} ...", file=sys.stderr, flush=True)
             try:
-                run = run_once(name, mode, quick)
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+                run = run_once(name, mode, quick, timeout)
+            except subprocess.TimeoutExpired:
+                res.errors.append(f"{name} [{mode}]: TIMED OUT after {timeout:g} s")
+                return res
+            except (RuntimeError, ValueError, KeyError) as exc:
                 res.errors.append(f"{name} [{mode}]: {exc}")
                 return res
             (res.cpython if mode == "cpython" else res.tracejit).append(run)
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated benchmark names")
     p.add_argument("--rounds", type=int, help="A/B rounds per benchmark (default 3, quick 2)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="seconds one program run may take (default %(default)g)")
     args = p.parse_args(argv)
 
     names = BENCHMARKS
@@ -253,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tracejit benchmarks: CPython {platform.python_version()} ({sys.executable}), "
           f"{platform.machine()}, {os.cpu_count()} CPUs, {rounds} A/B rounds"
           f"{', quick sizes' if args.quick else ''}", flush=True)
-    results = [run_benchmark(name, rounds, args.quick) for name in names]
+    results = [run_benchmark(name, rounds, args.quick, args.timeout) for name in names]
 
     print()
     print_table(results)
