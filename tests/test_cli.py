@@ -138,6 +138,11 @@ def test_missing_module_and_script(run_tracejit: RunTracejit, tmp_path: Path) ->
     r = run_tracejit("run", "--no-jit", "-m", "no_such_module_xyz", cwd=tmp_path)
     assert r.returncode == 1
     assert "No module named no_such_module_xyz" in r.stderr
+    write(tmp_path / "nomain" / "__init__.py", "")
+    r = run_tracejit("run", "--no-jit", "-m", "nomain", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == ("tracejit: No module named nomain.__main__; 'nomain' is a package "
+                        "and cannot be directly executed\n")
     r = run_tracejit("run", "--no-jit", "missing.py", cwd=tmp_path)
     assert r.returncode == 2
     assert "can't open file" in r.stderr and "missing.py" in r.stderr

@@ -225,12 +225,12 @@ class _Reporter:
 
 def _trim_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
     """Drop the launcher's frames (this module, runpy) from the top of a traceback,
-    so it reads like ``python SCRIPT``'s."""
+    so it reads like ``python SCRIPT``'s.  None when every frame is the launcher's."""
     skip = {_trim_traceback.__code__.co_filename, runpy.__file__, "<frozen runpy>"}
     start = tb
     while start is not None and start.tb_frame.f_code.co_filename in skip:
         start = start.tb_next
-    return start if start is not None else tb
+    return start
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -337,6 +337,13 @@ def cmd_run(argv: list[str]) -> int:
         # Like python's own top level: the program's sys.excepthook, exit code 1
         # (130 for Ctrl-C, as a shell reports a SIGINT death).
         tb = _trim_traceback(exc.__traceback__)
+        if tb is None and isinstance(exc, ImportError):
+            # runpy's own "No module named pkg.__main__; 'pkg' is a package and cannot
+            # be directly executed": python prints just the message.
+            _err(str(exc))
+            return 1
+        if tb is None:
+            tb = exc.__traceback__
         exc.__traceback__ = tb
         try:
             sys.excepthook(type(exc), exc, tb)
