@@ -19,7 +19,7 @@ class Params:
     inlining: bool = True
     max_inline_depth: int = 8
     # Aborts at one location before it is blacklisted for good.
-    max_aborts: int = 5
+    max_aborts: int = 3
     # Bytes of machine code kept before cold traces are evicted.
     code_cache_size: int = 64 * 1024 * 1024
 

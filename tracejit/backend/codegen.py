@@ -73,6 +73,8 @@ class Lowered:
     nregs: int
     exits: list[ExitInfo]
     counters: ctypes.Array[ctypes.c_uint64]
+    # Loop iterations run natively (counted at the label).
+    iterations: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
     keepalive: list[object] = field(default_factory=list)
 
 
@@ -285,12 +287,14 @@ class CodeGen:
         label_op: Op | None = None
         loop_label = Label("loop")
         self.coalesce_carried()
+        iterations = ctypes.c_uint64()
         for op in self.trace.ops:
             if op.name == "label":
                 label_op = op
                 params = [self.reg(p) for p in op.params]
                 self.parallel_copy(params, [self.reg(a) for a in op.args])
                 self.body.append(loop_label)
+                self.body.append(MachineInstr("exit_count", (ctypes.addressof(iterations),)))
             elif op.name == "jump":
                 assert label_op is not None
                 self.parallel_copy([self.reg(p) for p in label_op.params],
@@ -305,7 +309,7 @@ class CodeGen:
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
             exits.append(ExitInfo(index, snap.pc, error, opname))
         code = self.prologue + self.body + stub_code
-        return Lowered(code, max(self.nregs, 1), exits, counters, self.keepalive)
+        return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive)
 
 
 def lower_trace(trace: Trace, nlocalsplus: int, base: int) -> Lowered:

@@ -37,6 +37,11 @@ class AbortReason(enum.Enum):
     FRAME_GONE = "frame finished while recording"
     TOOL_ACTIVE = "another tool is tracing"
     BACKEND = "backend refused the trace"
+    UNPROFITABLE = "trace leaves too early to pay off"
+
+
+# Reasons that will recur on every attempt: the location is blacklisted at once.
+PERMANENT_REASONS = frozenset({"generator or coroutine", "closure variables"})
 
 
 class RecordingAborted(Exception):

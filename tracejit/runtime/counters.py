@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Multipliers applied after the 1st, 2nd, ... abort (CPython 3.15's backoff values).
-BACKOFF = (1, 6, 30, 126, 508, 2052, 8190)
+# Multipliers of the threshold after the 1st, 2nd, ... abort.  Kept small: every
+# back-edge of a loop still waiting costs a Python callback, so a hopeless loop
+# must reach its blacklisting quickly (LuaJIT's penalties are small too).
+BACKOFF = (1, 2, 3, 5, 7, 11)
 
 
 @dataclass(slots=True)
@@ -27,10 +29,10 @@ class LoopCounter:
         self.count += 1
         return self.count >= self.threshold
 
-    def abort(self, base_threshold: int, max_aborts: int) -> None:
+    def abort(self, base_threshold: int, max_aborts: int, permanent: bool = False) -> None:
         self.aborts += 1
         self.count = 0
-        if self.aborts >= max_aborts:
+        if permanent or self.aborts >= max_aborts:
             self.blacklisted = True
             return
         factor = BACKOFF[min(self.aborts, len(BACKOFF) - 1)]

@@ -22,7 +22,12 @@ import types
 from typing import Any
 
 from tracejit.params import Params
-from tracejit.recorder.record import AbortReason, Recording, RecordingAborted
+from tracejit.recorder.record import (
+    PERMANENT_REASONS,
+    AbortReason,
+    Recording,
+    RecordingAborted,
+)
 from tracejit.runtime import jitlog
 from tracejit.runtime.cache import CodeCache, CompiledLoop
 from tracejit.runtime.counters import LoopCounter
@@ -40,6 +45,9 @@ class _State:
         self.recording: Recording | None = None
         self.counters: dict[tuple[types.CodeType, int], LoopCounter] = {}
         self.cache = CodeCache()
+        # Traces taken out of use; their code may still be on the C stack, so it
+        # is freed only when the JIT is turned off.
+        self.retired: list[CompiledLoop] = []
 
 
 STATE = _State()
@@ -77,6 +85,9 @@ def uninstall() -> None:
     STATE.counters.clear()
     # Code is freed only when no trace can be running: here the JIT is off.
     STATE.cache.clear()
+    for loop in STATE.retired:
+        loop.free()
+    STATE.retired.clear()
 
 
 def _tools_active() -> bool:
@@ -128,7 +139,26 @@ def _enter(loop: CompiledLoop, frame: types.FrameType) -> Any:
     # indicator); the frame was already written back at the failing instruction.
     loop.compiled.entry(frame)
     STATS.guard_failures += 1
+    if loop.entries % PROFIT_CHECK_ENTRIES == 0:
+        _check_profit(loop)
     return None
+
+
+# Every this many entries, a trace must have run this many iterations per entry
+# on average: entering costs a callback, a trace that leaves sooner is slower
+# than the interpreter and is retired (bridges, later, keep such loops native).
+PROFIT_CHECK_ENTRIES = 64
+MIN_ITERATIONS_PER_ENTRY = 3
+
+
+def _check_profit(loop: CompiledLoop) -> None:
+    if loop.lowered.iterations.value >= MIN_ITERATIONS_PER_ENTRY * loop.entries:
+        return
+    if STATE.cache.get(loop.code, loop.header) is loop:
+        del STATE.cache.loops[(loop.code, loop.header)]
+        STATE.retired.append(loop)
+    _count_abort((loop.code, loop.header), AbortReason.UNPROFITABLE,
+                 f"{loop.lowered.iterations.value} iterations in {loop.entries} entries")
 
 
 def _start_recording(code: types.CodeType, header: int, frame: types.FrameType) -> None:
@@ -173,7 +203,9 @@ def _count_abort(key: tuple[types.CodeType, int], reason: AbortReason, detail: s
     counter = STATE.counters.get(key)
     if counter is None:
         counter = STATE.counters[key] = LoopCounter(STATE.params.threshold)
-    counter.abort(STATE.params.threshold, STATE.params.max_aborts)
+    counter.abort(STATE.params.threshold, STATE.params.max_aborts,
+                  permanent=reason.value in PERMANENT_REASONS
+                  or reason is AbortReason.UNPROFITABLE)
     jitlog.abort(key[0], key[1], reason.value, detail, counter.blacklisted)
 
 
