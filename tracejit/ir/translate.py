@@ -60,7 +60,7 @@ _BINOPS: dict[int, tuple[str, str | None, str | None]] = {
     5: ("PyNumber_Multiply", "int_mul", "float_mul"),
     6: ("PyNumber_Remainder", "int_mod", None),
     7: ("PyNumber_Or", "int_or", None),
-    8: ("PyNumber_Power", None, None),
+    8: ("pow", None, None),  # ternary in the C-API: called as operator.pow
     9: ("PyNumber_Rshift", "int_rshift", None),
     10: ("PyNumber_Subtract", "int_sub", "float_sub"),
     11: ("PyNumber_TrueDivide", None, "float_div"),
@@ -73,7 +73,7 @@ _BINOPS: dict[int, tuple[str, str | None, str | None]] = {
     18: ("PyNumber_InPlaceMultiply", "int_mul", "float_mul"),
     19: ("PyNumber_InPlaceRemainder", "int_mod", None),
     20: ("PyNumber_InPlaceOr", "int_or", None),
-    21: ("PyNumber_InPlacePower", None, None),
+    21: ("ipow", None, None),
     22: ("PyNumber_InPlaceRshift", "int_rshift", None),
     23: ("PyNumber_InPlaceSubtract", "int_sub", "float_sub"),
     24: ("PyNumber_InPlaceTrueDivide", None, "float_div"),
@@ -388,7 +388,12 @@ class Translator:
     def _generic_binary(self, fn: str, a: SV, b: SV, snap: Snapshot) -> None:
         ao, a_new = self.as_obj(a, snap)
         bo, b_new = self.as_obj(b, snap)
-        res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, fn=fn)
+        if fn in ("pow", "ipow"):
+            # PyNumber_Power takes a third (modulo) argument: call operator.pow.
+            func = Const(getattr(operator, fn), Type.OBJ)
+            res = self.emitv("call", [func, ao, bo], Type.OBJ, snap)
+        else:
+            res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, fn=fn)
         self.release_obj(ao, a_new)
         self.release_obj(bo, b_new)
         self.release(a)
@@ -686,6 +691,25 @@ class Translator:
         for sv in everything:
             self.release(sv)
         self.push(res, True)
+
+    def op_unpack_sequence(self, r: Record) -> None:
+        snap = self.snapshot()
+        seq = self.pop()
+        t = self.guard_type(seq, r.inputs[0], snap)
+        if t not in (tuple, list):
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND,
+                                   f"UNPACK_SEQUENCE of {t.__name__}")
+        n = r.instr.arg
+        length = self.emitv("len", [seq.ref], Type.INT, snap)
+        same = self.emitv("int_eq", [length, Const(n, Type.INT)], Type.BOOL)
+        self.emit("guard_true", [same], None, snap)
+        getitem = "tuple_getitem" if t is tuple else "list_getitem"
+        # No code runs between the length check and the loads, so they cannot fail.
+        items = [self.emitv(getitem, [seq.ref, Const(i, Type.INT)], Type.OBJ, snap)
+                 for i in range(n)]
+        self.release(seq)
+        for item in reversed(items):
+            self.push(item, True)
 
     def op_for_iter(self, r: Record) -> None:
         it = self.stack[-1]

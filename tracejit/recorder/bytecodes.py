@@ -61,4 +61,5 @@ BYTECODES: dict[str, BytecodeRule] = {
     "STORE_SUBSCR": BytecodeRule(_n(3), "store_subscr"),
     "CALL": BytecodeRule(lambda arg: arg + 2, "call"),
     "FOR_ITER": BytecodeRule(_n(1), "for_iter"),
+    "UNPACK_SEQUENCE": BytecodeRule(_n(1), "unpack_sequence"),
 }
