@@ -1295,6 +1295,61 @@ program(
     """,
 )
 
+program(
+    "power_and_unpacking",
+    """
+    def f(n, base):
+        out = []
+        for i in range(n):
+            out.append(base ** (i % 5 - 2) if base else base ** (i % 3))
+        return out[-5:]
+    for b in (2, -3, 0.5, -2.0, 0, 10**20):
+        print(f(40, b))
+    def g(n):
+        s = 0
+        for i in range(n):
+            s += 2 ** i + (-2) ** i + i ** 2
+        return s
+    print(g(200))
+    def h(n, b):
+        out = 0.0
+        for i in range(n):
+            out = b ** (i - 50)
+        return out
+    for b in (0, 0.0, -0.0):
+        try: print(h(100, b))
+        except ZeroDivisionError as e: print('ZDE', e)
+    try: print(h(100, 1e10))
+    except OverflowError as e: print('OE', e)
+    print(h(10, -8.0), h(60, -8.0) if True else 0)
+    def p(n):
+        out = []
+        for i in range(n):
+            out.append((-8.0) ** (1/3) if i > 5 else 1)
+        return out[-1]
+    print(p(10))
+    def u(seqs):
+        s = 0
+        for seq in seqs:
+            a, b = seq
+            s += a * b
+        return s
+    print(u([(1, 2), [3, 4], (5.5, 2)] * 10))
+    try: u([(1, 2)] * 10 + [(1, 2, 3)])
+    except ValueError as e: print('VE', e)
+    try: u([(1, 2)] * 10 + [[1]])
+    except ValueError as e: print('VE', e)
+    try: u([(1, 2)] * 10 + ['ab', 5])
+    except TypeError as e: print('TE', e)
+    def sw(n):
+        a, b, c = 1, 2, 3
+        for i in range(n):
+            a, b, c = c, a + 1, b * 2 % 1000
+        return a, b, c
+    print(sw(1000))
+    """,
+)
+
 
 KNOWN_BUGS: dict[str, str] = {
     "del_side_effect_order": "finalizer order differs (see test_del_order_minimal)",

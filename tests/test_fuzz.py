@@ -25,6 +25,7 @@ import os
 import textwrap
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_differential import check, run_differential
@@ -80,9 +81,36 @@ def exprs(draw: st.DrawFn, names: list[str], depth: int = 2) -> str:
 
 
 @st.composite
-def statements(draw: st.DrawFn, names: list[str], depth: int = 1) -> list[str]:
-    kind = draw(st.integers(0, 9))
+def rich_statements(draw: st.DrawFn, names: list[str]) -> list[str]:
+    """Statements over a list ``L``, an object ``o`` and None-valued locals."""
     target = draw(st.sampled_from(names))
+    e = draw(exprs(names, 1))
+    return draw(
+        st.sampled_from(
+            [
+                [f"L.append({e})", "if len(L) > 20:", "    L.pop(0)"],
+                [f"{target} = L[i % len(L)]"],
+                [f"{target} = L[-1]"],
+                [f"L[i % len(L)] = {e}"],
+                [f"{target} = None"],
+                [f"{target} = {target} if {target} is not None else {e}"],
+                [f"o.x = {e}"],
+                [f"{target} = o.x"],
+                [f"{target} = len(L) + {target}"],
+                [f"{target} = abs({target})"],
+            ]
+        )
+    )
+
+
+@st.composite
+def statements(
+    draw: st.DrawFn, names: list[str], depth: int = 1, rich: bool = False
+) -> list[str]:
+    kind = draw(st.integers(0, 12 if rich else 9))
+    target = draw(st.sampled_from(names))
+    if kind >= 10:
+        return draw(rich_statements(names))
     if kind <= 4 or depth == 0:
         aug = draw(st.sampled_from(["=", "=", "+=", "-=", "*="]))
         return [f"{target} {aug} {draw(exprs(names))}"]
@@ -95,26 +123,36 @@ def statements(draw: st.DrawFn, names: list[str], depth: int = 1) -> list[str]:
     cond = f"{draw(exprs(names, 1))} {draw(st.sampled_from(['<', '>', '==', '!=']))} " + draw(
         exprs(names, 1)
     )
-    body = draw(st.lists(statements(names, depth - 1), min_size=1, max_size=3))
+    body = draw(st.lists(statements(names, depth - 1, rich), min_size=1, max_size=3))
     lines = [f"if {cond}:"] + ["    " + line for stmt in body for line in stmt]
     if draw(st.booleans()):
-        other = draw(st.lists(statements(names, depth - 1), min_size=1, max_size=2))
+        other = draw(st.lists(statements(names, depth - 1, rich), min_size=1, max_size=2))
         lines += ["else:"] + ["    " + line for stmt in other for line in stmt]
     return lines
 
 
 @st.composite
-def functions(draw: st.DrawFn, fname: str) -> str:
+def functions(draw: st.DrawFn, fname: str, rich: bool = False) -> str:
     nvars = draw(st.integers(2, 4))
     names = NAMES[:nvars]
     inits = [f"{n} = {draw(constants())}" for n in names]
-    body = [
+    body: list[str] = []
+    if rich:
+        inits += ["L = [1, 2.5, 3]", "o = NS()"]
+        body += [f"if {n} is None:\n    {n} = {draw(constants())}" for n in names]
+        body = [line for b in body for line in b.splitlines()]
+    body += [
         line
-        for stmt in draw(st.lists(statements(names), min_size=1, max_size=6))
+        for stmt in draw(st.lists(statements(names, rich=rich), min_size=1, max_size=6))
         for line in stmt
     ]
     # keep magnitudes bounded so that big-int arithmetic stays cheap
-    bound = [f"if {n} > {BIG} or {n} < -{BIG}:\n    {n} = {n} % {2**40}" for n in names]
+    check = "{n} > {big} or {n} < -{big}"
+    if rich:
+        check = "{n} is not None and (" + check + ")"
+    bound = [
+        f"if {check.format(n=n, big=BIG)}:\n    {n} = {n} % {2**40}" for n in names
+    ]
     body += [line for b in bound for line in b.splitlines()]
     n = draw(st.sampled_from([0, 3, 10, 50, 100, 200, 300]))
     if draw(st.booleans()):
@@ -124,7 +162,8 @@ def functions(draw: st.DrawFn, fname: str) -> str:
         pre = ["i = 0"]
         loop = [f"while i < {n}:", "    i += 1"] + ["    " + line for line in body]
     lines = [f"def {fname}():", *("    " + x for x in inits + pre + loop)]
-    lines.append(f"    return ({', '.join(names)},)")
+    results = [*names, "L", "o.x"] if rich else names
+    lines.append(f"    return ({', '.join(results)},)")
     return "\n".join(lines) + "\n"
 
 
@@ -134,10 +173,14 @@ def script(funcs: list[str]) -> str:
         f"except Exception as e:\n    print({i}, type(e).__name__, e)"
         for i in range(len(funcs))
     )
-    return "\n".join(funcs) + "\n" + calls + "\n"
+    prelude = "class NS:\n    x = 0\n"
+    return prelude + "\n".join(funcs) + "\n" + calls + "\n"
 
 
-def test_fuzz_loops(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rich", [False, True], ids=["arith", "rich"])
+def test_fuzz_loops(tmp_path: Path, rich: bool) -> None:
+    """``arith``: int/float locals only; ``rich``: also a list, an object's
+    attribute and locals that become None."""
     compiled: list[int] = []
 
     @settings(
@@ -146,7 +189,7 @@ def test_fuzz_loops(tmp_path: Path) -> None:
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(st.tuples(*(functions(f"f{k}") for k in range(FUNCS_PER_EXAMPLE))))
+    @given(st.tuples(*(functions(f"f{k}", rich) for k in range(FUNCS_PER_EXAMPLE))))
     def run(funcs: tuple[str, ...]) -> None:
         source = script(list(funcs))
         plain, jit, stats = run_differential(source, tmp_path)
