@@ -1350,6 +1350,153 @@ program(
     """,
 )
 
+program(
+    "int_float_subclasses_and_raising_dunders",
+    """
+    class MyInt(int):
+        def __add__(self, o): return MyInt(int(self) * 10 + o)
+        def __lt__(self, o): return True
+        def __mul__(self, o): return 7
+        def __neg__(self): return 99
+        def __index__(self): return 1
+    class MyFloat(float):
+        def __add__(self, o): return -1.0
+        def __bool__(self): return False
+    def f(n, seed):
+        x = 1
+        out = []
+        for i in range(n):
+            x = x + 1
+            out.append((x < 0, x * 3, -x, [10, 20, 30][int(x) % 3]))
+            if i == 20:
+                x = seed
+        return x, out[-1]
+    print(f(40, MyInt(2)))
+    print(f(40, MyFloat(2.0)))
+    print(f(40, True))
+    def g(n, v):
+        c = 0
+        for i in range(n):
+            if v:
+                c += 1
+            if i == 10:
+                v = MyFloat(3.0)
+        return c
+    print(g(30, 1.0))
+    class Bad:
+        def __bool__(self): raise RuntimeError('nope')
+        def __eq__(self, o): raise KeyError('eq')
+    def h(n, v):
+        c = 0
+        for i in range(n):
+            if v == 3:
+                c += 1
+            if i == 10:
+                v = Bad()
+        return c
+    try: h(30, 3)
+    except KeyError as e: print('KE', e)
+    def k(n, v):
+        c = 0
+        for i in range(n):
+            if v:
+                c += 1
+            if i == 10:
+                v = Bad()
+        return c
+    try: k(30, 3)
+    except RuntimeError as e: print('RE', e)
+    def ch(n):
+        c = 0
+        for i in range(n):
+            if 10 < i <= 50 and i is not None and i in (3, 20, 40):
+                c += i
+            if (j := i * 2) > 100:
+                c += j
+        return c
+    print(ch(100))
+    """,
+)
+
+program(
+    "nested_native_loops_exceptions",
+    """
+    def f(n, bad):
+        s = 0
+        for i in range(n):
+            j = 0
+            while j < i:
+                s += 1000 // (bad - i * j)
+                j += 1
+            s %= 10**9
+        return s
+    for bad in (-1, 50, 1000, 10**6):
+        try: print(f(60, bad))
+        except ZeroDivisionError as e: print('ZDE', bad, e)
+    def g(rows):
+        total = 0
+        for r in rows:
+            for x in r:
+                if x is None:
+                    break
+                total += x
+            else:
+                total += 1000
+        return total
+    print(g([[1, 2, 3], [4, None, 5], [], (7.5, 8), range(10)] * 20))
+    def h(n):
+        s = 0
+        for i in range(n):
+            for j in range(i, 0, -3):
+                if j % 5 == 0:
+                    continue
+                s += j
+                if s > 10**12:
+                    return -1
+        return s
+    print(h(300))
+    def deep(n):
+        out = 0
+        for a in range(n):
+            for b in range(n):
+                for c in range(n):
+                    out += (a ^ b) * (b | c) - (a & c)
+        return out
+    print(deep(25))
+    """,
+)
+
+program(
+    "settrace_and_frame_locals_midloop",
+    """
+    events = []
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name == 'f':
+            events.append((event, frame.f_lineno))
+        return tracer
+    def f(n, on):
+        s = 0
+        for i in range(n):
+            s += i
+            if i == on:
+                sys.settrace(tracer)
+                sys._getframe().f_trace = tracer
+        return s
+    print(f(50, 20))
+    sys.settrace(None)
+    print(len(events), events[:6])
+    def g(n):
+        s = 0
+        for i in range(n):
+            s += i
+            if i == 30:
+                fr = sys._getframe()
+                print('locals', sorted((k, v) for k, v in fr.f_locals.items() if k != 'fr'))
+        return s
+    print(g(50))
+    """,
+)
+
 
 KNOWN_BUGS: dict[str, str] = {
     "del_side_effect_order": "finalizer order differs (see test_del_order_minimal)",
