@@ -18,7 +18,7 @@ def test_defaults() -> None:
     assert p.trace_limit == 6000
     assert p.inlining is True
     assert p.max_inline_depth == 8
-    assert p.max_aborts == 5
+    assert p.max_aborts == 3
     assert p.code_cache_size == 64 * 1024 * 1024
 
 

@@ -30,8 +30,13 @@ from dataclasses import dataclass
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
-from tracejit.recorder.record import AbortReason, Record, Recording, RecordingAborted
-from tracejit.runtime.frames import MISSING
+from tracejit.recorder.record import (
+    AbortReason,
+    NullType,
+    Record,
+    Recording,
+    RecordingAborted,
+)
 
 
 class _Null:
@@ -149,9 +154,9 @@ class Translator:
             return bool
         return self.ptype.get(ref.id)
 
-    def guard_type(self, sv: SV, seen: object, snap: Snapshot) -> type:
-        """Prove sv has the type of the object seen while recording."""
-        t = type(seen)
+    def guard_type(self, sv: SV, seen: type, snap: Snapshot) -> type:
+        """Prove sv has the type seen while recording."""
+        t = seen
         known = self.pytype(sv)
         if known is t:
             return t
@@ -237,12 +242,12 @@ class Translator:
         header_pc = rec.header // 2
         self.pc = header_pc
         # Header value stack: borrowed from the frame, never popped by the body.
-        for i, obj in enumerate(rec.entry_stack):
-            if obj is MISSING:
+        for i, st in enumerate(rec.entry_stack):
+            if st is NullType:
                 raise RecordingAborted(AbortReason.STACK_SHAPE, "NULL on header stack")
             v = self.emitv("load_local", [], Type.OBJ, slot=self.nlocalsplus + i)
-            self.emit("guard_type", [v], None, Snapshot(header_pc), type=type(obj))
-            self.ptype[v.id] = type(obj)
+            self.emit("guard_type", [v], None, Snapshot(header_pc), type=st)
+            self.ptype[v.id] = st
             self.stack.append(SV(v, False, None))
         self.base = len(self.stack)
         # Loop-carried locals: loaded, guarded and unboxed once, then kept in registers.
@@ -268,7 +273,7 @@ class Translator:
         self.emit("check_eval_breaker", [], None, self.snapshot(header_pc))
         for record in rec.records:
             self.record = record
-            self.pc = record.instr.offset // 2
+            self.pc = record.instr.start // 2
             handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
             handler(record)
         raise AssertionError("recording did not end with a back-edge")
@@ -457,7 +462,7 @@ class Translator:
         b = self.pop()
         a = self.pop()
         invert = bool(r.instr.arg)
-        same = r.inputs[0] is r.inputs[1]
+        same = bool(r.seen)
         if isinstance(b.ref, Const) and isinstance(a.ref, Value) and a.ref.type is Type.OBJ:
             target = b.ref.value
             probe = a
@@ -502,7 +507,7 @@ class Translator:
             self.release(a)
             self.push(res, True)
 
-    def _truth(self, sv: SV, seen: object, snap: Snapshot) -> Ref:
+    def _truth(self, sv: SV, seen: type, snap: Snapshot) -> Ref:
         """The truth of sv as an unboxed flag; releases sv."""
         ref = sv.ref
         if ref.type is Type.BOOL:
@@ -760,8 +765,7 @@ def translate(rec: Recording, name: str = "loop") -> Trace:
             candidates = {
                 slot: t
                 for slot, t in end.items()
-                if rec.entry_locals[slot] is not MISSING
-                and _CARRIED_TYPES.get(type(rec.entry_locals[slot])) is t
+                if _CARRIED_TYPES.get(rec.entry_locals[slot]) is t
             }
             if candidates != carried and all(s in candidates for s in carried):
                 carried = candidates
@@ -771,8 +775,18 @@ def translate(rec: Recording, name: str = "loop") -> Trace:
             carried = {s: t for s, t in carried.items() if s not in mismatch.slots}
             continue
         _fix_enter(trace)
+        _check_resume_points(trace, rec)
         return trace
     raise RecordingAborted(AbortReason.TYPE_UNSTABLE)
+
+
+def _check_resume_points(trace: Trace, rec: Recording) -> None:
+    """Every exit must resume at the start of an instruction."""
+    for op in trace.ops:
+        ins = rec.info.instrs.get(op.snapshot.pc * 2) if op.snapshot is not None else None
+        if op.snapshot is not None and (ins is None or ins.start != ins.offset):
+            raise RecordingAborted(AbortReason.BACKEND,
+                                   f"{op.name} resumes inside an instruction (pc {op.snapshot.pc})")
 
 
 def _fix_enter(trace: Trace) -> None:

@@ -59,6 +59,9 @@ class Instr:
     argval: object
     next_offset: int  # fall-through, after inline caches
     jump_target: int | None
+    # Where execution of this instruction really starts: its first EXTENDED_ARG
+    # prefix, if any.  Exits must resume there or the prefix's bits are lost.
+    start: int
 
 
 @dataclass(slots=True)
@@ -76,12 +79,17 @@ def code_info(code: types.CodeType) -> CodeInfo:
     if info is None:
         listing = list(dis.get_instructions(code))
         instrs: dict[int, Instr] = {}
+        start = -1
         for i, ins in enumerate(listing):
             nxt = listing[i + 1].offset if i + 1 < len(listing) else ins.offset + 2
             target = ins.jump_target if ins.opcode in dis.hasjump else None
+            if start < 0:
+                start = ins.offset
             instrs[ins.offset] = Instr(
-                ins.offset, ins.opname, ins.arg or 0, ins.argval, nxt, target
+                ins.offset, ins.opname, ins.arg or 0, ins.argval, nxt, target, start
             )
+            if ins.opname != "EXTENDED_ARG":
+                start = -1
         cells = [c for c in code.co_cellvars if c not in code.co_varnames]
         nlocalsplus = len(code.co_varnames) + len(cells) + len(code.co_freevars)
         info = CodeInfo(code, nlocalsplus, instrs)
@@ -89,12 +97,20 @@ def code_info(code: types.CodeType) -> CodeInfo:
     return info
 
 
+class NullType:
+    """Stands for the type of a NULL stack entry."""
+
+
+def _type_of(obj: object) -> type:
+    return NullType if obj is frames.MISSING else type(obj)
+
+
 @dataclass(slots=True)
 class Record:
     instr: Instr
-    # Live objects the instruction reads from the stack, bottom first
-    # (frames.MISSING for a NULL entry).
-    inputs: list[object]
+    # Types of the values the instruction reads from the stack, bottom first
+    # (NullType for a NULL entry).
+    inputs: list[type]
     # Extra observations (LOAD_GLOBAL's value, ...).
     seen: object = None
     # Where control went next (bytes); set by the following step.
@@ -111,8 +127,8 @@ class Recording:
     info: CodeInfo = field(init=False)
     records: list[Record] = field(default_factory=list)
     # Types at the loop header: locals and value stack.
-    entry_locals: list[object] = field(default_factory=list)
-    entry_stack: list[object] = field(default_factory=list)
+    entry_locals: list[type] = field(default_factory=list)
+    entry_stack: list[type] = field(default_factory=list)
     done: bool = False
     # Value-stack depth before the current instruction (tracked with dis.stack_effect,
     # because INSTRUCTION events do not save the frame's stack pointer).
@@ -128,9 +144,9 @@ class Recording:
     def start(self) -> None:
         """Observe the frame at the loop header."""
         n = self.info.nlocalsplus
-        self.entry_locals = [frames.slot_object(self.frame, i) for i in range(n)]
+        self.entry_locals = [_type_of(frames.slot_object(self.frame, i)) for i in range(n)]
         depth = frames.stack_depth(self.frame, n)
-        self.entry_stack = frames.stack_items(self.frame, n, depth)
+        self.entry_stack = [_type_of(o) for o in frames.stack_items(self.frame, n, depth)]
         self.depth = depth
 
     def step(self, offset: int) -> None:
@@ -145,6 +161,10 @@ class Recording:
                     allowed.add(prev.instr.jump_target + 4)
             if offset not in allowed:
                 raise RecordingAborted(AbortReason.EXCEPTION, f"jumped to {offset}")
+            if prev.instr.opname == "FOR_ITER" and offset != prev.instr.next_offset:
+                # An inner loop ended; the frame's stack no longer matches the
+                # compiler's model of the jump, so stop before reading it.
+                raise RecordingAborted(AbortReason.INNER_LOOP, "loop ended while recording")
             jumped = offset != prev.instr.next_offset
             self.depth += dis.stack_effect(dis.opmap[prev.instr.opname], prev.instr.arg
                                            if dis.opmap[prev.instr.opname] >= dis.HAVE_ARGUMENT
@@ -161,9 +181,15 @@ class Recording:
             raise RecordingAborted(AbortReason.INNER_LOOP)
         if len(self.records) >= self.limit:
             raise RecordingAborted(AbortReason.TRACE_TOO_LONG)
-        inputs = frames.stack_items(self.frame, self.info.nlocalsplus, rule.inputs(instr.arg),
-                                    self.depth)
-        rec = Record(instr, inputs)
+        if not 0 <= self.depth <= self.code.co_stacksize:
+            raise RecordingAborted(AbortReason.STACK_SHAPE, f"depth {self.depth}")
+        objs = frames.stack_items(self.frame, self.info.nlocalsplus, rule.inputs(instr.arg),
+                                  self.depth)
+        # Keep only types: holding the objects would change when they die.
+        rec = Record(instr, [NullType if o is frames.MISSING else type(o) for o in objs])
+        if instr.opname == "IS_OP":
+            rec.seen = objs[0] is objs[1]
+        del objs
         if instr.opname == "LOAD_GLOBAL":
             rec.seen = self._global_value(str(instr.argval))
         self.records.append(rec)
