@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Both variants import ``traceback`` before anything else: importing it (it
 # imports textwrap) with the JIT on crashes today, see
-# test_import_textwrap_under_jit_crashes; CPython 3.13 imports it lazily to
+# test_import_textwrap_under_jit; CPython 3.13 imports it lazily to
 # print an uncaught exception, which would hide every other difference.
 PLAIN_HEADER = "import traceback as _tj_tb; _tj_stats_file = None"
 JIT_HEADER = (
@@ -1499,9 +1499,7 @@ program(
 
 
 KNOWN_BUGS: dict[str, str] = {
-    "del_side_effect_order": "finalizer order differs (see test_del_order_minimal)",
     "user_method_raises_traceback": "JIT frames in tracebacks (see test_traceback_minimal)",
-    "refcounts_stable": "traces keep loaded globals alive (see test_global_kept_alive_minimal)",
 }
 
 
@@ -1536,13 +1534,7 @@ def _run_raw(source: str, workdir: Path) -> Outcome:
     return _run(textwrap.dedent(source), workdir, "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `import textwrap` with threshold=1 segfaults in the recorder "
-    "(frames.stack_items reading a loop in re/_compiler.py _optimize_charset); "
-    "so does every uncaught exception, whose printing imports traceback",
-)
-def test_import_textwrap_under_jit_crashes(tmp_path: Path) -> None:
+def test_import_textwrap_under_jit(tmp_path: Path) -> None:
     source = """
     import tracejit; tracejit.enable(threshold=1)
     import textwrap
@@ -1552,11 +1544,6 @@ def test_import_textwrap_under_jit_crashes(tmp_path: Path) -> None:
     assert (out.returncode, out.stdout) == (0, "ok\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with the JIT, the object overwritten in a jitted loop's first "
-    "recorded iteration is finalized one iteration late (__del__ order differs)",
-)
 def test_del_order_minimal(tmp_path: Path) -> None:
     source = """
     log = []
