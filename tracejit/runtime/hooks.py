@@ -145,9 +145,9 @@ def _enter(loop: CompiledLoop, frame: types.FrameType) -> Any:
 
 
 # Every this many entries, a trace must have run this many iterations per entry
-# (entering through the Python callback costs about as much as 40 native iterations)
-# on average: entering costs a callback, a trace that leaves sooner is slower
-# than the interpreter and is retired (bridges, later, keep such loops native).
+# on average: entering costs a Python callback (about as much as 40 native
+# iterations), so a trace that leaves sooner is slower than the interpreter and
+# is retired (bridges, later, keep such loops native).
 PROFIT_CHECK_ENTRIES = 64
 MIN_ITERATIONS_PER_ENTRY = 40
 
