@@ -1610,3 +1610,29 @@ def test_global_kept_alive_minimal(tmp_path: Path) -> None:
     print("end")
     """
     check(source, tmp_path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an exception raised in the loop while its trace is being recorded "
+    "leaves the recorder stuck: no abort is counted and no loop compiles afterwards",
+)
+def test_exception_during_recording_minimal(tmp_path: Path) -> None:
+    source = """
+    def f():
+        c = 1
+        for i in range(10):
+            x = 15 // c
+            c = 0
+    def g():
+        s = 0
+        for i in range(100):
+            s += i
+        return s
+    try:
+        f()
+    except ZeroDivisionError:
+        pass
+    print(g())
+    """
+    check(source, tmp_path, compiles=True)

@@ -154,7 +154,7 @@ def functions(draw: st.DrawFn, fname: str, rich: bool = False) -> str:
         f"if {check.format(n=n, big=BIG)}:\n    {n} = {n} % {2**40}" for n in names
     ]
     body += [line for b in bound for line in b.splitlines()]
-    n = draw(st.sampled_from([0, 3, 10, 50, 100, 200, 300]))
+    n = draw(st.sampled_from([50, 200, 10, 300, 100, 3, 0]))
     if draw(st.booleans()):
         loop = [f"for i in range({n}):"] + ["    " + line for line in body]
         pre: list[str] = []
