@@ -24,13 +24,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Both variants import ``traceback`` before anything else: importing it (it
-# imports textwrap) with the JIT on crashes today, see
-# test_import_textwrap_under_jit; CPython 3.13 imports it lazily to
-# print an uncaught exception, which would hide every other difference.
-PLAIN_HEADER = "import traceback as _tj_tb; _tj_stats_file = None"
+PLAIN_HEADER = "_tj_stats_file = None"
 JIT_HEADER = (
-    "import traceback as _tj_tb; "
     "import atexit as _tj_ae, json as _tj_js, tracejit as _tj; "
     "_tj.enable(threshold=1); _tj_stats_file = {path!r}; "
     "_tj_ae.register(lambda: open(_tj_stats_file, 'w').write(_tj_js.dumps(_tj.stats())))"
