@@ -1631,3 +1631,27 @@ def test_exception_during_recording_minimal(tmp_path: Path) -> None:
     print(g())
     """
     check(source, tmp_path, compiles=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: tracejit.disable() called from a function that a native loop calls "
+    "segfaults (hooks._enter, after the native code returns)",
+)
+def test_disable_inside_native_loop_minimal(tmp_path: Path) -> None:
+    source = """
+    import tracejit; tracejit.enable(threshold=1)
+    def toggle(i):
+        if i == 30:
+            tracejit.disable()
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += i
+            toggle(i)
+        return s
+    print(f(100))
+    print("done")
+    """
+    out = _run_raw(source, tmp_path)
+    assert (out.returncode, out.stdout) == (0, "4950\ndone\n")
