@@ -1607,11 +1607,6 @@ def test_global_kept_alive_minimal(tmp_path: Path) -> None:
     check(source, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an exception raised in the loop while its trace is being recorded "
-    "leaves the recorder stuck: no abort is counted and no loop compiles afterwards",
-)
 def test_exception_during_recording_minimal(tmp_path: Path) -> None:
     source = """
     def f():
@@ -1633,11 +1628,6 @@ def test_exception_during_recording_minimal(tmp_path: Path) -> None:
     check(source, tmp_path, compiles=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tracejit.disable() called from a function that a native loop calls "
-    "segfaults (hooks._enter, after the native code returns)",
-)
 def test_disable_inside_native_loop_minimal(tmp_path: Path) -> None:
     source = """
     import tracejit; tracejit.enable(threshold=1)

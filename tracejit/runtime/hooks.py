@@ -83,11 +83,11 @@ def uninstall() -> None:
     sys.monitoring.free_tool_id(TOOL)
     STATE.installed = False
     STATE.counters.clear()
-    # Code is freed only when no trace can be running: here the JIT is off.
-    STATE.cache.clear()
-    for loop in STATE.retired:
-        loop.free()
-    STATE.retired.clear()
+    # disable() may be called from code a trace called, so traces may still be
+    # on the C stack: keep their code mapped (retired), never free it here.
+    STATE.retired.extend(STATE.cache.loops.values())
+    STATE.cache.loops.clear()
+    STATE.cache.bytes = 0
 
 
 def _tools_active() -> bool:
@@ -103,6 +103,10 @@ def _on_jump(code: types.CodeType, src: int, dst: int) -> Any:
             return None
         frame = sys._getframe(1)
         if frame is not rec.frame:
+            if not _on_stack(rec.frame, frame):
+                # The recorded frame was left (an exception unwound it).
+                _abort_recording(AbortReason.FRAME_GONE)
+                return _on_jump(code, src, dst)
             return None  # a callee's loop runs in the interpreter while recording
         if dst != rec.header:
             _abort_recording(AbortReason.INNER_LOOP)
@@ -130,6 +134,14 @@ def _on_jump(code: types.CodeType, src: int, dst: int) -> Any:
         return None
     _start_recording(code, dst, sys._getframe(1))
     return None
+
+
+def _on_stack(target: types.FrameType, frame: types.FrameType | None) -> bool:
+    while frame is not None:
+        if frame is target:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _enter(loop: CompiledLoop, frame: types.FrameType) -> Any:
