@@ -33,22 +33,25 @@ class CompiledLoop:
 
 class CodeCache:
     def __init__(self) -> None:
-        self.loops: dict[tuple[types.CodeType, int], CompiledLoop] = {}
+        # Keyed by id(code): hashing a code object walks its bytecode and
+        # constants, far too slow for every back-edge of a huge function.  A
+        # cached loop holds its code, so the id cannot be reused meanwhile.
+        self.loops: dict[tuple[int, int], CompiledLoop] = {}
         self.bytes = 0
 
     def get(self, code: types.CodeType, header: int) -> CompiledLoop | None:
-        return self.loops.get((code, header))
+        return self.loops.get((id(code), header))
 
     def add(self, loop: CompiledLoop) -> None:
-        old = self.loops.get((loop.code, loop.header))
+        old = self.loops.get((id(loop.code), loop.header))
         if old is not None:
             self.discard(old)
-        self.loops[(loop.code, loop.header)] = loop
+        self.loops[(id(loop.code), loop.header)] = loop
         self.bytes += loop.size
 
     def discard(self, loop: CompiledLoop) -> None:
-        if self.loops.get((loop.code, loop.header)) is loop:
-            del self.loops[(loop.code, loop.header)]
+        if self.loops.get((id(loop.code), loop.header)) is loop:
+            del self.loops[(id(loop.code), loop.header)]
             self.bytes -= loop.size
         loop.free()
 

@@ -43,7 +43,10 @@ class _State:
         self.params = Params()
         self.installed = False
         self.recording: Recording | None = None
-        self.counters: dict[tuple[types.CodeType, int], LoopCounter] = {}
+        # Keyed by (id(code), header); `codes` keeps those code objects alive so
+        # their ids stay unique (hashing a code object is slow for big ones).
+        self.counters: dict[tuple[int, int], LoopCounter] = {}
+        self.codes: dict[int, types.CodeType] = {}
         self.cache = CodeCache()
         # Traces taken out of use; their code may still be on the C stack, so it
         # is freed only when the JIT is turned off.
@@ -83,6 +86,7 @@ def uninstall() -> None:
     sys.monitoring.free_tool_id(TOOL)
     STATE.installed = False
     STATE.counters.clear()
+    STATE.codes.clear()
     # disable() may be called from code a trace called, so traces may still be
     # on the C stack: keep their code mapped (retired), never free it here.
     STATE.retired.extend(STATE.cache.loops.values())
@@ -120,17 +124,17 @@ def _on_jump(code: types.CodeType, src: int, dst: int) -> Any:
         if _tools_active():
             return None
         return _enter(loop, sys._getframe(1))
-    key = (code, dst)
+    key = (id(code), dst)
     counter = STATE.counters.get(key)
     if counter is None:
-        counter = STATE.counters[key] = LoopCounter(STATE.params.threshold)
+        counter = _new_counter(code, dst)
     if counter.blacklisted:
         return DISABLE
     if not counter.tick():
         return None
     counter.reset()
     if _tools_active():
-        _count_abort(key, AbortReason.TOOL_ACTIVE)
+        _count_abort(code, dst, AbortReason.TOOL_ACTIVE)
         return None
     _start_recording(code, dst, sys._getframe(1))
     return None
@@ -168,9 +172,9 @@ def _check_profit(loop: CompiledLoop) -> None:
     if loop.lowered.iterations.value >= MIN_ITERATIONS_PER_ENTRY * loop.entries:
         return
     if STATE.cache.get(loop.code, loop.header) is loop:
-        del STATE.cache.loops[(loop.code, loop.header)]
+        del STATE.cache.loops[(id(loop.code), loop.header)]
         STATE.retired.append(loop)
-    _count_abort((loop.code, loop.header), AbortReason.UNPROFITABLE,
+    _count_abort(loop.code, loop.header, AbortReason.UNPROFITABLE,
                  f"{loop.lowered.iterations.value} iterations in {loop.entries} entries")
 
 
@@ -181,7 +185,7 @@ def _start_recording(code: types.CodeType, header: int, frame: types.FrameType) 
         rec = Recording(code, header, frame, threading.get_ident(), STATE.params.trace_limit)
         rec.start()
     except RecordingAborted as exc:
-        _count_abort((code, header), exc.reason, exc.detail)
+        _count_abort(code, header, exc.reason, exc.detail)
         return
     finally:
         STATS.time_in_jit_s += time.perf_counter() - t0
@@ -211,15 +215,22 @@ def _stop_events(code: types.CodeType) -> None:
     sys.monitoring.set_local_events(TOOL, code, 0)
 
 
-def _count_abort(key: tuple[types.CodeType, int], reason: AbortReason, detail: str = "") -> None:
+def _new_counter(code: types.CodeType, header: int) -> LoopCounter:
+    STATE.codes[id(code)] = code
+    counter = STATE.counters[(id(code), header)] = LoopCounter(STATE.params.threshold)
+    return counter
+
+
+def _count_abort(code: types.CodeType, header: int, reason: AbortReason,
+                 detail: str = "") -> None:
     STATS.aborts[reason.value] += 1
-    counter = STATE.counters.get(key)
+    counter = STATE.counters.get((id(code), header))
     if counter is None:
-        counter = STATE.counters[key] = LoopCounter(STATE.params.threshold)
+        counter = _new_counter(code, header)
     counter.abort(STATE.params.threshold, STATE.params.max_aborts,
                   permanent=reason.value in PERMANENT_REASONS
                   or reason is AbortReason.UNPROFITABLE)
-    jitlog.abort(key[0], key[1], reason.value, detail, counter.blacklisted)
+    jitlog.abort(code, header, reason.value, detail, counter.blacklisted)
 
 
 def _abort_recording(reason: AbortReason | None, detail: str = "") -> None:
@@ -229,7 +240,7 @@ def _abort_recording(reason: AbortReason | None, detail: str = "") -> None:
     STATE.recording = None
     _stop_events(rec.code)
     if reason is not None:
-        _count_abort((rec.code, rec.header), reason, detail)
+        _count_abort(rec.code, rec.header, reason, detail)
 
 
 def _finish_recording(rec: Recording) -> CompiledLoop | None:
@@ -241,7 +252,6 @@ def _finish_recording(rec: Recording) -> CompiledLoop | None:
     STATE.recording = None
     _stop_events(rec.code)
     t0 = time.perf_counter()
-    key = (rec.code, rec.header)
     try:
         rec.finish()
         name = f"{rec.code.co_name}:{rec.header // 2}"
@@ -249,10 +259,10 @@ def _finish_recording(rec: Recording) -> CompiledLoop | None:
         lowered = lower_trace(trace, rec.info.nlocalsplus, len(rec.entry_stack))
         compiled = assemble(lowered.code, lowered.nregs)
     except RecordingAborted as exc:
-        _count_abort(key, exc.reason, exc.detail)
+        _count_abort(rec.code, rec.header, exc.reason, exc.detail)
         return None
     except Exception as exc:  # never let a compiler bug reach the program
-        _count_abort(key, AbortReason.BACKEND, repr(exc))
+        _count_abort(rec.code, rec.header, AbortReason.BACKEND, repr(exc))
         return None
     finally:
         STATS.time_in_jit_s += time.perf_counter() - t0
