@@ -6,10 +6,12 @@ Options: --quick, --n N, --repeats R (or env BENCH_QUICK=1).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import time
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the benchmarks package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import run_benchmark  # noqa: E402
 
 
 def int_kernel(n: int) -> int:
@@ -21,31 +23,8 @@ def int_kernel(n: int) -> int:
     return total
 
 
-def parse_args(argv: list[str] | None, n: int, n_quick: int, reps: int, reps_quick: int
-               ) -> tuple[int, int]:
-    p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--n", type=int)
-    p.add_argument("--repeats", type=int)
-    a = p.parse_args(argv)
-    quick = a.quick or os.environ.get("BENCH_QUICK") == "1"
-    size = a.n if a.n is not None else (n_quick if quick else n)
-    repeats = a.repeats if a.repeats is not None else (reps_quick if quick else reps)
-    return size, repeats
-
-
 def main(argv: list[str] | None = None) -> None:
-    n, repeats = parse_args(argv, 3_000_000, 100_000, 10, 4)
-    times: list[float] = []
-    result = None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        r = int_kernel(n)
-        times.append(time.perf_counter() - t0)
-        if result is not None and r != result:
-            raise AssertionError(f"result changed between repeats: {result} != {r}")
-        result = r
-    print(json.dumps({"result": result, "times": times}))
+    run_benchmark(int_kernel, argv, 3_000_000, 100_000)
 
 
 if __name__ == "__main__":
