@@ -15,6 +15,7 @@ on operands and positions.
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 import types
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ from tracejit.backend.stencil import (
 
 __all__ = [
     "MAX_REGS",
+    "RuntimeFunction",
+    "load_function",
     "AssemblyError",
     "CompiledCode",
     "Label",
@@ -53,7 +56,10 @@ _DATA_ALIGN: Final = 16
 _pack_q = struct.Struct("<Q").pack_into
 _pack_i = struct.Struct("<i").pack_into
 
-_ENTRY_TYPE = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object)
+# int tj_call(entry address, PyFrameObject *): a PYFUNCTYPE, so the GIL stays
+# held and an error the trace set is raised after the call.
+_CALL_TYPE = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.py_object)
+_call_shim: Callable[[int, types.FrameType], int] | None = None
 
 
 class AssemblyError(ValueError):
@@ -203,14 +209,23 @@ def _freed_entry(frame: types.FrameType) -> int:
     raise RuntimeError("this trace's code was freed")
 
 
+def _entry_from_python(address: int) -> Callable[[types.FrameType], int]:
+    # A C callable all the way (partial of a ctypes function): a Python frame in
+    # between would resume from the instr_ptr the trace wrote into its caller.
+    global _call_shim
+    if _call_shim is None:
+        _call_shim = _CALL_TYPE(load_function("tj_call", ()).address)
+    return functools.partial(_call_shim, address)
+
+
 class CompiledCode:
     """A mapped trace. ``entry(frame)`` runs it; ``free()`` unmaps it.
 
-    ``entry`` is a ``ctypes.PYFUNCTYPE(c_int, py_object)`` function: the GIL
-    stays held while the native code runs, and the int returned by
-    ``exit_finish`` is returned. Because it is a PYFUNCTYPE, ctypes checks
-    ``PyErr_Occurred()`` after the call: when the code takes an error exit
-    (``exit_finish`` with a negative code after an op raised), the pending
+    ``address`` is ``int trace_entry(_PyInterpreterFrame *, PyThreadState *)``
+    (what the native dispatcher calls).  ``entry(frame)`` calls it from Python
+    through a ``ctypes.PYFUNCTYPE``: the GIL stays held while the native code
+    runs, and the int returned by ``exit_finish`` is returned; when the code
+    takes an error exit (a negative code after an op raised), the pending
     Python exception is raised by ``entry`` itself instead of returning.
     """
 
@@ -242,7 +257,7 @@ class CompiledCode:
         self._labels = labels
         self._index = index
         self._freed = False
-        self.entry = _ENTRY_TYPE(base)
+        self.entry = _entry_from_python(base)
 
     @property
     def code_size(self) -> int:
@@ -340,7 +355,7 @@ def assemble(code: Sequence[MachineInstr | Label], nregs: int) -> CompiledCode:
             index.append((pos, None, False))
             continue
         plan = plans.get(item.op)
-        if plan is None or item.op == ENTRY:
+        if plan is None or item.op == ENTRY or item.op.startswith("tj_"):
             raise AssemblyError(f"code[{i}]: unknown machine op {item.op!r}")
         if len(item.operands) != plan.arity:
             raise AssemblyError(
@@ -439,6 +454,47 @@ def assemble(code: Sequence[MachineInstr | Label], nregs: int) -> CompiledCode:
         raise
     # Labels after the last instruction have no code; keep them for offsets.
     return CompiledCode(base, total, code_size, labels, index)
+
+
+class RuntimeFunction:
+    """A C-ABI runtime function stencil (``tj_*``), mapped once with its
+    operands patched; never freed (it may be registered as a callback)."""
+
+    __slots__ = ("address", "name", "size")
+
+    def __init__(self, name: str, address: int, size: int) -> None:
+        self.name = name
+        self.address = address
+        self.size = size
+
+
+def load_function(name: str, operands: Sequence[int]) -> RuntimeFunction:
+    """Map the runtime function stencil `name` with its operand holes set."""
+    tables = _tables if _tables is not None else _load_tables()
+    plan = tables.plans.get(name)
+    if plan is None or not name.startswith("tj_"):
+        raise AssemblyError(f"no runtime function {name!r}")
+    if len(operands) != plan.arity:
+        raise AssemblyError(f"{name} takes {plan.arity} operands, got {len(operands)}")
+    if plan.jump_holes or plan.data:
+        raise AssemblyError(f"{name}: runtime functions have no jumps or data")
+    code_pages = memory.round_up(len(plan.code))
+    total = code_pages + memory.round_up(len(tables.got))
+    base = memory.map_rw(total)
+    buf = bytearray(plan.code)
+    for o, k, a in plan.operand_holes:
+        _pack_q(buf, o, (operands[k] + a) & _MASK64)
+    for o, g, a in plan.got_holes:
+        _pack_i(buf, o, code_pages + 8 * g + a - o)
+    for o, is_data, a in plan.code_abs_holes:
+        if is_data:
+            raise AssemblyError(f"{name}: data hole without data")
+        _pack_q(buf, o, (base + o + a) & _MASK64)
+    ctypes.memmove(base, bytes(buf), len(buf))
+    ctypes.memmove(base + code_pages, tables.got, len(tables.got))
+    memory.protect(base, code_pages, memory.PROT_RX)
+    memory.protect(base + code_pages, total - code_pages, memory.PROT_READ)
+    return RuntimeFunction(name, base, total)
 
 
 def _label_pos(labels: dict[Label, int], label: Label | None, i: int, op: str, what: str) -> int:

@@ -47,6 +47,8 @@ SOURCE = STENCIL_DIR / "ops.c"
 OUTPUT = HERE / "_generated" / f"{TABLE_MODULE}.py"
 TARGET = "x86_64-unknown-linux-gnu"
 OP_PREFIX = "op_"
+# C-ABI functions of the runtime (the dispatcher), loaded once per process.
+RUNTIME_PREFIX = "tj_"
 DATA_ALIGN = 16
 
 # The flags of CPython's Tools/jit for x86-64 Linux, plus -ffunction-sections
@@ -156,8 +158,10 @@ def read_stencils(obj: Path) -> dict[str, Stencil]:
                 name = ENTRY
             elif fname.startswith(OP_PREFIX):
                 name = fname[len(OP_PREFIX) :]
+            elif fname.startswith(RUNTIME_PREFIX):
+                name = fname
             else:
-                raise BuildError(f"unexpected function {fname} (stencils are op_* or {ENTRY})")
+                raise BuildError(f"unexpected function {fname} (stencils are op_*, tj_* or {ENTRY})")
             stencils[name] = _read_one(elf, symtab, types, index, name)
     return dict(sorted(stencils.items()))
 

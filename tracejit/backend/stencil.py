@@ -123,6 +123,7 @@ OPERANDS: Final[dict[str, str]] = {
     "list_iter_next": "rr",
     "tuple_iter_next": "rr",
     "iter_next": "rr",
+    "iter_next_null": "rr",
     "dict_lookup_global": "riii",
     "check_eval_breaker": "",
     "jump": "",

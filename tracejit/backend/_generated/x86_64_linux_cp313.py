@@ -704,6 +704,27 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 105, '_JIT_ERROR', -4),
         ),
     ),
+    'iter_next_null': (
+        bytes.fromhex(
+            "5048b80000000000000000498b7cc500488b4708ff90e00000004885c0741548"
+            "b90000000000000000498944cd0058e900000000498b4e704885c974e2488379"
+            "080074db4889c348b80000000000000000488b38ff150000000085c0741eff15"
+            "000000004889d848b90000000000000000498944cd0058e90000000058e90000"
+            "0000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 73, 'PyExc_StopIteration', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 86, 'PyErr_ExceptionMatches', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 96, 'PyErr_Clear', -4),
+            ('code', 'R_X86_64_64', 105, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 120, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 126, '_JIT_ERROR', -4),
+        ),
+    ),
     'jump': (
         bytes.fromhex(
             "e900000000"
@@ -879,17 +900,87 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
         ),
     ),
-    'trace_entry': (
+    'tj_call': (
         bytes.fromhex(
-            "554889e5415741564155415453504889fbff15000000004c8b63184989e548b9"
-            "0000000000000000488d0ccd0f0000004883e1f04929cd4c89ec4989c6e80000"
-            "0000488d65d85b415c415d415e415f5dc3"
+            "415653504989fe488b5e18ff15000000004889df4889c64c89f04883c4085b41"
+            "5effe0"
         ),
         b"",
         (
-            ('code', 'R_X86_64_GOTPCRELX', 19, 'PyThreadState_Get', -4),
-            ('code', 'R_X86_64_64', 32, '_JIT_OPERAND0', 1),
-            ('code', 'R_X86_64_PLT32', 62, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 13, 'PyThreadState_Get', -4),
+        ),
+    ),
+    'tj_dispatch': (
+        bytes.fromhex(
+            "554157415641554154534883ec184889d34989f649bfffffffffffffff7f4921"
+            "d7ff15000000004983ff02723d48b9000000000000000048833900752d488378"
+            "580075264883785000751f4b8b54fef848b9000000000000000048394a08750a"
+            "488b72104883fe0f762948b80000000000000000488b384c89f64889da31c948"
+            "83c4185b415c415d415e415f5dff2500000000498b0e8b7a1883e603ba010000"
+            "004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faff24831fe"
+            "48bf0000000000000000488b3f49b800000000000000004d8b00eb0c0f1f4000"
+            "48ffc64d85c974824821fe4c8d14764f8b0cd04939c975e84f8d14d049395208"
+            "75de4d8b62104c8b78484d85e40f94c24d85ff400f94c64008d60f854affffff"
+            "49390f0f8541ffffff48b9000000000000000048ff0149ff4424304c89ff4889"
+            "c34889c641ff142485c0783849be0000000000000000498b4c241089c74c8b2c"
+            "f94d85ed0f84e000000049ff0649ff45304c89ff4889de41ff55004d89ec85c0"
+            "79d4eb034d89e589c1f7d1498b5520803c0a000f84ad00000089c5ff15000000"
+            "004885c00f849c000000ff15000000004889c34863fdff15000000004885c074"
+            "7c4989c6498b4528488904244c8974240848895c241048b80000000000000000"
+            "488b384889e6ba0300000031c9ff1500000000498b0e85c9781748ffc949890e"
+            "750f4c89f74989c6ff15000000004c89f048b900000000000000004839c8745f"
+            "4885c07418488b0885c9781148ffc948890875094889c7ff15000000004889df"
+            "ff150000000031c0eb26498b442408498b4c2418488b04f8483b04f9735a48b8"
+            "00000000000000008b08ffc1740289084883c4185b415c415d415e415f5dc348"
+            "8b0185c0781848ffc8488901751048bf0000000000000000ff1500000000488b"
+            "0385c078b948ffc848890375b14889dfff1500000000eba6ff15000000004885"
+            "c074834889c3498b4424284889042448895c240848b800000000000000004889"
+            "44241048b80000000000000000488b384889e6ba0300000031c9ff1500000000"
+            "4989c6488b0385c0781148ffc848890375094889dfff15000000004d85f60f84"
+            "22ffffff498b0685c00f882fffffff48ffc84989060f8523ffffff4c89f7e96d"
+            "ffffff"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 35, 'PyThreadState_Get', -4),
+            ('code', 'R_X86_64_64', 47, '_JIT_OPERAND0', 32),
+            ('code', 'R_X86_64_64', 82, 'PyLong_Type', 0),
+            ('code', 'R_X86_64_64', 108, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_GOTPCRELX', 143, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_64', 194, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 207, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 299, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 334, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_GOTPCRELX', 413, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 428, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 440, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 472, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 495, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 522, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 531, '_Py_TrueStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 569, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 578, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_64', 608, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 656, '_Py_TrueStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 666, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 690, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 698, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 726, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 741, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 764, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 791, '_Py_Dealloc', -4),
+        ),
+    ),
+    'trace_entry': (
+        bytes.fromhex(
+            "554889e5415741564155415453504989e548b80000000000000000488d04c50f"
+            "0000004883e0f04929c54c89ec4989fc4989f6e800000000488d65d85b415c41"
+            "5d415e415f5dc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND0', 1),
+            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
         ),
     ),
     'tuple_getitem': (

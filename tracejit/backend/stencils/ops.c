@@ -10,15 +10,14 @@
 
 /* ---- entry -------------------------------------------------------------- */
 
-/* int trace_entry(PyFrameObject *f): OP0 = number of registers (the loader
- * checks it against TRACEJIT_MAX_REGS).  The register file is a VLA on this
- * C stack frame; the op chain is entered with a preserve_none call (clang
- * saves the callee-saved registers of the C ABI around it). */
+/* int trace_entry(_PyInterpreterFrame *frame, PyThreadState *tstate):
+ * OP0 = number of registers (the loader checks it against
+ * TRACEJIT_MAX_REGS).  The register file is a VLA on this C stack frame; the
+ * op chain is entered with a preserve_none call (clang saves the
+ * callee-saved registers of the C ABI around it). */
 int
-trace_entry(PyFrameObject *f)
+trace_entry(_PyInterpreterFrame *frame, PyThreadState *tstate)
 {
-    PyThreadState *tstate = PyThreadState_Get();
-    _PyInterpreterFrame *frame = f->f_frame;
     uint64_t nregs = OP(0);
     uint64_t regs[nregs + 1];
     return _JIT_CONTINUE(frame, regs, tstate);
@@ -566,6 +565,22 @@ STENCIL(iter_next)
     CONTINUE();
 }
 
+/* tp_iternext without exits: the item, or NULL (0) at the end; StopIteration
+ * is cleared as FOR_ITER does, any other error takes the error exit. */
+STENCIL(iter_next_null)
+{
+    PyObject *it = R_OBJ(1);
+    PyObject *item = Py_TYPE(it)->tp_iternext(it);
+    if (item == NULL && _PyErr_Occurred(tstate)) {
+        if (UNLIKELY(!PyErr_ExceptionMatches(PyExc_StopIteration))) {
+            ERROR();
+        }
+        PyErr_Clear();
+    }
+    SET_OBJ(0, item);
+    CONTINUE();
+}
+
 STENCIL(dict_lookup_global)
 {
     PyObject *name = (PyObject *)(uintptr_t)OP(3);
@@ -612,4 +627,139 @@ STENCIL(exit_finish)
     frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + OP(0);
     frame->stacktop = (int)OP(1);
     return (int)OP(2);
+}
+
+/* ---- runtime: the native dispatcher --------------------------------------
+ *
+ * tj_dispatch is registered (as a METH_FASTCALL builtin) as the optimizer
+ * tool's JUMP and PY_START callback.  OP0 is the address of the tj_state the
+ * runtime (tracejit/runtime/dispatch.py, which mirrors these structs with
+ * ctypes) fills in.  A back-edge or function start with a compiled trace
+ * runs it on the caller's frame; a trace's exit linked to another trace
+ * continues there without returning to the interpreter; everything else
+ * (counting, recording, hot exits, own unwinding) goes to Python.
+ */
+
+typedef int (*tj_entry_fn)(_PyInterpreterFrame *, PyThreadState *);
+
+typedef struct tj_trace tj_trace;
+struct tj_trace {
+    tj_entry_fn entry;
+    uint64_t *counters;   /* per exit: times taken (counted by the exit stubs) */
+    tj_trace **links;     /* per exit: the trace to continue in, or NULL */
+    uint64_t *hot_at;     /* per exit: count at which on_exit is told */
+    uint8_t *unwind;      /* per exit: error exits the runtime unwinds itself */
+    PyObject *handle;     /* identifies the trace to on_exit */
+    uint64_t entries;
+};
+
+typedef struct {
+    PyObject *code;       /* NULL: empty slot */
+    int64_t offset;       /* back-edge target or PY_START offset (bytes) */
+    tj_trace *trace;
+} tj_slot;
+
+typedef struct {
+    tj_slot *table;
+    uint64_t mask;        /* table size - 1 (a power of two) */
+    PyObject *fallback;   /* Python callback: counting and recording */
+    PyObject *on_exit;    /* on_exit(handle, exit code, exception or None) */
+    uint64_t busy;        /* nonzero while recording: all events go to fallback */
+    uint64_t native_entries;
+    uint64_t transfers;
+} tj_state;
+
+ALWAYS_INLINE tj_trace *
+tj_lookup(tj_state *st, PyObject *code, int64_t offset)
+{
+    uint64_t h = (((uint64_t)(uintptr_t)code >> 4) ^ ((uint64_t)offset * 0x9E3779B97F4A7C15ull));
+    for (uint64_t i = h & st->mask;; i = (i + 1) & st->mask) {
+        tj_slot *s = &st->table[i];
+        if (s->code == code && s->offset == offset) {
+            return s->trace;
+        }
+        if (s->code == NULL) {
+            return NULL;
+        }
+    }
+}
+
+ALWAYS_INLINE PyObject *
+tj_tell(tj_state *st, tj_trace *t, int code, PyObject *exc)
+{
+    PyObject *n = PyLong_FromLong(code);
+    if (n == NULL) {
+        return NULL;
+    }
+    PyObject *argv[3] = {t->handle, n, exc};
+    PyObject *res = PyObject_Vectorcall(st->on_exit, argv, 3, NULL);
+    Py_DECREF(n);
+    return res;
+}
+
+PyObject *
+tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
+{
+    tj_state *st = (tj_state *)(uintptr_t)OP(0);
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyThreadState *tstate = PyThreadState_Get();
+    if (st->busy || nargs < 2 || tstate->c_tracefunc != NULL || tstate->c_profilefunc != NULL) {
+        goto fallback;
+    }
+    PyObject *where = args[nargs - 1];
+    if (!PyLong_CheckExact(where) || !_PyLong_IsCompact((PyLongObject *)where)) {
+        goto fallback;
+    }
+    tj_trace *t = tj_lookup(st, args[0], (int64_t)_PyLong_CompactValue((PyLongObject *)where));
+    _PyInterpreterFrame *frame = tstate->current_frame;
+    if (t == NULL || frame == NULL || frame->f_executable != args[0]) {
+        goto fallback;
+    }
+    st->native_entries++;
+    t->entries++;
+    for (;;) {
+        int r = t->entry(frame, tstate);
+        if (r >= 0) {
+            tj_trace *next = t->links[r];
+            if (next != NULL) {
+                st->transfers++;
+                next->entries++;
+                t = next;
+                continue;
+            }
+            if (UNLIKELY(t->counters[r] >= t->hot_at[r])) {
+                PyObject *res = tj_tell(st, t, r, Py_None);
+                if (res == NULL) {
+                    return NULL;
+                }
+                Py_DECREF(res);
+            }
+            return Py_NewRef(Py_None);
+        }
+        int k = -r - 1;
+        if (t->unwind[k] && PyErr_Occurred()) {
+            PyObject *exc = PyErr_GetRaisedException();
+            PyObject *res = tj_tell(st, t, r, exc);
+            if (res == Py_True) {
+                Py_DECREF(res);
+                Py_DECREF(exc);
+                return Py_NewRef(Py_None);
+            }
+            if (res != NULL) {
+                Py_DECREF(res);
+            }
+            PyErr_SetRaisedException(exc);
+        }
+        return NULL;
+    }
+fallback:
+    return PyObject_Vectorcall(st->fallback, args, nargsf, NULL);
+}
+
+/* Runs a trace on a frame object: how Python code (tests, tools) calls a trace
+ * without an interpreter frame of its own in between. */
+int
+tj_call(uint64_t entry, PyFrameObject *f)
+{
+    return ((tj_entry_fn)(uintptr_t)entry)(f->f_frame, PyThreadState_Get());
 }
