@@ -1493,9 +1493,7 @@ program(
 )
 
 
-KNOWN_BUGS: dict[str, str] = {
-    "user_method_raises_traceback": "JIT frames in tracebacks (see test_traceback_minimal)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
@@ -1562,11 +1560,6 @@ def test_del_order_minimal(tmp_path: Path) -> None:
     check(source, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an exception raised by a function called from native code has "
-    "tracejit/runtime/hooks.py frames (_on_jump, _enter) in its traceback",
-)
 def test_traceback_minimal(tmp_path: Path) -> None:
     source = """
     def g(v):

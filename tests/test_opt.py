@@ -114,8 +114,8 @@ def test_licm_hoists_invariant_loads_guards_and_unboxing() -> None:
       guard_type v0 type=$int [pc=4 | | ]
       v1:int = unbox_int v0 [pc=4 | | ]
       v3:obj = load_local slot=0
-      guard_type v3 type=$int [pc=4 | | ]
-      v4:int = unbox_int v3 [pc=4 | | ]
+      guard_type v3 type=$int [pc=4! | | ]
+      v4:int = unbox_int v3 [pc=4! | | ]
       label v2:int <- v1
       check_eval_breaker [pc=4 | | l2=v2]
       v5:obj = load_local slot=1

@@ -65,4 +65,7 @@ def disable() -> None:
 
 def stats() -> dict[str, Any]:
     """The JIT's counters as a dict (the same keys as ``--stats-json``)."""
+    hooks = sys.modules.get("tracejit.runtime.hooks")
+    if hooks is not None:
+        hooks.sync_stats()
     return STATS.as_dict()

@@ -14,6 +14,8 @@ class Stats:
     traces_compiled: int = 0
     bridges_compiled: int = 0
     native_entries: int = 0
+    # Exits that continued in another trace without returning to the interpreter.
+    trace_transfers: int = 0
     guard_failures: int = 0
     time_in_jit_s: float = 0.0
     aborts: Counter[str] = field(default_factory=Counter)
@@ -30,6 +32,7 @@ class Stats:
             "traces_compiled": self.traces_compiled,
             "bridges_compiled": self.bridges_compiled,
             "native_entries": self.native_entries,
+            "trace_transfers": self.trace_transfers,
             "guard_failures": self.guard_failures,
             "time_in_jit_s": round(self.time_in_jit_s, 6),
             "aborts": dict(sorted(self.aborts.items())),
@@ -47,6 +50,7 @@ class Stats:
             "traces_compiled",
             "bridges_compiled",
             "native_entries",
+            "trace_transfers",
             "guard_failures",
             "code_bytes",
         ):

@@ -161,7 +161,8 @@ def read_stencils(obj: Path) -> dict[str, Stencil]:
             elif fname.startswith(RUNTIME_PREFIX):
                 name = fname
             else:
-                raise BuildError(f"unexpected function {fname} (stencils are op_*, tj_* or {ENTRY})")
+                raise BuildError(
+                    f"unexpected function {fname} (stencils are op_*, tj_* or {ENTRY})")
             stencils[name] = _read_one(elf, symtab, types, index, name)
     return dict(sorted(stencils.items()))
 

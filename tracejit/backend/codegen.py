@@ -38,6 +38,7 @@ _DIRECT = {
     "len": "len", "list_getitem": "list_getitem", "tuple_getitem": "tuple_getitem",
     "list_setitem": "list_setitem", "range_next": "range_iter_next",
     "list_next": "list_iter_next", "tuple_next": "tuple_iter_next", "iter_next": "iter_next",
+    "iter_next_or_null": "iter_next_null",
     "setitem": "setitem", "incref": "incref", "decref": "decref",
     "guard_true": "guard_true", "guard_false": "guard_false",
 }
@@ -62,9 +63,10 @@ def const_bits(c: Const) -> int:
 @dataclass(slots=True)
 class ExitInfo:
     index: int
-    pc: int
+    pc: int  # code units
     error: bool
     op: str
+    entry: bool = False  # an entry check (see Snapshot.entry)
 
 
 @dataclass(slots=True)
@@ -90,6 +92,7 @@ class CodeGen:
         self.prologue: list[MachineInstr | Label] = []
         self.stubs: list[tuple[Label, Snapshot, bool, str]] = []
         self.keepalive: list[object] = []
+        self.current_pc: int | None = None
 
     def new_reg(self) -> int:
         r = self.nregs
@@ -141,6 +144,12 @@ class CodeGen:
 
     def lower_op(self, op: Op) -> None:
         info = op.info
+        if info.escapes and op.snapshot is not None \
+                and op.snapshot.pc != self.current_pc:
+            # The interpreter's instr_ptr during this instruction, for anything
+            # the op runs that looks at the frame (warnings, tracebacks).
+            self.current_pc = op.snapshot.pc
+            self.body.append(MachineInstr("set_ip", (op.snapshot.pc,)))
         dst = (self.reg(op.result),) if op.result is not None else ()
         args = tuple(self.reg(a) for a in op.args) if op.name not in ("call", "label",
                                                                        "jump") else ()
@@ -294,6 +303,7 @@ class CodeGen:
                 params = [self.reg(p) for p in op.params]
                 self.parallel_copy(params, [self.reg(a) for a in op.args])
                 self.body.append(loop_label)
+                self.current_pc = None
                 self.body.append(MachineInstr("exit_count", (ctypes.addressof(iterations),)))
             elif op.name == "jump":
                 assert label_op is not None
@@ -307,7 +317,7 @@ class CodeGen:
         stub_code: list[MachineInstr | Label] = []
         for index, (label, snap, error, opname) in enumerate(self.stubs):
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
-            exits.append(ExitInfo(index, snap.pc, error, opname))
+            exits.append(ExitInfo(index, snap.pc, error, opname, snap.entry))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive)
 

@@ -124,6 +124,7 @@ OPERANDS: Final[dict[str, str]] = {
     "tuple_iter_next": "rr",
     "iter_next": "rr",
     "iter_next_null": "rr",
+    "set_ip": "i",
     "dict_lookup_global": "riii",
     "check_eval_breaker": "",
     "jump": "",

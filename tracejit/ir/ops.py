@@ -157,6 +157,10 @@ OPS: dict[str, OpInfo] = _ops(
     OpInfo("list_next", O, (O,), guard=True, doc="Next item of a list iterator; exit at end."),
     OpInfo("tuple_next", O, (O,), guard=True, doc="Next item of a tuple iterator; exit at end."),
     OpInfo(
+        "iter_next_or_null", O, (O,), raises=True, escapes=True,
+        doc="tp_iternext: the next item (owned) or NULL at the end; raise on error.",
+    ),
+    OpInfo(
         "iter_next", O, (O,), guard=True, raises=True, escapes=True,
         doc="tp_iternext; exit at end, raise on error.",
     ),

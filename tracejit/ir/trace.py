@@ -63,12 +63,15 @@ class Snapshot:
     pc: int
     stack: list[SnapEntry] = field(default_factory=list)
     locals: dict[int, SnapEntry] = field(default_factory=dict)
+    # An entry check (preamble guard, eval-breaker poll): leaving there means
+    # the trace does not apply now, so no bridge grows from it.  Text: `pc=P!`.
+    entry: bool = False
 
     def refs(self) -> list[Ref]:
         return [e.ref for e in self.stack] + [e.ref for e in self.locals.values()]
 
     def copy(self) -> Snapshot:
-        return Snapshot(self.pc, list(self.stack), dict(self.locals))
+        return Snapshot(self.pc, list(self.stack), dict(self.locals), self.entry)
 
 
 @dataclass(slots=True)
@@ -165,7 +168,8 @@ def _fmt_snapshot(trace: Trace, snap: Snapshot) -> str:
         f"l{slot}=" + _fmt_ref(trace, e.ref) + ("" if e.owned else "^")
         for slot, e in sorted(snap.locals.items())
     )
-    return f"[pc={snap.pc} | {stack} | {locs}]".replace("  ", " ")
+    mark = "!" if snap.entry else ""
+    return f"[pc={snap.pc}{mark} | {stack} | {locs}]".replace("  ", " ")
 
 
 def format_op(trace: Trace, op: Op) -> str:
@@ -274,7 +278,8 @@ class _Parser:
         fields = [f.strip() for f in inner.split("|")]
         if len(fields) != 3 or not fields[0].startswith("pc="):
             raise IRError(f"bad snapshot {text!r}")
-        snap = Snapshot(int(fields[0][3:]))
+        pc = fields[0][3:]
+        snap = Snapshot(int(pc.rstrip("!")), entry=pc.endswith("!"))
         snap.stack = [self.entry(t) for t in fields[1].split()]
         for item in fields[2].split():
             slot, _, tok = item.partition("=")

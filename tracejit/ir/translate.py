@@ -246,7 +246,7 @@ class Translator:
             if st is NullType:
                 raise RecordingAborted(AbortReason.STACK_SHAPE, "NULL on header stack")
             v = self.emitv("load_local", [], Type.OBJ, slot=self.nlocalsplus + i)
-            self.emit("guard_type", [v], None, Snapshot(header_pc), type=st)
+            self.emit("guard_type", [v], None, Snapshot(header_pc, entry=True), type=st)
             self.ptype[v.id] = st
             self.stack.append(SV(v, False, None))
         self.base = len(self.stack)
@@ -255,13 +255,15 @@ class Translator:
         for slot, t in sorted(self.carried.items()):
             v = self.emitv("load_local", [], Type.OBJ, slot=slot)
             pyt = {Type.INT: int, Type.FLOAT: float, Type.BOOL: bool}[t]
-            self.emit("guard_type", [v], None, Snapshot(header_pc), type=pyt)
+            self.emit("guard_type", [v], None, Snapshot(header_pc, entry=True), type=pyt)
             if t is Type.INT:
-                initial.append(self.emitv("unbox_int", [v], Type.INT, Snapshot(header_pc)))
+                initial.append(self.emitv("unbox_int", [v], Type.INT,
+                                          Snapshot(header_pc, entry=True)))
             elif t is Type.FLOAT:
                 initial.append(self.emitv("unbox_float", [v], Type.FLOAT))
             else:
-                initial.append(self.emitv("is_true", [v], Type.BOOL, Snapshot(header_pc)))
+                initial.append(self.emitv("is_true", [v], Type.BOOL,
+                                          Snapshot(header_pc, entry=True)))
         label = Op("label", [])
         for (slot, t), _init in zip(sorted(self.carried.items()), initial, strict=True):
             p = self.trace.new_value(t)
@@ -270,13 +272,53 @@ class Translator:
         # The preamble jumps into the loop by passing the initial values.
         self.trace.ops.append(Op("_enter", list(initial)))
         self.trace.ops.append(label)
-        self.emit("check_eval_breaker", [], None, self.snapshot(header_pc))
+        self.emit("check_eval_breaker", [], None, self.entry_snapshot(header_pc))
         for record in rec.records:
             self.record = record
             self.pc = record.instr.start // 2
             handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
             handler(record)
         raise AssertionError("recording did not end with a back-edge")
+
+    def entry_snapshot(self, pc: int) -> Snapshot:
+        snap = self.snapshot(pc)
+        snap.entry = True
+        return snap
+
+    def run_linear(self) -> Trace:
+        """A trace that does not loop back to its start (a bridge, a function
+        entry, a segment, or a loop's first part before an inner loop): it starts
+        from the frame as it is at ``rec.header`` and ends by leaving at
+        ``rec.end.pc`` with everything written back (the runtime may link that
+        exit to another trace)."""
+        rec = self.rec
+        start = rec.header // 2
+        self.pc = start
+        # The whole value stack is taken over from the frame (owned), then typed.
+        loaded: list[tuple[SV, type]] = []
+        for i, st in enumerate(rec.entry_stack):
+            if st is NullType:
+                self.stack.append(SV(Const(NULL, Type.OBJ), True))
+                continue
+            v = self.emitv("load_local", [], Type.OBJ, slot=self.nlocalsplus + i)
+            sv = SV(v, True)
+            self.stack.append(sv)
+            loaded.append((sv, st))
+        self.emit("check_eval_breaker", [], None, self.entry_snapshot(start))
+        for sv, st in loaded:
+            assert isinstance(sv.ref, Value)
+            self.emit("guard_type", [sv.ref], None, self.entry_snapshot(start), type=st)
+            self.ptype[sv.ref.id] = st
+        for record in rec.records:
+            self.record = record
+            self.pc = record.instr.start // 2
+            handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
+            handler(record)
+        end = rec.end
+        assert end is not None
+        self.pc = end.pc // 2
+        self.emit("exit", [], None, self.snapshot(end.pc // 2))
+        return self.trace
 
     def close_loop(self) -> Trace:
         """At the back-edge: pass carried values to the label."""
@@ -718,11 +760,21 @@ class Translator:
 
     def op_for_iter(self, r: Record) -> None:
         it = self.stack[-1]
-        if r.next_offset != r.instr.next_offset:
-            raise RecordingAborted(AbortReason.INNER_LOOP, "loop ended while recording")
+        assert r.instr.jump_target is not None
+        exhausted = r.next_offset != r.instr.next_offset
         snap = self.snapshot()
         t = self.guard_type(it, r.inputs[0], snap)
         assert isinstance(it.ref, Value)
+        if exhausted:
+            # The iterator ended while recording (a bridge from a loop's exit):
+            # prove it is exhausted (tp_iternext returns NULL, cleaning up as the
+            # interpreter's FOR_ITER does), then drop it.
+            nxt = self.emitv("iter_next_or_null", [it.ref], Type.OBJ, snap)
+            body = self.snapshot(pc=r.instr.next_offset // 2,
+                                 stack=self.stack + [SV(nxt, True)])
+            self.emit("guard_is", [nxt], None, body, obj=NULL)
+            self.release(self.pop())
+            return
         if t is RANGE_ITER:
             self.push(self.emitv("range_next", [it.ref], Type.INT, snap))
         elif t is LIST_ITER:
@@ -730,7 +782,14 @@ class Translator:
         elif t is TUPLE_ITER:
             self.push(self.emitv("tuple_next", [it.ref], Type.OBJ, snap), True)
         else:
-            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, f"FOR_ITER over {t.__name__}")
+            # Any other iterator: one tp_iternext; at the end leave at END_FOR with
+            # a placeholder next to the iterator (END_FOR and POP_TOP drop both),
+            # so the interpreter never calls tp_iternext a second time.
+            nxt = self.emitv("iter_next_or_null", [it.ref], Type.OBJ, snap)
+            done = self.snapshot(pc=r.instr.jump_target // 2,
+                                 stack=self.stack + [SV(Const(None, Type.OBJ), False)])
+            self.emit("guard_is_not", [nxt], None, done, obj=NULL)
+            self.push(nxt, True)
 
 
 class _LoopClosed(Exception):
@@ -753,6 +812,10 @@ def translate(rec: Recording, name: str = "loop") -> Trace:
     iteration, with the same type at the header, are carried in registers
     across iterations; the set is found by translating until it is stable.
     """
+    if rec.end is not None and rec.end.kind != "loop":
+        trace = Translator(rec, {}, name).run_linear()
+        _check_resume_points(trace, rec)
+        return trace
     carried: dict[int, Type] = {}
     for _attempt in range(4):
         tr = Translator(rec, carried, name)

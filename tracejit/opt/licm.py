@@ -40,14 +40,14 @@ def hoist_invariant_loads(trace: Trace) -> Trace:
             invariant.add(op.result.id)
             continue
         if op.name == "guard_type" and all_invariant(op):
-            op.snapshot = Snapshot(header_pc)
+            op.snapshot = Snapshot(header_pc, entry=True)
             hoisted.append(op)
             continue
         # Pure computations on invariant values (unboxing, conversions); a guard
         # among them exits at the header with the frame untouched.
         if op.info.pure and op.result is not None and all_invariant(op) and not op.info.raises:
             if op.snapshot is not None:
-                op.snapshot = Snapshot(header_pc)
+                op.snapshot = Snapshot(header_pc, entry=True)
             hoisted.append(op)
             invariant.add(op.result.id)
             continue

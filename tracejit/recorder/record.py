@@ -12,6 +12,7 @@ from __future__ import annotations
 import dis
 import enum
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracejit.recorder.bytecodes import BYTECODES
@@ -38,6 +39,7 @@ class AbortReason(enum.Enum):
     TOOL_ACTIVE = "another tool is tracing"
     BACKEND = "backend refused the trace"
     UNPROFITABLE = "trace leaves too early to pay off"
+    SEGMENTING = "segmenting trace"
 
 
 # Reasons that will recur on every attempt: the location is blacklisted at once.
@@ -117,13 +119,44 @@ class Record:
     next_offset: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class End:
+    """How a recording ended.  ``kind``: ``loop`` (back-edge to its own start:
+    a loop trace), ``backedge`` (to ``target``, left before the jump),
+    ``header`` (reached ``target``, the start of another root trace),
+    ``return``, ``segment`` (trace limit in segmenting mode: the end grows a
+    bridge later), ``stop`` (an instruction the JIT does not handle)."""
+
+    kind: str
+    pc: int  # bytes: where the trace leaves (the instruction not recorded)
+    target: int = -1  # bytes: header to link to
+
+
+# A recording that reaches an unsupported instruction after at least this many
+# instructions ends there instead of aborting (the rest runs in the interpreter).
+MIN_STOP_RECORDS = 8
+_RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
+
+
+def _no_entries(offset: int) -> bool:
+    return False
+
+
 @dataclass(slots=True)
 class Recording:
     code: types.CodeType
-    header: int  # bytes: the loop header (back-edge target)
+    header: int  # bytes: where recording starts (loop header, bridge or function start)
     frame: types.FrameType
     thread: int
     limit: int
+    # "loop" (from a hot back-edge), "bridge" (from a hot exit), "function".
+    kind: str = "loop"
+    # Near the limit, end with a segment instead of aborting (huge code).
+    segmenting: bool = False
+    # Whether a root trace starts at this offset of the code (a recording that
+    # reaches one ends there and links to it).
+    is_entry: Callable[[int], bool] = _no_entries
+    end: End | None = None
     info: CodeInfo = field(init=False)
     records: list[Record] = field(default_factory=list)
     # Types at the loop header: locals and value stack.
@@ -135,11 +168,11 @@ class Recording:
     depth: int = 0
 
     def __post_init__(self) -> None:
-        self.info = code_info(self.code)
         if self.code.co_flags & CO_GENERATOR_LIKE:
             raise RecordingAborted(AbortReason.GENERATOR)
         if self.code.co_cellvars or self.code.co_freevars:
             raise RecordingAborted(AbortReason.CLOSURE)
+        self.info = code_info(self.code)
 
     def start(self) -> None:
         """Observe the frame at the loop header."""
@@ -150,7 +183,8 @@ class Recording:
         self.depth = depth
 
     def step(self, offset: int) -> None:
-        """Called before the instruction at `offset` runs in the recorded frame."""
+        """Called before the instruction at `offset` runs in the recorded frame;
+        sets ``done`` (and ``end``) when the trace ends before that instruction."""
         if self.records:
             prev = self.records[-1]
             prev.next_offset = offset
@@ -162,24 +196,36 @@ class Recording:
             if offset not in allowed:
                 raise RecordingAborted(AbortReason.EXCEPTION, f"jumped to {offset}")
             if prev.instr.opname == "FOR_ITER" and offset != prev.instr.next_offset:
-                # An inner loop ended; the frame's stack no longer matches the
-                # compiler's model of the jump, so stop before reading it.
-                raise RecordingAborted(AbortReason.INNER_LOOP, "loop ended while recording")
-            jumped = offset != prev.instr.next_offset
-            self.depth += dis.stack_effect(dis.opmap[prev.instr.opname], prev.instr.arg
-                                           if dis.opmap[prev.instr.opname] >= dis.HAVE_ARGUMENT
-                                           else None, jump=jumped)
+                assert prev.instr.jump_target is not None
+                if offset != prev.instr.jump_target + 4:
+                    raise RecordingAborted(AbortReason.INNER_LOOP, "loop ended oddly")
+                if self.kind == "loop" and len(self.records) == 1:
+                    raise RecordingAborted(AbortReason.LEFT_LOOP, "loop ended")
+                # An exhausted FOR_ITER pops its iterator and skips END_FOR and
+                # POP_TOP (the compiler's model says otherwise).
+                self.depth -= 1
+            else:
+                jumped = offset != prev.instr.next_offset
+                op = dis.opmap[prev.instr.opname]
+                self.depth += dis.stack_effect(op, prev.instr.arg if op >= dis.HAVE_ARGUMENT
+                                               else None, jump=jumped)
         elif offset != self.header:
             raise RecordingAborted(AbortReason.LEFT_LOOP)
         instr = self.info.instrs.get(offset)
         if instr is None:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPCODE, f"offset {offset}")
+        if self._ends_before(instr):
+            return
         rule = BYTECODES.get(instr.opname)
         if rule is None:
+            if len(self.records) >= MIN_STOP_RECORDS:
+                self._end("stop", instr.start)
+                return
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPCODE, instr.opname)
-        if instr.opname.startswith("JUMP_BACKWARD") and instr.jump_target != self.header:
-            raise RecordingAborted(AbortReason.INNER_LOOP)
         if len(self.records) >= self.limit:
+            if self.segmenting:
+                self._end("segment", instr.start)
+                return
             raise RecordingAborted(AbortReason.TRACE_TOO_LONG)
         if not 0 <= self.depth <= self.code.co_stacksize:
             raise RecordingAborted(AbortReason.STACK_SHAPE, f"depth {self.depth}")
@@ -193,16 +239,31 @@ class Recording:
         if instr.opname == "LOAD_GLOBAL":
             rec.seen = self._global_value(str(instr.argval))
         self.records.append(rec)
+        if instr.opname.startswith("JUMP_BACKWARD"):
+            # Only a back-edge to the loop's own start is recorded (_ends_before).
+            rec.next_offset = self.header
+            self.end = End("loop", instr.start, self.header)
+            self.done = True
 
-    def finish(self) -> None:
-        """The recorded frame took a back-edge to the header: one iteration done."""
+    def _ends_before(self, instr: Instr) -> bool:
+        """End the trace before `instr` when it leaves the trace's shape."""
+        if instr.opname.startswith("JUMP_BACKWARD"):
+            if self.kind == "loop" and instr.jump_target == self.header:
+                return False  # closes the loop: recorded, then done
+            assert instr.jump_target is not None
+            return self._end("backedge", instr.start, instr.jump_target)
+        if instr.opname in _RETURNS and self.records:
+            return self._end("return", instr.start)
+        if self.records and instr.offset != self.header and self.is_entry(instr.offset):
+            return self._end("header", instr.start, instr.offset)
+        return False
+
+    def _end(self, kind: str, pc: int, target: int = -1) -> bool:
         if not self.records:
-            raise RecordingAborted(AbortReason.LEFT_LOOP)
-        last = self.records[-1]
-        if not last.instr.opname.startswith("JUMP_BACKWARD"):
-            raise RecordingAborted(AbortReason.LEFT_LOOP)
-        last.next_offset = self.header
+            raise RecordingAborted(AbortReason.LEFT_LOOP, f"nothing recorded before {kind}")
+        self.end = End(kind, pc, target)
         self.done = True
+        return True
 
     def _global_value(self, name: str) -> object:
         g = self.frame.f_globals

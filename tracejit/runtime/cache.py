@@ -1,60 +1,151 @@
-"""The code cache: compiled loop traces by (code object, loop header)."""
+"""The code cache: compiled traces and the graph they form.
+
+A *root* trace starts where the dispatcher enters native code: a loop header
+(a back-edge's target) or a function's RESUME (PY_START).  A *bridge* starts
+at one exit of another trace and is reached only through that exit's link.
+An exit that ends a trace at a back-edge or at another root's start links to
+that root (now, or as soon as it is compiled: pending links).  Everything is
+keyed by ``id(code)``: hashing a code object walks its bytecode and constants,
+far too slow for every back-edge of a huge function; the cache holds the code
+objects, so their ids stay unique.
+"""
 
 from __future__ import annotations
 
+import dis
 import types
 from dataclasses import dataclass, field
 
 from tracejit.backend.assembler import CompiledCode
 from tracejit.backend.codegen import Lowered
 from tracejit.ir.trace import Trace
+from tracejit.recorder.record import End
+from tracejit.runtime.dispatch import NEVER, NativeTrace
 
 
 @dataclass(slots=True, eq=False)
-class CompiledLoop:
+class CompiledTrace:
+    kind: str  # "loop", "function" (roots) or "bridge"
     code: types.CodeType
-    header: int  # bytes
+    key: int  # bytes: the dispatcher's offset for roots, the start pc for bridges
+    start: int  # bytes: first instruction
     trace: Trace
     lowered: Lowered
     compiled: CompiledCode
-    entries: int = 0
-    keepalive: list[object] = field(default_factory=list)
+    native: NativeTrace
+    end: End | None
+    parent: tuple[CompiledTrace, int] | None = None
+    # Root offsets the dispatcher may enter a chain reaching this trace at.
+    roots: set[int] = field(default_factory=set)
+    # Traces this one's exits lead to (bridges and links).
+    successors: list[CompiledTrace] = field(default_factory=list)
+    bridges: int = 0
+    failed_bridges: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def header(self) -> int:
+        return self.start
 
     @property
     def size(self) -> int:
         return self.compiled.size
 
+    @property
+    def entries(self) -> int:
+        return self.native.entries
+
     def exit_counts(self) -> list[int]:
         return list(self.lowered.counters)
+
+    def end_exit(self) -> int | None:
+        """Index of the exit the trace ends with (an `exit` op), if any."""
+        for info in reversed(self.lowered.exits):
+            if info.op == "exit":
+                return info.index
+        return None
 
     def free(self) -> None:
         self.compiled.free()
 
 
+# Exception-table entries: (start, end, target, depth, lasti), bytes.
+Handler = tuple[int, int, int, int, bool]
+_HANDLERS: dict[int, tuple[types.CodeType, list[Handler]]] = {}
+
+
+def handler_at(code: types.CodeType, offset: int) -> Handler | None:
+    """The exception-table entry covering the instruction at `offset` (bytes)."""
+    cached = _HANDLERS.get(id(code))
+    if cached is None or cached[0] is not code:
+        entries = [(e.start, e.end, e.target, e.depth, e.lasti)
+                   for e in dis._parse_exception_table(code)]  # type: ignore[attr-defined]
+        cached = _HANDLERS[id(code)] = (code, entries)
+    for entry in cached[1]:
+        if entry[0] <= offset < entry[1]:
+            return entry
+    return None
+
+
 class CodeCache:
     def __init__(self) -> None:
-        # Keyed by id(code): hashing a code object walks its bytecode and
-        # constants, far too slow for every back-edge of a huge function.  A
-        # cached loop holds its code, so the id cannot be reused meanwhile.
-        self.loops: dict[tuple[int, int], CompiledLoop] = {}
+        self.roots: dict[tuple[int, int], CompiledTrace] = {}
+        self.by_handle: dict[int, CompiledTrace] = {}
+        # (id(code), header) -> exits waiting for a root trace there.
+        self.pending: dict[tuple[int, int], list[tuple[CompiledTrace, int]]] = {}
         self.bytes = 0
+        self._next_handle = 0
 
-    def get(self, code: types.CodeType, header: int) -> CompiledLoop | None:
-        return self.loops.get((id(code), header))
+    def new_handle(self) -> int:
+        self._next_handle += 1
+        return self._next_handle
 
-    def add(self, loop: CompiledLoop) -> None:
-        old = self.loops.get((id(loop.code), loop.header))
-        if old is not None:
-            self.discard(old)
-        self.loops[(id(loop.code), loop.header)] = loop
-        self.bytes += loop.size
+    def get(self, code: types.CodeType, offset: int) -> CompiledTrace | None:
+        return self.roots.get((id(code), offset))
 
-    def discard(self, loop: CompiledLoop) -> None:
-        if self.loops.get((id(loop.code), loop.header)) is loop:
-            del self.loops[(id(loop.code), loop.header)]
-            self.bytes -= loop.size
-        loop.free()
+    def add(self, t: CompiledTrace, handle: int) -> None:
+        self.by_handle[handle] = t
+        self.bytes += t.size
+        if t.kind != "bridge":
+            self.roots[(id(t.code), t.key)] = t
 
-    def clear(self) -> None:
-        for loop in list(self.loops.values()):
-            self.discard(loop)
+    def all(self) -> list[CompiledTrace]:
+        return list(self.by_handle.values())
+
+    def clear(self) -> list[CompiledTrace]:
+        """Forget every trace; returns them (their code may still be running)."""
+        out = self.all()
+        self.roots.clear()
+        self.by_handle.clear()
+        self.pending.clear()
+        self.bytes = 0
+        return out
+
+
+def closure(t: CompiledTrace) -> list[CompiledTrace]:
+    """t and every trace reachable from it through bridges and links."""
+    seen = {id(t)}
+    out = [t]
+    i = 0
+    while i < len(out):
+        for s in out[i].successors:
+            if id(s) not in seen:
+                seen.add(id(s))
+                out.append(s)
+        i += 1
+    return out
+
+
+def unwinds_exactly(t: CompiledTrace, roots: set[int]) -> bool:
+    """Whether every error exit of t can be handled exactly when the chain was
+    entered at any of `roots`.  The interpreter unwinds a dispatcher error at
+    the root's offset; the runtime unwinds itself when the failing
+    instruction has a handler, but cannot make an exception leave the
+    function past a handler that covers the root (see docs/design.md)."""
+    if all(handler_at(t.code, r) is None for r in roots):
+        return True
+    return all(handler_at(t.code, e.pc * 2) is not None
+               for e in t.lowered.exits if e.error)
+
+
+def hot_threshold(eagerness: int) -> int:
+    return eagerness if eagerness > 0 else NEVER

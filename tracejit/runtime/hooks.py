@@ -1,20 +1,25 @@
-"""CPython hooks: sys.monitoring callbacks that count, record and enter traces.
+"""CPython hooks: the monitoring callbacks that count, record, compile and link.
 
-The JIT uses the monitoring tool id reserved for optimizers.  JUMP events on
-loop back-edges drive everything:
+The JIT uses the monitoring tool id reserved for optimizers.  JUMP (loop
+back-edges) and PY_START (function entry) events go to the native dispatcher
+(``tj_dispatch``, see runtime/dispatch.py): where a root trace is compiled it
+runs the trace on the calling frame, following exit links from trace to
+trace, and returns to the interpreter, which continues at the ``instr_ptr``
+the last exit wrote.  Everything else comes here, in Python:
 
-- a back-edge to a header with a compiled trace enters it: the native code
-  runs on the frame's own locals and stack and, when it leaves, has written
-  the frame back and set ``instr_ptr``; returning from the callback lets the
-  interpreter continue exactly there;
-- otherwise the header's counter ticks; when hot, INSTRUCTION events are
-  turned on for that code object and one iteration is recorded;
-- forward jumps and blacklisted back-edges return DISABLE, so they cost
-  nothing afterwards.
+- ``_fallback``: counting back-edges and calls; when hot, INSTRUCTION events
+  are turned on for that code object and a trace is recorded; forward jumps
+  and blacklisted locations return DISABLE, so they cost nothing afterwards;
+- ``_on_instruction``: one recorded step; when the recording ends, the trace
+  is compiled, registered and linked;
+- ``_on_exit``: an exit taken often enough to be hot records a bridge from
+  there; an error exit whose instruction has its own exception handler is
+  unwound here (the interpreter would look the handler up at the root).
 """
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import threading
 import time
@@ -23,19 +28,34 @@ from typing import Any
 
 from tracejit.params import Params
 from tracejit.recorder.record import (
+    CO_GENERATOR_LIKE,
     PERMANENT_REASONS,
     AbortReason,
     Recording,
     RecordingAborted,
+    code_info,
 )
-from tracejit.runtime import jitlog
-from tracejit.runtime.cache import CodeCache, CompiledLoop
+from tracejit.runtime import frames, jitlog
+from tracejit.runtime.cache import (
+    CodeCache,
+    CompiledTrace,
+    closure,
+    handler_at,
+    hot_threshold,
+    unwinds_exactly,
+)
 from tracejit.runtime.counters import LoopCounter
+from tracejit.runtime.dispatch import NEVER, Dispatcher, NativeTrace
 from tracejit.stats import STATS
 
 TOOL = sys.monitoring.OPTIMIZER_ID
 EVENTS = sys.monitoring.events
 DISABLE = sys.monitoring.DISABLE
+
+# Bridges one root trace may grow (its whole tree), and failed attempts at one
+# exit before it stops asking.
+MAX_BRIDGES_PER_ROOT = 64
+MAX_BRIDGE_ATTEMPTS = 3
 
 
 class _State:
@@ -43,14 +63,19 @@ class _State:
         self.params = Params()
         self.installed = False
         self.recording: Recording | None = None
-        # Keyed by (id(code), header); `codes` keeps those code objects alive so
-        # their ids stay unique (hashing a code object is slow for big ones).
+        self.rec_key = 0  # dispatcher offset of the root being recorded
+        self.rec_parent: tuple[CompiledTrace, int] | None = None
+        # Back-edge and call counters, keyed by (id(code), offset); `codes`
+        # keeps those code objects alive so their ids stay unique.
         self.counters: dict[tuple[int, int], LoopCounter] = {}
         self.codes: dict[int, types.CodeType] = {}
         self.cache = CodeCache()
+        # Code objects whose traces hit the trace limit: traced in segments.
+        self.huge: set[int] = set()
+        self.dispatcher: Dispatcher | None = None
         # Traces taken out of use; their code may still be on the C stack, so it
-        # is freed only when the JIT is turned off.
-        self.retired: list[CompiledLoop] = []
+        # is never freed while the process runs.
+        self.retired: list[CompiledTrace] = []
 
 
 STATE = _State()
@@ -68,11 +93,18 @@ def install(params: Params) -> None:
     current = sys.monitoring.get_tool(TOOL)
     if current is not None and current != "tracejit":
         raise RuntimeError(f"the optimizer monitoring tool id is taken by {current!r}")
+    if STATE.dispatcher is None:
+        STATE.dispatcher = Dispatcher(_fallback, _on_exit)
     if current is None:
         sys.monitoring.use_tool_id(TOOL, "tracejit")
-    sys.monitoring.register_callback(TOOL, EVENTS.JUMP, _on_jump)
+    callback = STATE.dispatcher.callback
+    events = EVENTS.JUMP
+    sys.monitoring.register_callback(TOOL, EVENTS.JUMP, callback)
+    if params.function_threshold > 0:
+        sys.monitoring.register_callback(TOOL, EVENTS.PY_START, callback)
+        events |= EVENTS.PY_START
     sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION, _on_instruction)
-    sys.monitoring.set_events(TOOL, EVENTS.JUMP)
+    sys.monitoring.set_events(TOOL, events)
     STATE.installed = True
 
 
@@ -81,62 +113,111 @@ def uninstall() -> None:
         return
     _abort_recording(None)
     sys.monitoring.set_events(TOOL, 0)
-    sys.monitoring.register_callback(TOOL, EVENTS.JUMP, None)
-    sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION, None)
+    for event in (EVENTS.JUMP, EVENTS.PY_START, EVENTS.INSTRUCTION):
+        sys.monitoring.register_callback(TOOL, event, None)
     sys.monitoring.free_tool_id(TOOL)
     STATE.installed = False
+    sync_stats()
     STATE.counters.clear()
     STATE.codes.clear()
     # disable() may be called from code a trace called, so traces may still be
     # on the C stack: keep their code mapped (retired), never free it here.
-    STATE.retired.extend(STATE.cache.loops.values())
-    STATE.cache.loops.clear()
-    STATE.cache.bytes = 0
+    STATE.retired.extend(STATE.cache.clear())
+    if STATE.dispatcher is not None:
+        STATE.dispatcher.clear()
+
+
+def sync_stats() -> None:
+    """Copy the counters native code keeps into STATS."""
+    d = STATE.dispatcher
+    if d is None:
+        return
+    STATS.native_entries = int(d.state.native_entries)
+    STATS.trace_transfers = int(d.state.transfers)
+    STATS.guard_failures = sum(
+        sum(t.lowered.counters) for t in STATE.cache.all() + STATE.retired)
+    STATS.code_bytes = STATE.cache.bytes
 
 
 def _tools_active() -> bool:
     return sys.gettrace() is not None or sys.getprofile() is not None
 
 
-def _on_jump(code: types.CodeType, src: int, dst: int) -> Any:
-    if dst > src:
-        return DISABLE  # not a back-edge
+# ---------------------------------------------------------------- counting
+
+
+def _fallback(code: types.CodeType, where: int, dst: int | None = None) -> Any:
+    """Events the dispatcher did not handle: JUMP (code, src, dst) and
+    PY_START (code, offset).  Called straight from C: frame 1 is the program's."""
+    frame = sys._getframe(1)
+    if dst is None:
+        return _on_py_start(code, where, frame)
+    return _on_jump(code, where, dst, frame)
+
+
+def _recording_elsewhere(frame: types.FrameType) -> bool:
+    """While a recording runs, other events only count; True if this one is
+    to be ignored (or the recording was abandoned, then False)."""
     rec = STATE.recording
-    if rec is not None:
-        if rec.thread != threading.get_ident():
-            return None
-        frame = sys._getframe(1)
-        if frame is not rec.frame:
-            if not _on_stack(rec.frame, frame):
-                # The recorded frame was left (an exception unwound it).
-                _abort_recording(AbortReason.FRAME_GONE)
-                return _on_jump(code, src, dst)
-            return None  # a callee's loop runs in the interpreter while recording
-        if dst != rec.header:
-            _abort_recording(AbortReason.INNER_LOOP)
-            return None
-        loop = _finish_recording(rec)
-        if loop is None:
-            return None
-        return _enter(loop, frame)
-    loop = STATE.cache.get(code, dst)
-    if loop is not None:
-        if _tools_active():
-            return None
-        return _enter(loop, sys._getframe(1))
-    key = (id(code), dst)
-    counter = STATE.counters.get(key)
+    if rec is None:
+        return False
+    if rec.thread != threading.get_ident():
+        return True
+    if frame is rec.frame or _on_stack(rec.frame, frame):
+        return True
+    # The recorded frame was left (an exception unwound it).
+    _abort_recording(AbortReason.FRAME_GONE)
+    return False
+
+
+def _never_traced(code: types.CodeType) -> bool:
+    """Code the JIT never compiles: generators and coroutines, closures, and
+    the JIT's own code."""
+    return bool(code.co_flags & CO_GENERATOR_LIKE or code.co_cellvars or code.co_freevars
+                or code.co_filename.startswith(_PACKAGE_DIR))
+
+
+_PACKAGE_DIR = __file__.rsplit("/", 2)[0] + "/"
+
+
+def _on_jump(code: types.CodeType, src: int, dst: int, frame: types.FrameType) -> Any:
+    if dst > src or _never_traced(code):
+        return DISABLE  # not a back-edge, or never compiled
+    if _recording_elsewhere(frame) or _tools_active():
+        return None
+    if STATE.cache.get(code, dst) is not None:
+        return None  # compiled; the dispatcher runs it when it can
+    counter = STATE.counters.get((id(code), dst))
     if counter is None:
-        counter = _new_counter(code, dst)
+        counter = _new_counter(code, dst, STATE.params.threshold)
     if counter.blacklisted:
         return DISABLE
     if not counter.tick():
         return None
     counter.reset()
-    if _tools_active():
-        _count_abort(code, dst, AbortReason.TOOL_ACTIVE)
+    _start_recording(code, dst, dst, frame, "loop")
+    return None
+
+
+def _on_py_start(code: types.CodeType, offset: int, frame: types.FrameType) -> Any:
+    if _never_traced(code):
+        return DISABLE
+    if _recording_elsewhere(frame) or _tools_active():
         return None
-    _start_recording(code, dst, sys._getframe(1))
+    if STATE.cache.get(code, offset) is not None:
+        return None
+    counter = STATE.counters.get((id(code), offset))
+    if counter is None:
+        counter = _new_counter(code, offset, STATE.params.function_threshold)
+    if counter.blacklisted:
+        return DISABLE
+    if not counter.tick():
+        return None
+    counter.reset()
+    instr = code_info(code).instrs.get(offset)
+    if instr is None or instr.opname != "RESUME":
+        return DISABLE
+    _start_recording(code, instr.next_offset, offset, frame, "function")
     return None
 
 
@@ -148,48 +229,39 @@ def _on_stack(target: types.FrameType, frame: types.FrameType | None) -> bool:
     return False
 
 
-def _enter(loop: CompiledLoop, frame: types.FrameType) -> Any:
-    STATS.native_entries += 1
-    loop.entries += 1
-    # A negative result raises the trace's exception here (ctypes checks the error
-    # indicator); the frame was already written back at the failing instruction.
-    loop.compiled.entry(frame)
-    STATS.guard_failures += 1
-    if loop.entries % PROFIT_CHECK_ENTRIES == 0:
-        _check_profit(loop)
-    return None
+def _new_counter(code: types.CodeType, offset: int, threshold: int) -> LoopCounter:
+    STATE.codes[id(code)] = code
+    counter = STATE.counters[(id(code), offset)] = LoopCounter(max(1, threshold))
+    return counter
 
 
-# Every this many entries, a trace must have run this many iterations per entry
-# on average: entering costs a Python callback (about as much as 40 native
-# iterations), so a trace that leaves sooner is slower than the interpreter and
-# is retired (bridges, later, keep such loops native).
-PROFIT_CHECK_ENTRIES = 64
-MIN_ITERATIONS_PER_ENTRY = 40
+# ---------------------------------------------------------------- recording
 
 
-def _check_profit(loop: CompiledLoop) -> None:
-    if loop.lowered.iterations.value >= MIN_ITERATIONS_PER_ENTRY * loop.entries:
-        return
-    if STATE.cache.get(loop.code, loop.header) is loop:
-        del STATE.cache.loops[(id(loop.code), loop.header)]
-        STATE.retired.append(loop)
-    _count_abort(loop.code, loop.header, AbortReason.UNPROFITABLE,
-                 f"{loop.lowered.iterations.value} iterations in {loop.entries} entries")
-
-
-def _start_recording(code: types.CodeType, header: int, frame: types.FrameType) -> None:
+def _start_recording(code: types.CodeType, start: int, key: int, frame: types.FrameType,
+                     kind: str, parent: tuple[CompiledTrace, int] | None = None) -> None:
     t0 = time.perf_counter()
     STATS.traces_started += 1
+    roots = STATE.cache.roots
+    code_id = id(code)
     try:
-        rec = Recording(code, header, frame, threading.get_ident(), STATE.params.trace_limit)
+        rec = Recording(code, start, frame, threading.get_ident(), STATE.params.trace_limit,
+                        kind=kind, segmenting=code_id in STATE.huge,
+                        is_entry=lambda offset: (code_id, offset) in roots)
         rec.start()
     except RecordingAborted as exc:
-        _count_abort(code, header, exc.reason, exc.detail)
+        _count_abort(code, key, exc.reason, exc.detail, parent)
+        return
+    except Exception as exc:  # a recorder bug must never break the program
+        _count_abort(code, key, AbortReason.BACKEND, f"internal error: {exc!r}", parent)
         return
     finally:
         STATS.time_in_jit_s += time.perf_counter() - t0
     STATE.recording = rec
+    STATE.rec_key = key
+    STATE.rec_parent = parent
+    assert STATE.dispatcher is not None
+    STATE.dispatcher.busy = True
     sys.monitoring.set_local_events(TOOL, code, EVENTS.INSTRUCTION)
 
 
@@ -208,68 +280,212 @@ def _on_instruction(code: types.CodeType, offset: int) -> Any:
         _abort_recording(AbortReason.BACKEND, f"internal error: {exc!r}")
     finally:
         STATS.time_in_jit_s += time.perf_counter() - t0
+    if rec.done and STATE.recording is rec:
+        _finish_recording(rec)
     return None
 
 
-def _stop_events(code: types.CodeType) -> None:
-    sys.monitoring.set_local_events(TOOL, code, 0)
-
-
-def _new_counter(code: types.CodeType, header: int) -> LoopCounter:
-    STATE.codes[id(code)] = code
-    counter = STATE.counters[(id(code), header)] = LoopCounter(STATE.params.threshold)
-    return counter
-
-
-def _count_abort(code: types.CodeType, header: int, reason: AbortReason,
-                 detail: str = "") -> None:
-    STATS.aborts[reason.value] += 1
-    counter = STATE.counters.get((id(code), header))
-    if counter is None:
-        counter = _new_counter(code, header)
-    counter.abort(STATE.params.threshold, STATE.params.max_aborts,
-                  permanent=reason.value in PERMANENT_REASONS
-                  or reason is AbortReason.UNPROFITABLE)
-    jitlog.abort(code, header, reason.value, detail, counter.blacklisted)
+def _stop_recording() -> Recording | None:
+    rec = STATE.recording
+    if rec is None:
+        return None
+    STATE.recording = None
+    if STATE.dispatcher is not None:
+        STATE.dispatcher.busy = False
+    sys.monitoring.set_local_events(TOOL, rec.code, 0)
+    return rec
 
 
 def _abort_recording(reason: AbortReason | None, detail: str = "") -> None:
-    rec = STATE.recording
-    if rec is None:
+    rec = _stop_recording()
+    if rec is not None and reason is not None:
+        _count_abort(rec.code, STATE.rec_key, reason, detail, STATE.rec_parent)
+
+
+def _count_abort(code: types.CodeType, key: int, reason: AbortReason, detail: str = "",
+                 parent: tuple[CompiledTrace, int] | None = None) -> None:
+    STATS.aborts[reason.value] += 1
+    if reason is AbortReason.TRACE_TOO_LONG:
+        # Next time this code is traced in segments; no penalty for that.
+        STATE.huge.add(id(code))
+        jitlog.abort(code, key, reason.value, detail + " -> segmenting", False)
+        if parent is not None:
+            _retry_exit_later(parent, penalize=False)
         return
-    STATE.recording = None
-    _stop_events(rec.code)
-    if reason is not None:
-        _count_abort(rec.code, rec.header, reason, detail)
+    if parent is not None:
+        blacklisted = _retry_exit_later(parent, penalize=True)
+        jitlog.abort(code, key, reason.value, detail + " (bridge)", blacklisted)
+        return
+    counter = STATE.counters.get((id(code), key))
+    if counter is None:
+        counter = _new_counter(code, key, STATE.params.threshold)
+    counter.abort(STATE.params.threshold, STATE.params.max_aborts,
+                  permanent=reason.value in PERMANENT_REASONS)
+    jitlog.abort(code, key, reason.value, detail, counter.blacklisted)
 
 
-def _finish_recording(rec: Recording) -> CompiledLoop | None:
+def _retry_exit_later(parent: tuple[CompiledTrace, int], penalize: bool) -> bool:
+    t, k = parent
+    fails = t.failed_bridges.get(k, 0) + (1 if penalize else 0)
+    t.failed_bridges[k] = fails
+    if fails >= MAX_BRIDGE_ATTEMPTS:
+        t.native.hot_at[k] = NEVER
+        return True
+    wait = hot_threshold(STATE.params.trace_eagerness) * (2 ** fails)
+    t.native.hot_at[k] = min(NEVER, int(t.native.counters[k]) + wait)
+    return False
+
+
+def _finish_recording(rec: Recording) -> None:
     from tracejit.backend.assembler import assemble
     from tracejit.backend.codegen import lower_trace
     from tracejit.ir.translate import translate
     from tracejit.opt import optimize
 
-    STATE.recording = None
-    _stop_events(rec.code)
+    _stop_recording()
+    key, parent = STATE.rec_key, STATE.rec_parent
     t0 = time.perf_counter()
     try:
-        rec.finish()
         name = f"{rec.code.co_name}:{rec.header // 2}"
         trace = optimize(translate(rec, name))
-        lowered = lower_trace(trace, rec.info.nlocalsplus, len(rec.entry_stack))
+        base = len(rec.entry_stack) if rec.end is not None and rec.end.kind == "loop" else 0
+        lowered = lower_trace(trace, rec.info.nlocalsplus, base)
         compiled = assemble(lowered.code, lowered.nregs)
     except RecordingAborted as exc:
-        _count_abort(rec.code, rec.header, exc.reason, exc.detail)
-        return None
+        _count_abort(rec.code, key, exc.reason, exc.detail, parent)
+        return
     except Exception as exc:  # never let a compiler bug reach the program
-        _count_abort(rec.code, rec.header, AbortReason.BACKEND, repr(exc))
-        return None
+        _count_abort(rec.code, key, AbortReason.BACKEND, repr(exc), parent)
+        return
     finally:
         STATS.time_in_jit_s += time.perf_counter() - t0
         rec.records.clear()
-    loop = CompiledLoop(rec.code, rec.header, trace, lowered, compiled)
-    STATE.cache.add(loop)
+    cache = STATE.cache
+    handle = cache.new_handle()
+    native = NativeTrace(compiled.address, lowered.counters, len(lowered.exits), handle)
+    kind = "bridge" if parent is not None else rec.kind
+    t = CompiledTrace(kind, rec.code, key, rec.header, trace, lowered, compiled, native,
+                      rec.end, parent)
+    t.roots = set(parent[0].roots) if parent is not None else {key}
+    if not unwinds_exactly(t, t.roots):
+        STATE.retired.append(t)
+        _count_abort(rec.code, key, AbortReason.BACKEND,
+                     "an exception would leave a try block the root is in", parent)
+        return
+    _set_exit_policy(t)
+    STATE.codes[id(rec.code)] = rec.code
+    cache.add(t, handle)
     STATS.traces_compiled += 1
-    STATS.code_bytes = STATE.cache.bytes
-    jitlog.compiled(loop)
-    return loop
+    if parent is not None:
+        p, k = parent
+        p.native.link(k, native)
+        p.successors.append(t)
+        STATS.bridges_compiled += 1
+    else:
+        assert STATE.dispatcher is not None
+        STATE.dispatcher.add(rec.code, key, native)
+        for src, exit_index in cache.pending.pop((id(rec.code), key), []):
+            _link(src, exit_index, t)
+    end = rec.end
+    k_end = t.end_exit()
+    if end is not None and k_end is not None and end.kind in ("backedge", "header"):
+        target = cache.get(rec.code, end.target)
+        if target is not None:
+            _link(t, k_end, target)
+        else:
+            cache.pending.setdefault((id(rec.code), end.target), []).append((t, k_end))
+    STATS.code_bytes = cache.bytes
+    jitlog.compiled(t)
+
+
+def _set_exit_policy(t: CompiledTrace) -> None:
+    """Which exits call back when hot (to grow a bridge) and which unwind."""
+    hot = hot_threshold(STATE.params.trace_eagerness)
+    end = t.end
+    for info in t.lowered.exits:
+        if info.error:
+            t.native.unwind[info.index] = 1
+        elif info.entry:
+            continue
+        elif info.op == "exit":
+            if end is not None and end.kind == "segment":
+                t.native.hot_at[info.index] = 1  # a segment's end always grows on
+        else:
+            t.native.hot_at[info.index] = hot
+
+
+def _link(src: CompiledTrace, exit_index: int, target: CompiledTrace) -> None:
+    """Make src's exit continue in target, if every trace target leads to can
+    unwind exactly for the roots src is entered from."""
+    reach = closure(target)
+    if not all(unwinds_exactly(x, src.roots) for x in reach):
+        return
+    for x in reach:
+        x.roots |= src.roots
+    src.native.link(exit_index, target.native)
+    src.successors.append(target)
+
+
+# ---------------------------------------------------------------- exits
+
+
+def _on_exit(handle: int, code: int, exc: BaseException | None, where: int) -> Any:
+    """Called by the dispatcher for a hot exit (code >= 0) or an error exit
+    marked to unwind (code < 0, exc the exception): True when it unwound."""
+    t = STATE.cache.by_handle.get(handle)
+    if t is None:
+        return False
+    frame = sys._getframe(1)
+    try:
+        if code >= 0:
+            _on_hot_exit(t, code, frame)
+            return None
+        assert exc is not None
+        return _unwind(t, -code - 1, exc, where, frame)
+    except Exception as err:  # never let a JIT bug reach the program
+        STATS.aborts[f"internal error at exit: {err!r}"[:80]] += 1
+        return False
+
+
+def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
+    native = t.native
+    native.hot_at[k] = NEVER
+    if frame.f_code is not t.code or native.links[k]:
+        return
+    if STATE.recording is not None or _tools_active():
+        _retry_exit_later((t, k), penalize=False)
+        return
+    root = t
+    while root.parent is not None:
+        root = root.parent[0]
+    if root.bridges >= MAX_BRIDGES_PER_ROOT:
+        return
+    root.bridges += 1
+    pc = t.lowered.exits[k].pc * 2
+    _start_recording(t.code, pc, pc, frame, "bridge", (t, k))
+
+
+_incref = ctypes.pythonapi.Py_IncRef
+_incref.argtypes = [ctypes.py_object]
+_incref.restype = None
+
+
+def _unwind(t: CompiledTrace, k: int, exc: BaseException, where: int,
+            frame: types.FrameType) -> bool:
+    """Do what the interpreter's exception_unwind does, but for the failing
+    instruction's own handler; False leaves it to the interpreter."""
+    pc = t.lowered.exits[k].pc * 2
+    mine = handler_at(t.code, pc)
+    theirs = handler_at(t.code, where)
+    if mine is None or (mine == theirs and not mine[4]):
+        return False
+    _, _, target, depth, lasti = mine
+    # PyTraceBack_Here: the frame's entry, at the failing instruction.
+    exc.__traceback__ = types.TracebackType(exc.__traceback__, frame, pc, frame.f_lineno)
+    push: list[object] = [pc // 2] if lasti else []
+    push.append(exc)
+    for obj in push:
+        _incref(obj)
+    frames.unwind_to_handler(frame, code_info(t.code).nlocalsplus, depth,
+                             [id(o) for o in push], pc, target)
+    return True

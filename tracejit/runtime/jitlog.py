@@ -13,7 +13,7 @@ import types
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from tracejit.runtime.cache import CompiledLoop
+    from tracejit.runtime.cache import CompiledTrace
 
 _stream: TextIO | None = None
 _configured = False
@@ -38,17 +38,19 @@ def _where(code: types.CodeType, offset: int) -> str:
     return f"{code.co_name} {code.co_filename}:{code.co_firstlineno} @{offset // 2}"
 
 
-def compiled(loop: CompiledLoop) -> None:
+def compiled(t: CompiledTrace) -> None:
     out = _out()
     if out is None:
         return
-    nops = len(loop.trace.ops)
-    print(f"[TRACE {loop.trace.name}] {_where(loop.code, loop.header)} loop, "
-          f"{nops} IR ops, {loop.size} bytes", file=out)
+    nops = len(t.trace.ops)
+    end = f" -> {t.end.kind} @{t.end.pc // 2}" if t.end is not None else ""
+    parent = f" from exit {t.parent[1]} of {t.parent[0].trace.name}" if t.parent else ""
+    print(f"[TRACE {t.trace.name}] {_where(t.code, t.start)} {t.kind}{parent}{end}, "
+          f"{nops} IR ops, {t.size} bytes", file=out)
     if os.environ.get("TRACEJIT_DUMP"):
         from tracejit.ir.trace import format_trace
 
-        print(format_trace(loop.trace), file=out)
+        print(format_trace(t.trace), file=out)
 
 
 def abort(code: types.CodeType, offset: int, reason: str, detail: str, blacklisted: bool) -> None:

@@ -3,13 +3,13 @@
     python -m tracejit.tools.regrtest [--full] [--jobs N] [MODULES...]
 
 Every test module runs in two fresh subprocesses, one after the other: once on
-the plain interpreter (``python -m tracejit run --no-jit``, the same launcher with
-the JIT off) and once under tracejit with the thresholds forced low
+the plain interpreter and once under tracejit with the thresholds forced low
 (``threshold=1`` and, where the parameter exists, ``function_threshold=1``), so
 that almost every loop the tests execute is recorded and compiled.  Both runs use
 CPython's own runner, ``test.libregrtest`` (what ``python -m test`` runs), through
-``tracejit.tools.regrtest_child``, which records each test case's outcome (pass,
-fail, error, skip, xfail, xpass, subfail) as it happens.
+``tracejit.tools.regrtest_child``, which turns the JIT on (in the JIT run) just
+before regrtest starts and records each test case's outcome (pass, fail, error,
+skip, xfail, xpass, subfail) as it happens.
 
 A module is *same* when both runs end normally, regrtest's verdict (``Result:``
 line) is the same, and every test case has the same outcome.  Anything else -- an
@@ -18,7 +18,7 @@ hang (the per-run timeout; the process gets SIGABRT first so faulthandler dumps
 its stacks) or a JIT run where the JIT did not come on -- is reported with
 details, and the exit code is 1.  The report also gives per module the test
 counts, the time of each run and their ratio, and the JIT's counters
-(``--stats-json``: traces compiled, native entries, guard failures, aborts), so
+(``tracejit.stats()``: traces compiled, native entries, guard failures, aborts), so
 one can see that the JIT really ran code.
 
 Without MODULES the default set (``DEFAULT_MODULES``, about 3-4 minutes on two
@@ -142,12 +142,10 @@ class Run:
 
 
 def _command(mode: str, record: Path, stats: Path, module: str, params: str) -> list[str]:
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "tracejit", "run"]
-    if mode == "plain":
-        cmd.append("--no-jit")
-    elif params:
-        cmd += ["--param", params]
-    cmd += ["--stats-json", str(stats), "-m", "tracejit.tools.regrtest_child", str(record)]
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "tracejit.tools.regrtest_child"]
+    if mode == "jit":
+        cmd += ["--jit", params]
+    cmd += ["--stats-json", str(stats), str(record)]
     # regrtest: one module, fixed random seed, no re-exec with other options.
     cmd += ["--randseed", "20240501", "--dont-add-python-opts", module]
     return cmd
@@ -379,12 +377,18 @@ def run_all(
     timeout: float,
     workdir: Path,
     params: str,
+    budget: float | None = None,
     progress: bool = True,
 ) -> list[ModuleReport]:
+    """Run every module plain then under the JIT, ``jobs`` modules at a time.  With
+    ``budget`` (seconds), modules not started by then are left out (not reported)."""
     lock = threading.Lock()
     done: list[int] = [0]
+    deadline = None if budget is None else time.monotonic() + budget
 
-    def one(module: str) -> ModuleReport:
+    def one(module: str) -> ModuleReport | None:
+        if deadline is not None and time.monotonic() > deadline:
+            return None
         # Plain first, then the JIT, in the same worker: both runs see the same
         # load from the other workers, which keeps the time ratio meaningful.
         plain = run_module(module, "plain", workdir / module, timeout, params)
@@ -402,7 +406,7 @@ def run_all(
         return report
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, modules))
+        return [r for r in pool.map(one, modules) if r is not None]
 
 
 def _stat(run: Run, key: str) -> str:
@@ -502,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"JIT parameters for the JIT runs (default: {jit_params()})",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="start no new module after SECONDS (a partial run of a long list)",
+    )
     parser.add_argument("--exclude", action="append", default=[], help="skip MODULE (repeatable)")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
     parser.add_argument(
@@ -531,9 +541,23 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    reports = run_all(modules, jobs=ns.jobs, timeout=ns.timeout, workdir=workdir, params=params)
+    reports = run_all(
+        modules,
+        jobs=ns.jobs,
+        timeout=ns.timeout,
+        workdir=workdir,
+        params=params,
+        budget=ns.budget,
+    )
     wall = time.perf_counter() - start
     print(format_report(reports, wall))
+    if len(reports) < len(modules):
+        ran = {r.module for r in reports}
+        print(
+            f"budget of {ns.budget:.0f}s used up: {len(modules) - len(reports)} of "
+            f"{len(modules)} modules not run (first: "
+            f"{next(m for m in modules if m not in ran)})"
+        )
     ok = all(r.verdict == "same" for r in reports)
     if ns.json:
         Path(ns.json).write_text(
@@ -543,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                     "params": params,
                     "jobs": ns.jobs,
                     "wall_s": round(wall, 3),
+                    "not_run": [m for m in modules if m not in {r.module for r in reports}],
                     "python": sys.version,
                     "modules": [r.as_dict() for r in reports],
                 },

@@ -1,7 +1,7 @@
 """Child side of ``tracejit.tools.regrtest``: run CPython's regrtest in this process
 and record every test case's outcome.
 
-    python -m tracejit run [--no-jit | --param ...] -m tracejit.tools.regrtest_child \\
+    python -m tracejit.tools.regrtest_child [--jit PARAMS] [--stats-json PATH] \\
         RECORD_PATH [REGRTEST ARGS...]
 
 CPython's own runner (``test.libregrtest``) does the work, exactly as
@@ -17,12 +17,23 @@ OUTCOME is one of pass, fail, error, skip, xfail, xpass, and subfail (a test who
 own body passed but one of its ``subTest`` blocks failed or errored; each failing
 subtest also gets an ``end`` line with its own id).  DETAIL is the start of the
 traceback (or the skip reason).
+
+With ``--jit PARAMS`` (the ``--param`` syntax of ``python -m tracejit run``) the
+JIT is enabled once regrtest's own modules are imported, just before regrtest
+starts: everything regrtest then does -- parsing its arguments, finding and
+importing the test module, running the tests, reporting -- runs under the JIT.
+(Enabling it at the very start, as ``python -m tracejit run`` does, would also
+run the module bodies of locale, argparse, unittest ... under it; a JIT bug there
+would then hide every test result of the module.)  ``--stats-json`` writes
+``tracejit.stats()`` plus ``jit_enabled`` at exit, as the launcher's option does.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
+import os
 import sys
 import unittest
 from typing import IO, Any
@@ -123,15 +134,52 @@ def _test_id(test: Any) -> str:
         return str(test)
 
 
+USAGE = "usage: regrtest_child [--jit PARAMS] [--stats-json PATH] RECORD_PATH [REGRTEST ARGS...]"
+
+
+def _write_stats(path: str, jit_enabled: bool) -> None:
+    import tracejit
+
+    data = dict(tracejit.stats())
+    data["jit_enabled"] = jit_enabled
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    jit: str | None = None
+    stats_path: str | None = None
+    while args and args[0] in ("--jit", "--stats-json"):
+        if len(args) < 2:
+            print(USAGE, file=sys.stderr)
+            raise SystemExit(2)
+        if args[0] == "--jit":
+            jit = args[1]
+        else:
+            stats_path = os.path.abspath(args[1])
+        args = args[2:]
     if not args:
-        print("usage: regrtest_child RECORD_PATH [REGRTEST ARGS...]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         raise SystemExit(2)
     record_path, rest = args[0], args[1:]
     record = open(record_path, "a", encoding="utf-8")  # kept open until exit
     _install(record)
     regrtest: Any = importlib.import_module("test.libregrtest.main")
+
+    import tracejit
+    from tracejit.params import parse_param_string
+
+    jit_enabled = False
+    if jit is not None:
+        # After regrtest's own imports, before anything else: argument parsing,
+        # test discovery, importing the test module and running its tests all
+        # happen with the JIT on.
+        jit_enabled = tracejit.enable(**parse_param_string(jit))
+        if not jit_enabled:
+            print("regrtest_child: the JIT could not be enabled", file=sys.stderr)
+    if stats_path is not None:
+        atexit.register(_write_stats, stats_path, jit_enabled)
     sys.argv = [sys.argv[0], *rest]
     regrtest.main()
 

@@ -840,6 +840,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 75, '_JIT_ERROR', -4),
         ),
     ),
+    'set_ip': (
+        bytes.fromhex(
+            "498b042448b90000000000000000488d04484805c80000004989442438e90000"
+            "0000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 6, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 30, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'setattr': (
         bytes.fromhex(
             "5048b80000000000000000498b7cc50048b80000000000000000498b54c50048"
@@ -912,63 +923,63 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tj_dispatch': (
         bytes.fromhex(
-            "554157415641554154534883ec184889d34989f649bfffffffffffffff7f4921"
-            "d7ff15000000004983ff02723d48b9000000000000000048833900752d488378"
-            "580075264883785000751f4b8b54fef848b9000000000000000048394a08750a"
-            "488b72104883fe0f762948b80000000000000000488b384c89f64889da31c948"
-            "83c4185b415c415d415e415f5dff2500000000498b0e8b7a1883e603ba010000"
-            "004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faff24831fe"
-            "48bf0000000000000000488b3f49b800000000000000004d8b00eb0c0f1f4000"
-            "48ffc64d85c974824821fe4c8d14764f8b0cd04939c975e84f8d14d049395208"
-            "75de4d8b62104c8b78484d85e40f94c24d85ff400f94c64008d60f854affffff"
-            "49390f0f8541ffffff48b9000000000000000048ff0149ff4424304c89ff4889"
-            "c34889c641ff142485c0783849be0000000000000000498b4c241089c74c8b2c"
-            "f94d85ed0f84e000000049ff0649ff45304c89ff4889de41ff55004d89ec85c0"
-            "79d4eb034d89e589c1f7d1498b5520803c0a000f84ad00000089c5ff15000000"
-            "004885c00f849c000000ff15000000004889c34863fdff15000000004885c074"
-            "7c4989c6498b4528488904244c8974240848895c241048b80000000000000000"
-            "488b384889e6ba0300000031c9ff1500000000498b0e85c9781748ffc949890e"
-            "750f4c89f74989c6ff15000000004c89f048b900000000000000004839c8745f"
-            "4885c07418488b0885c9781148ffc948890875094889c7ff15000000004889df"
-            "ff150000000031c0eb26498b442408498b4c2418488b04f8483b04f9735a48b8"
-            "00000000000000008b08ffc1740289084883c4185b415c415d415e415f5dc348"
-            "8b0185c0781848ffc8488901751048bf0000000000000000ff1500000000488b"
-            "0385c078b948ffc848890375b14889dfff1500000000eba6ff15000000004885"
-            "c074834889c3498b4424284889042448895c240848b800000000000000004889"
-            "44241048b80000000000000000488b384889e6ba0300000031c9ff1500000000"
-            "4989c6488b0385c0781148ffc848890375094889dfff15000000004d85f60f84"
-            "22ffffff498b0685c00f882fffffff48ffc84989060f8523ffffff4c89f7e96d"
-            "ffffff"
+            "554157415641554154534883ec284889d34989f649bfffffffffffffff7f4921"
+            "d7ff15000000004983ff02723f48b9000000000000000048833900752f488378"
+            "58007528488378500075214f8b64fef848b9000000000000000049394c240875"
+            "0b498b7424104883fe0f762948b80000000000000000488b384c89f64889da31"
+            "c94883c4285b415c415d415e415f5dff2500000000498b0e418b7c241883e603"
+            "ba010000004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faf"
+            "f24831fe48bf0000000000000000488b3f49b800000000000000004d8b00eb08"
+            "48ffc64d85c974844821fe4c8d14764f8b0cd04939c975e84f8d14d049395208"
+            "75de4d8b6a104c8b78484d85ed0f94c24d85ff400f94c64008d60f854cffffff"
+            "49390f0f8543ffffff48b9000000000000000048ff0149ff45304c89ff4889c3"
+            "4889c641ff550085c0783649be0000000000000000498b4d1089c7488b2cf948"
+            "85ed0f84e900000049ff0648ff45304c89ff4889deff55004989ed85c079d6eb"
+            "034c89ed89c1f7d1488b5520803c0a000f84b70000004189c6ff150000000048"
+            "85c00f84a5000000ff15000000004889c34963feff15000000004885c00f8481"
+            "0000004989c6488b4528488904244c8974240848895c24104c8964241848b800"
+            "00000000000000488b384889e6ba0400000031c9ff1500000000498b0e85c978"
+            "1748ffc949890e750f4c89f74989c6ff15000000004c89f048b9000000000000"
+            "00004839c8745d4885c07418488b0885c9781148ffc948890875094889c7ff15"
+            "000000004889dfff150000000031c0eb24498b4508498b4d18488b04f8483b04"
+            "f9735a48b800000000000000008b08ffc1740289084883c4285b415c415d415e"
+            "415f5dc3488b0185c0781848ffc8488901751048bf0000000000000000ff1500"
+            "000000488b0385c078b948ffc848890375b14889dfff1500000000eba6ff1500"
+            "0000004885c074854889c3498b45284889042448895c240848b8000000000000"
+            "000048894424104c8964241848b80000000000000000488b384889e6ba040000"
+            "0031c9ff15000000004989c6488b0385c0781148ffc848890375094889dfff15"
+            "000000004d85f60f8420ffffff498b0685c00f882bffffff48ffc84989060f85"
+            "1fffffff4c89f7e969ffffff"
         ),
         b"",
         (
             ('code', 'R_X86_64_GOTPCRELX', 35, 'PyThreadState_Get', -4),
             ('code', 'R_X86_64_64', 47, '_JIT_OPERAND0', 32),
             ('code', 'R_X86_64_64', 82, 'PyLong_Type', 0),
-            ('code', 'R_X86_64_64', 108, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_GOTPCRELX', 143, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_64', 194, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 207, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 110, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_GOTPCRELX', 145, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_64', 198, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 211, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_64', 299, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 334, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_GOTPCRELX', 413, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 428, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 440, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 472, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 495, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 522, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_64', 531, '_Py_TrueStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 569, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 578, 'PyErr_SetRaisedException', -4),
-            ('code', 'R_X86_64_64', 608, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_64', 656, '_Py_TrueStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 666, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 690, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 698, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 726, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_64', 741, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 764, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 791, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 333, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_GOTPCRELX', 411, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 426, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 438, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 479, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 502, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 529, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 538, '_Py_TrueStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 576, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 585, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_64', 613, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 661, '_Py_TrueStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 671, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 695, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 703, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 730, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 750, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 773, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 800, '_Py_Dealloc', -4),
         ),
     ),
     'trace_entry': (

@@ -616,6 +616,15 @@ STENCIL(jump)
     JUMP_TARGET();
 }
 
+/* The interpreter sets instr_ptr at every instruction; native code does it
+ * before ops that can run arbitrary code (warnings, tracebacks, frame
+ * introspection see the right line). */
+STENCIL(set_ip)
+{
+    frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + OP(0);
+    CONTINUE();
+}
+
 STENCIL(exit_count)
 {
     *(uint64_t *)(uintptr_t)OP(0) += 1;
@@ -663,7 +672,7 @@ typedef struct {
     tj_slot *table;
     uint64_t mask;        /* table size - 1 (a power of two) */
     PyObject *fallback;   /* Python callback: counting and recording */
-    PyObject *on_exit;    /* on_exit(handle, exit code, exception or None) */
+    PyObject *on_exit;    /* see tj_tell */
     uint64_t busy;        /* nonzero while recording: all events go to fallback */
     uint64_t native_entries;
     uint64_t transfers;
@@ -684,15 +693,18 @@ tj_lookup(tj_state *st, PyObject *code, int64_t offset)
     }
 }
 
+/* on_exit(handle, exit code, exception or None, where): `where` is the
+ * event's offset argument (the offset the interpreter unwinds at if the
+ * dispatcher returns an error). */
 ALWAYS_INLINE PyObject *
-tj_tell(tj_state *st, tj_trace *t, int code, PyObject *exc)
+tj_tell(tj_state *st, tj_trace *t, int code, PyObject *exc, PyObject *where)
 {
     PyObject *n = PyLong_FromLong(code);
     if (n == NULL) {
         return NULL;
     }
-    PyObject *argv[3] = {t->handle, n, exc};
-    PyObject *res = PyObject_Vectorcall(st->on_exit, argv, 3, NULL);
+    PyObject *argv[4] = {t->handle, n, exc, where};
+    PyObject *res = PyObject_Vectorcall(st->on_exit, argv, 4, NULL);
     Py_DECREF(n);
     return res;
 }
@@ -728,7 +740,7 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
                 continue;
             }
             if (UNLIKELY(t->counters[r] >= t->hot_at[r])) {
-                PyObject *res = tj_tell(st, t, r, Py_None);
+                PyObject *res = tj_tell(st, t, r, Py_None, where);
                 if (res == NULL) {
                     return NULL;
                 }
@@ -739,7 +751,7 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
         int k = -r - 1;
         if (t->unwind[k] && PyErr_Occurred()) {
             PyObject *exc = PyErr_GetRaisedException();
-            PyObject *res = tj_tell(st, t, r, exc);
+            PyObject *res = tj_tell(st, t, r, exc, where);
             if (res == Py_True) {
                 Py_DECREF(res);
                 Py_DECREF(exc);
