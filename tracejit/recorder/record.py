@@ -43,7 +43,8 @@ class AbortReason(enum.Enum):
 
 
 # Reasons that will recur on every attempt: the location is blacklisted at once.
-PERMANENT_REASONS = frozenset({"generator or coroutine", "closure variables"})
+PERMANENT_REASONS = frozenset({"generator or coroutine", "closure variables",
+                               "trace leaves too early to pay off"})
 
 
 class RecordingAborted(Exception):
@@ -133,8 +134,10 @@ class End:
 
 
 # A recording that reaches an unsupported instruction after at least this many
-# instructions ends there instead of aborting (the rest runs in the interpreter).
-MIN_STOP_RECORDS = 8
+# instructions ends there instead of aborting (the rest runs in the interpreter);
+# a function-entry trace must be at least this long to pay for its entry.
+MIN_STOP_RECORDS = 24
+MIN_FUNCTION_RECORDS = 24
 _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 
 
@@ -253,6 +256,8 @@ class Recording:
             assert instr.jump_target is not None
             return self._end("backedge", instr.start, instr.jump_target)
         if instr.opname in _RETURNS and self.records:
+            if self.kind == "function" and len(self.records) < MIN_FUNCTION_RECORDS:
+                raise RecordingAborted(AbortReason.UNPROFITABLE, "function too short")
             return self._end("return", instr.start)
         if self.records and instr.offset != self.header and self.is_entry(instr.offset):
             return self._end("header", instr.start, instr.offset)

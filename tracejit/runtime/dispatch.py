@@ -62,7 +62,7 @@ class NativeTrace:
         self.counters = counters
         self.links = (_ptr * n)()
         self.hot_at = (_u64 * n)(*([NEVER] * n))
-        self.unwind = (ctypes.c_uint8 * n)()
+        self.unwind = (_u64 * n)()
         self.handle = handle  # kept alive: the struct holds its address
         self.struct = TJTrace(
             entry=entry,
@@ -81,6 +81,10 @@ class NativeTrace:
     @property
     def entries(self) -> int:
         return int(self.struct.entries)
+
+    def set_handler(self, exit_index: int, target: int, depth: int, lasti: bool) -> None:
+        """Error exit `exit_index` unwinds to this exception-table entry."""
+        self.unwind[exit_index] = (target | (depth << 32) | (int(lasti) << 48) | (1 << 63))
 
     def link(self, exit_index: int, target: NativeTrace | None) -> None:
         self.links[exit_index] = target.address if target is not None else None

@@ -67,29 +67,3 @@ def stack_items(frame: types.FrameType, nlocalsplus: int, count: int,
 
 MISSING = _MISSING
 
-
-_decref = ctypes.pythonapi.Py_DecRef
-_decref.argtypes = [ctypes.c_void_p]
-_decref.restype = None
-
-
-def unwind_to_handler(frame: types.FrameType, nlocalsplus: int, depth: int,
-                      push: list[int], pc: int, target: int) -> None:
-    """The interpreter's exception_unwind for a handler found by the caller:
-    pop the value stack down to `depth` (releasing the items), push `push`
-    (addresses of objects whose references the caller already took), and
-    continue at `target` (bytes).  ``instr_ptr`` must point at `pc` (bytes)."""
-    iframe = interpreter_frame(frame)
-    top = _int.from_address(iframe + _STACKTOP).value
-    base = nlocalsplus + depth
-    for slot in range(top - 1, base - 1, -1):
-        cell = _ptr.from_address(iframe + _LOCALSPLUS + 8 * slot)
-        p = cell.value
-        cell.value = None
-        if p:
-            _decref(p)
-    for i, addr in enumerate(push):
-        _ptr.from_address(iframe + _LOCALSPLUS + 8 * (base + i)).value = addr
-    _int.from_address(iframe + _STACKTOP).value = base + len(push)
-    ip = _ptr.from_address(iframe + _INSTR_PTR)
-    ip.value = (ip.value or 0) - pc + target

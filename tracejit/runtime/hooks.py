@@ -19,7 +19,6 @@ the last exit wrote.  Everything else comes here, in Python:
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from tracejit.recorder.record import (
     RecordingAborted,
     code_info,
 )
-from tracejit.runtime import frames, jitlog
+from tracejit.runtime import jitlog
 from tracejit.runtime.cache import (
     CodeCache,
     CompiledTrace,
@@ -404,7 +403,10 @@ def _set_exit_policy(t: CompiledTrace) -> None:
     end = t.end
     for info in t.lowered.exits:
         if info.error:
-            t.native.unwind[info.index] = 1
+            handler = handler_at(t.code, info.pc * 2)
+            if handler is not None:
+                _, _, target, depth, lasti = handler
+                t.native.set_handler(info.index, target, depth, lasti)
         elif info.entry:
             continue
         elif info.op == "exit":
@@ -430,21 +432,15 @@ def _link(src: CompiledTrace, exit_index: int, target: CompiledTrace) -> None:
 
 
 def _on_exit(handle: int, code: int, exc: BaseException | None, where: int) -> Any:
-    """Called by the dispatcher for a hot exit (code >= 0) or an error exit
-    marked to unwind (code < 0, exc the exception): True when it unwound."""
+    """Called by the dispatcher when exit `code` of a trace is hot."""
     t = STATE.cache.by_handle.get(handle)
-    if t is None:
-        return False
-    frame = sys._getframe(1)
+    if t is None or code < 0:
+        return None
     try:
-        if code >= 0:
-            _on_hot_exit(t, code, frame)
-            return None
-        assert exc is not None
-        return _unwind(t, -code - 1, exc, where, frame)
+        _on_hot_exit(t, code, sys._getframe(1))
     except Exception as err:  # never let a JIT bug reach the program
         STATS.aborts[f"internal error at exit: {err!r}"[:80]] += 1
-        return False
+    return None
 
 
 def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
@@ -465,27 +461,3 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     _start_recording(t.code, pc, pc, frame, "bridge", (t, k))
 
 
-_incref = ctypes.pythonapi.Py_IncRef
-_incref.argtypes = [ctypes.py_object]
-_incref.restype = None
-
-
-def _unwind(t: CompiledTrace, k: int, exc: BaseException, where: int,
-            frame: types.FrameType) -> bool:
-    """Do what the interpreter's exception_unwind does, but for the failing
-    instruction's own handler; False leaves it to the interpreter."""
-    pc = t.lowered.exits[k].pc * 2
-    mine = handler_at(t.code, pc)
-    theirs = handler_at(t.code, where)
-    if mine is None or (mine == theirs and not mine[4]):
-        return False
-    _, _, target, depth, lasti = mine
-    # PyTraceBack_Here: the frame's entry, at the failing instruction.
-    exc.__traceback__ = types.TracebackType(exc.__traceback__, frame, pc, frame.f_lineno)
-    push: list[object] = [pc // 2] if lasti else []
-    push.append(exc)
-    for obj in push:
-        _incref(obj)
-    frames.unwind_to_handler(frame, code_info(t.code).nlocalsplus, depth,
-                             [id(o) for o in push], pc, target)
-    return True

@@ -923,33 +923,36 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tj_dispatch': (
         bytes.fromhex(
-            "554157415641554154534883ec284889d34989f649bfffffffffffffff7f4921"
-            "d7ff15000000004983ff02723f48b9000000000000000048833900752f488378"
-            "58007528488378500075214f8b64fef848b9000000000000000049394c240875"
-            "0b498b7424104883fe0f762948b80000000000000000488b384c89f64889da31"
-            "c94883c4285b415c415d415e415f5dff2500000000498b0e418b7c241883e603"
+            "554157415641554154534883ec384989d64989f748bbffffffffffffff7f4821"
+            "d3ff15000000004883fb02723f48b9000000000000000048833900752f488378"
+            "58007528488378500075214d8b64dff848b9000000000000000049394c240875"
+            "0b498b7424104883fe0f762948b80000000000000000488b384c89fe4c89f231"
+            "c94883c4385b415c415d415e415f5dff2500000000498b0f418b7c241883e603"
             "ba010000004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faf"
             "f24831fe48bf0000000000000000488b3f49b800000000000000004d8b00eb08"
             "48ffc64d85c974844821fe4c8d14764f8b0cd04939c975e84f8d14d049395208"
-            "75de4d8b6a104c8b78484d85ed0f94c24d85ff400f94c64008d60f854cffffff"
-            "49390f0f8543ffffff48b9000000000000000048ff0149ff45304c89ff4889c3"
-            "4889c641ff550085c0783649be0000000000000000498b4d1089c7488b2cf948"
-            "85ed0f84e900000049ff0648ff45304c89ff4889deff55004989ed85c079d6eb"
-            "034c89ed89c1f7d1488b5520803c0a000f84b70000004189c6ff150000000048"
-            "85c00f84a5000000ff15000000004889c34963feff15000000004885c00f8481"
-            "0000004989c6488b4528488904244c8974240848895c24104c8964241848b800"
-            "00000000000000488b384889e6ba0400000031c9ff1500000000498b0e85c978"
-            "1748ffc949890e750f4c89f74989c6ff15000000004c89f048b9000000000000"
-            "00004839c8745d4885c07418488b0885c9781148ffc948890875094889c7ff15"
-            "000000004889dfff150000000031c0eb24498b4508498b4d18488b04f8483b04"
-            "f9735a48b800000000000000008b08ffc1740289084883c4285b415c415d415e"
-            "415f5dc3488b0185c0781848ffc8488901751048bf0000000000000000ff1500"
-            "000000488b0385c078b948ffc848890375b14889dfff1500000000eba6ff1500"
-            "0000004885c074854889c3498b45284889042448895c240848b8000000000000"
-            "000048894424104c8964241848b80000000000000000488b384889e6ba040000"
-            "0031c9ff15000000004989c6488b0385c0781148ffc848890375094889dfff15"
-            "000000004d85f60f8420ffffff498b0685c00f882bffffff48ffc84989060f85"
-            "1fffffff4c89f7e969ffffff"
+            "75de4d8b6a10488b58484d85ed0f94c24885db400f94c64008d60f854cffffff"
+            "48390b0f8543ffffff48b9000000000000000048ff0149ff45304889df4989c7"
+            "4889c641ff55004189c685c0783a498b45104489f7488b2cf84885ed0f840401"
+            "000048b8000000000000000048ff0048ff45304889df4c89feff55004189c649"
+            "89ed85c079c8eb034c89ed41f7d6488b45204a833cf0000f840a020000ff1500"
+            "0000004885c00f84fb010000488b45204e8b24f0ff15000000004885c00f84e4"
+            "0100004889c7ff150000000085c00f88d3010000ff1500000000488904244c8b"
+            "2b488b4338488944240849634548488d04c34883c0484c89e148c1e9200fb7c9"
+            "4c8d34c848634340488d2cc34883c5484c39f50f86f40000004c8d3cc5f8ffff"
+            "ffeb114883c5f84983c7f84c39f50f86d9000000488b7df848c745f800000000"
+            "4c89f848c1e8038943404885ff74d4488b0785c078cd48ffc848890775c5ff15"
+            "00000000ebbd498b4508498b4d18488b04f8483b04f90f82f6000000ff150000"
+            "00004885c00f841c0100004889c3498b4528488944241048895c241848b80000"
+            "00000000000048894424204c8964242848b80000000000000000488b38488d74"
+            "2410ba0400000031c9ff15000000004989c6488b0385c0781148ffc848890375"
+            "094889dfff15000000004d85f60f84b4000000498b0685c0787848ffc8498906"
+            "75704c89f7ff1500000000eb654981c5c8000000490fbae430731e488b7c2408"
+            "4c29ef48d1ffff15000000004885c07455488945004883c5084889d84883c048"
+            "488b0c2448894d004829c54883c50848c1ed03896b404489e0c1e81f4401e0d1"
+            "f84898488d0445000000004c01e84889433848b800000000000000008b08ffc1"
+            "74278908eb23488b0424488b0085c0781648ffc8488b0c24488901750a488b3c"
+            "24ff150000000031c04883c4385b415c415d415e415f5dc3"
         ),
         b"",
         (
@@ -961,25 +964,21 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 198, '_JIT_OPERAND0', 8),
             ('code', 'R_X86_64_64', 211, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_64', 299, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 333, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_GOTPCRELX', 411, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 426, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 438, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 479, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 502, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 529, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_64', 538, '_Py_TrueStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 576, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 585, 'PyErr_SetRaisedException', -4),
-            ('code', 'R_X86_64_64', 613, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_64', 661, '_Py_TrueStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 671, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 695, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 703, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 730, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_64', 750, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 773, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 800, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 356, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_GOTPCRELX', 415, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 438, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 456, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 470, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 608, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 638, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 670, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 690, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 715, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 742, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 775, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 808, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 884, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 931, '_Py_Dealloc', -4),
         ),
     ),
     'trace_entry': (

@@ -657,7 +657,8 @@ struct tj_trace {
     uint64_t *counters;   /* per exit: times taken (counted by the exit stubs) */
     tj_trace **links;     /* per exit: the trace to continue in, or NULL */
     uint64_t *hot_at;     /* per exit: count at which on_exit is told */
-    uint8_t *unwind;      /* per exit: error exits the runtime unwinds itself */
+    uint64_t *unwind;     /* per error exit: the failing instruction's handler
+                             (TJ_UNWIND_*), or 0: the interpreter unwinds */
     PyObject *handle;     /* identifies the trace to on_exit */
     uint64_t entries;
 };
@@ -677,6 +678,51 @@ typedef struct {
     uint64_t native_entries;
     uint64_t transfers;
 } tj_state;
+
+/* An exception-table entry, packed: handler target (bytes) in bits 0-31,
+ * stack depth in bits 32-47, lasti flag in bit 48, bit 63 set. */
+#define TJ_UNWIND_TARGET(u) ((int)((u) & 0xffffffffu))
+#define TJ_UNWIND_DEPTH(u) ((int)(((u) >> 32) & 0xffffu))
+#define TJ_UNWIND_LASTI(u) ((int)(((u) >> 48) & 1u))
+
+/* What the interpreter's exception_unwind does, for the handler of the
+ * instruction that failed (instr_ptr, set by the exit): the interpreter
+ * itself would look the handler up at the back-edge or RESUME that entered
+ * native code.  Returns 0 when the frame continues at the handler. */
+ALWAYS_INLINE int
+tj_unwind(_PyInterpreterFrame *frame, uint64_t u)
+{
+    PyFrameObject *f = PyEval_GetFrame();
+    if (f == NULL || PyTraceBack_Here(f) < 0) {
+        return -1;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    PyCodeObject *co = _PyFrame_GetCode(frame);
+    _Py_CODEUNIT *code0 = _PyCode_CODE(co);
+    long lasti = (long)(frame->instr_ptr - code0);
+    PyObject **base = frame->localsplus + co->co_nlocalsplus + TJ_UNWIND_DEPTH(u);
+    PyObject **top = frame->localsplus + frame->stacktop;
+    while (top > base) {
+        PyObject *o = *--top;
+        *top = NULL;
+        frame->stacktop = (int)(top - frame->localsplus);
+        if (o != NULL) {
+            Py_DECREF(o);
+        }
+    }
+    if (TJ_UNWIND_LASTI(u)) {
+        PyObject *l = PyLong_FromLong(lasti);
+        if (l == NULL) {
+            Py_DECREF(exc);
+            return -1;
+        }
+        *top++ = l;
+    }
+    *top++ = exc;
+    frame->stacktop = (int)(top - frame->localsplus);
+    frame->instr_ptr = code0 + TJ_UNWIND_TARGET(u) / 2;
+    return 0;
+}
 
 ALWAYS_INLINE tj_trace *
 tj_lookup(tj_state *st, PyObject *code, int64_t offset)
@@ -749,18 +795,8 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
             return Py_NewRef(Py_None);
         }
         int k = -r - 1;
-        if (t->unwind[k] && PyErr_Occurred()) {
-            PyObject *exc = PyErr_GetRaisedException();
-            PyObject *res = tj_tell(st, t, r, exc, where);
-            if (res == Py_True) {
-                Py_DECREF(res);
-                Py_DECREF(exc);
-                return Py_NewRef(Py_None);
-            }
-            if (res != NULL) {
-                Py_DECREF(res);
-            }
-            PyErr_SetRaisedException(exc);
+        if (t->unwind[k] && PyErr_Occurred() && tj_unwind(frame, t->unwind[k]) == 0) {
+            return Py_NewRef(Py_None);
         }
         return NULL;
     }
