@@ -267,12 +267,6 @@ def test_sigint_stops_native_infinite_loop(tmp_path: Path) -> None:
     assert_entered(jit, "ready", "interrupted")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KeyboardInterrupt from a native loop has the JIT's hooks.py frames "
-    "(_on_jump, _enter) in its traceback and names the loop body's first line "
-    "(`i += 1`) instead of the back-edge line (`while True:`) plain CPython reports",
-)
 def test_sigint_traceback_identical(tmp_path: Path) -> None:
     plain = run_interrupted(SIGINT_PROGRAM, tmp_path, jit=False)
     jit = run_interrupted(SIGINT_PROGRAM, tmp_path, jit=True)
@@ -333,12 +327,6 @@ def test_signal_handler_raises_out_of_native_loop(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b", "c"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a signal handler that interrupts a native loop gets the JIT's "
-    "hooks.py `_enter` frame as its `frame` argument (and that frame and `_on_jump` "
-    "appear in the traceback of the exception it raises) instead of the loop's frame",
-)
 def test_signal_handler_sees_the_loop_frame(tmp_path: Path) -> None:
     source = """
     import signal, traceback, _tjsem
@@ -586,9 +574,9 @@ def test_global_deleted_midloop_raises_name_error(tmp_path: Path) -> None:
 TOOL_SWITCHED_ON_MIDLOOP_REASON = (
     "BUG: a tracer/profiler turned on by a function called from a native loop sees "
     "no events for the rest of that loop (the trace keeps running; the JIT only "
-    "checks sys.gettrace()/sys.getprofile() before entering), nor for the calls the "
-    "trace makes (they run inside the JIT's sys.monitoring callback, where CPython "
-    "suppresses events)"
+    "checks for sys.settrace()/sys.setprofile() when entering a trace), nor for the "
+    "calls the trace makes (they run inside the JIT's sys.monitoring callback, where "
+    "CPython suppresses events)"
 )
 
 
@@ -656,8 +644,8 @@ def test_setprofile_switched_on_midloop(tmp_path: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: under cProfile (a sys.monitoring tool since 3.12, invisible to the "
-    "JIT's sys.gettrace()/sys.getprofile() check) the JIT still enters native loops, "
-    "and the calls they make are not seen: ncalls of g and abs is 1 instead of 3000",
+    "JIT's check for sys.settrace()/sys.setprofile()) the JIT still enters native "
+    "loops, and the calls they make are not seen: ncalls of g and abs is 1, not 3000",
 )
 def test_cprofile_call_counts(tmp_path: Path) -> None:
     source = """
@@ -1014,16 +1002,6 @@ def test_generators_with_hot_loops(tmp_path: Path) -> None:
     check(source, tmp_path, compiles=False)
 
 
-HANDLER_REASON = (
-    "BUG: an exception raised in native code (by a call the trace makes, or an "
-    "attribute load) is not caught by any handler of the function running the loop "
-    "(neither a `try` inside the loop body nor one around the loop): it propagates to "
-    "the caller, with the JIT's hooks.py frames in its traceback"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=HANDLER_REASON + "; here a StopIteration "
-                   "from coro.send() escapes `except StopIteration` in the scheduler loop")
 def test_coroutines_with_hot_loops(tmp_path: Path) -> None:
     """Coroutines with hot loops (the JIT refuses those), driven by a small
     round-robin scheduler whose loop is hot (no asyncio: see test_import_asyncio)."""
@@ -1162,7 +1140,6 @@ def test_guard_exception_caught_inside_loop(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b"))
 
 
-@pytest.mark.xfail(strict=True, reason=HANDLER_REASON)
 def test_native_exception_caught_inside_loop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
@@ -1187,9 +1164,6 @@ def test_native_exception_caught_inside_loop(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b"), plain_shows="caught 'N' object")
 
 
-@pytest.mark.xfail(strict=True, reason=HANDLER_REASON + "; functools.update_wrapper "
-                   "(try: getattr(...) except AttributeError in a loop) fails in asyncio's "
-                   "import of locale")
 def test_import_asyncio(tmp_path: Path) -> None:
     source = """
     import _tjsem
@@ -1206,7 +1180,6 @@ def test_import_asyncio(tmp_path: Path) -> None:
     check(source, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=HANDLER_REASON + "; the `finally` block is skipped")
 def test_try_finally_inside_loop(tmp_path: Path) -> None:
     source = """
     import _tjsem
@@ -1261,7 +1234,6 @@ def test_with_inside_loop(tmp_path: Path) -> None:
     check(source, tmp_path, compiles=False, plain_shows="ValueError: 51")
 
 
-@pytest.mark.xfail(strict=True, reason=HANDLER_REASON)
 def test_raise_from_in_handler_inside_loop(tmp_path: Path) -> None:
     """`raise ... from e` in an `except` inside the loop body: the chained
     traceback (both parts) must be identical."""
@@ -1288,7 +1260,12 @@ def test_raise_from_in_handler_inside_loop(tmp_path: Path) -> None:
           plain_shows="The above exception was the direct cause")
 
 
-@pytest.mark.xfail(strict=True, reason=HANDLER_REASON)
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an exception raised in native code (here by a call the trace makes) "
+    "inside a `try` that encloses the whole loop is not caught by that handler: it "
+    "propagates to the caller (handlers inside the loop body do catch it)",
+)
 def test_exc_info_in_handler_around_loop(tmp_path: Path) -> None:
     """An exception from a call in a native loop, caught by a handler around the
     loop in the same function: same sys.exc_info(), same locals."""
@@ -1345,13 +1322,6 @@ def test_exc_info_in_caller_handler(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b"), plain_shows="raised in g")
 
 
-TRACEBACK_FRAMES_REASON = (
-    "BUG: an exception raised by a function called from native code carries the "
-    "JIT's hooks.py frames (_on_jump, _enter) in its traceback"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=TRACEBACK_FRAMES_REASON)
 def test_traceback_text_in_caller_handler(tmp_path: Path) -> None:
     source = """
     import sys, traceback, _tjsem
@@ -1376,7 +1346,6 @@ def test_traceback_text_in_caller_handler(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b"), plain_shows="['<module>', 'f', 'g']")
 
 
-@pytest.mark.xfail(strict=True, reason=TRACEBACK_FRAMES_REASON)
 def test_uncaught_exception_traceback_identical(tmp_path: Path) -> None:
     source = """
     import _tjsem
