@@ -1260,12 +1260,6 @@ def test_raise_from_in_handler_inside_loop(tmp_path: Path) -> None:
           plain_shows="The above exception was the direct cause")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an exception raised in native code (here by a call the trace makes) "
-    "inside a `try` that encloses the whole loop is not caught by that handler: it "
-    "propagates to the caller (handlers inside the loop body do catch it)",
-)
 def test_exc_info_in_handler_around_loop(tmp_path: Path) -> None:
     """An exception from a call in a native loop, caught by a handler around the
     loop in the same function: same sys.exc_info(), same locals."""
