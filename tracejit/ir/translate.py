@@ -758,6 +758,21 @@ class Translator:
         for item in reversed(items):
             self.push(item, True)
 
+    def op_get_iter(self, r: Record) -> None:
+        snap = self.snapshot()
+        sv = self.pop()
+        obj, new = self.as_obj(sv, snap)
+        it = self.emitv("call_unary", [obj], Type.OBJ, snap, fn="PyObject_GetIter")
+        self.release_obj(obj, new)
+        self.release(sv)
+        self.push(it, True)
+
+    def op_build_list(self, r: Record) -> None:
+        if r.instr.arg != 0:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_LIST with items")
+        # list() of the type object itself (not a name lookup): a new empty list.
+        self.push(self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot()), True)
+
     def op_for_iter(self, r: Record) -> None:
         it = self.stack[-1]
         assert r.instr.jump_target is not None

@@ -62,4 +62,6 @@ BYTECODES: dict[str, BytecodeRule] = {
     "CALL": BytecodeRule(lambda arg: arg + 2, "call"),
     "FOR_ITER": BytecodeRule(_n(1), "for_iter"),
     "UNPACK_SEQUENCE": BytecodeRule(_n(1), "unpack_sequence"),
+    "GET_ITER": BytecodeRule(_n(1), "get_iter"),
+    "BUILD_LIST": BytecodeRule(lambda arg: arg, "build_list"),
 }

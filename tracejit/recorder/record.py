@@ -80,24 +80,54 @@ _CODE_INFO: dict[types.CodeType, CodeInfo] = {}
 def code_info(code: types.CodeType) -> CodeInfo:
     info = _CODE_INFO.get(code)
     if info is None:
-        listing = list(dis.get_instructions(code))
-        instrs: dict[int, Instr] = {}
-        start = -1
-        for i, ins in enumerate(listing):
-            nxt = listing[i + 1].offset if i + 1 < len(listing) else ins.offset + 2
-            target = ins.jump_target if ins.opcode in dis.hasjump else None
-            if start < 0:
-                start = ins.offset
-            instrs[ins.offset] = Instr(
-                ins.offset, ins.opname, ins.arg or 0, ins.argval, nxt, target, start
-            )
-            if ins.opname != "EXTENDED_ARG":
-                start = -1
         cells = [c for c in code.co_cellvars if c not in code.co_varnames]
         nlocalsplus = len(code.co_varnames) + len(cells) + len(code.co_freevars)
-        info = CodeInfo(code, nlocalsplus, instrs)
+        info = CodeInfo(code, nlocalsplus, _decode(code))
         _CODE_INFO[code] = info
     return info
+
+
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_LOAD_CONST = dis.opmap["LOAD_CONST"]
+_LOAD_GLOBAL = dis.opmap["LOAD_GLOBAL"]
+_HASJUMP = frozenset(dis.hasjump)
+_BACKWARD = frozenset({dis.opmap["JUMP_BACKWARD"], dis.opmap["JUMP_BACKWARD_NO_INTERRUPT"]})
+_CACHES = [dis._inline_cache_entries.get(name, 0) if isinstance(  # type: ignore[attr-defined]
+    dis._inline_cache_entries, dict) else dis._inline_cache_entries[op]  # type: ignore[attr-defined]
+           for op, name in enumerate(dis.opname)]
+
+
+def _decode(code: types.CodeType) -> dict[int, Instr]:
+    """The instructions of `code` by offset.  A lean decoder: dis.get_instructions
+    formats every argument and position, far too slow for huge generated code."""
+    raw = code.co_code
+    instrs: dict[int, Instr] = {}
+    ext = 0
+    start = -1
+    i = 0
+    n = len(raw)
+    while i < n:
+        op = raw[i]
+        arg = raw[i + 1] | ext
+        nxt = i + 2 + 2 * _CACHES[op]
+        target: int | None = None
+        if op in _HASJUMP:
+            target = nxt - 2 * arg if op in _BACKWARD else nxt + 2 * arg
+        argval: object = None
+        if op == _LOAD_CONST:
+            argval = code.co_consts[arg]
+        elif op == _LOAD_GLOBAL:
+            argval = code.co_names[arg >> 1]
+        if start < 0:
+            start = i
+        instrs[i] = Instr(i, dis.opname[op], arg, argval, nxt, target, start)
+        if op == _EXTENDED_ARG:
+            ext = arg << 8
+        else:
+            ext = 0
+            start = -1
+        i = nxt
+    return instrs
 
 
 class NullType:

@@ -207,7 +207,7 @@ def _on_py_start(code: types.CodeType, offset: int, frame: types.FrameType) -> A
         return None
     counter = STATE.counters.get((id(code), offset))
     if counter is None:
-        counter = _new_counter(code, offset, STATE.params.function_threshold)
+        counter = _new_counter(code, offset, _function_threshold(code))
     if counter.blacklisted:
         return DISABLE
     if not counter.tick():
@@ -218,6 +218,14 @@ def _on_py_start(code: types.CodeType, offset: int, frame: types.FrameType) -> A
         return DISABLE
     _start_recording(code, instr.next_offset, offset, frame, "function")
     return None
+
+
+def _function_threshold(code: types.CodeType) -> int:
+    """Calls before a function is traced: `function_threshold` for ordinary
+    functions, fewer for big ones (a call of a huge generated function is as
+    much work as many calls of a small one)."""
+    size = len(code.co_code) // 2
+    return max(3, STATE.params.function_threshold * 64 // max(64, size))
 
 
 def _on_stack(target: types.FrameType, frame: types.FrameType | None) -> bool:
@@ -393,6 +401,13 @@ def _finish_recording(rec: Recording) -> None:
             _link(t, k_end, target)
         else:
             cache.pending.setdefault((id(rec.code), end.target), []).append((t, k_end))
+            if end.kind == "backedge":
+                # A trace wants to continue in that loop: record it at its next
+                # back-edge rather than after a full threshold.
+                counter = STATE.counters.get((id(rec.code), end.target))
+                if counter is None:
+                    counter = _new_counter(rec.code, end.target, STATE.params.threshold)
+                counter.count = max(counter.count, counter.threshold - 1)
     STATS.code_bytes = cache.bytes
     jitlog.compiled(t)
 
