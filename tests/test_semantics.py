@@ -593,6 +593,40 @@ def test_dunders_and_getattr_patched_midloop(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b", "c", "d"))
 
 
+def test_finalizers_change_state_midloop(tmp_path: Path) -> None:
+    """__del__ and weakref.finalize callbacks run inside a native loop (when the
+    loop drops the last reference) and change a global / a list the loop reads."""
+    source = """
+    import weakref, _tjsem
+    K = 1
+    class D:
+        def __del__(self):
+            global K
+            K += 100
+    def f(n):
+        s = 0
+        for i in range(n):
+            d = D() if i % 50 == 0 else None
+            s += K
+        return s
+    flag = [0]
+    class Obj:
+        pass
+    def g(n):
+        s = 0
+        for i in range(n):
+            o = Obj()
+            weakref.finalize(o, flag.__setitem__, 0, i)
+            s += flag[0]
+        return s
+    _tjsem.snap("a")
+    print(f(300), K)
+    print(g(300))
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"))
+
+
 def test_global_deleted_midloop_raises_name_error(tmp_path: Path) -> None:
     source = """
     import _tjsem
