@@ -371,6 +371,35 @@ def test_signal_handler_sees_the_loop_frame(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b"), plain_shows="handler interrupted spin")
 
 
+def test_signal_handler_sees_current_locals(tmp_path: Path) -> None:
+    """The frame a signal handler gets holds the native loop's current locals:
+    after the handler sets the flag, the loop body runs once more (the condition
+    is tested before the back-edge), so the loop ends exactly one step later."""
+    source = """
+    import signal, _tjsem
+    seen = []
+    flag = False
+    def handler(signum, frame):
+        global flag
+        seen.append((frame.f_code.co_name, frame.f_locals.get("i"), frame.f_locals.get("s")))
+        flag = True
+    def wait():
+        i = 0
+        s = 0.0
+        while not flag:
+            i += 1
+            s += 0.5
+        return i, s
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    _tjsem.snap("a")
+    i, s = wait()
+    _tjsem.snap("b")
+    print(seen[0][0], i - seen[0][1], s - seen[0][2], i > 1000)
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="wait 1 0.5 True")
+
+
 PING_PONG = """
 import sys, threading, time, _tjsem
 
