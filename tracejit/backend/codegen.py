@@ -166,8 +166,8 @@ class CodeGen:
             self.emit("guard_type", args + (self.obj_addr(op.attrs["type"]),), op, guard=True)
         elif name in ("guard_is", "guard_is_not"):
             self.emit(name, args + (self.obj_addr(op.attrs["obj"]),), op, guard=True)
-        elif name == "check_eval_breaker":
-            self.emit("check_eval_breaker", (), op, guard=True)
+        elif name in ("check_eval_breaker", "check_instrumentation"):
+            self.emit(name, (), op, guard=True)
         elif name == "call_unary" or name == "call_binary":
             fn = _pyapi_address(str(op.attrs["fn"]))
             self.emit(name, dst + args + (fn,), op, raises=True)

@@ -125,6 +125,7 @@ OPERANDS: Final[dict[str, str]] = {
     "iter_next": "rr",
     "iter_next_null": "rr",
     "set_ip": "i",
+    "check_instrumentation": "",
     "dict_lookup_global": "riii",
     "check_eval_breaker": "",
     "jump": "",

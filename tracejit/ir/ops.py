@@ -175,6 +175,10 @@ OPS: dict[str, OpInfo] = _ops(
         "values on entry from the preamble.",
     ),
     OpInfo("jump", V, (), varargs=True, doc="Back to the label, passing the carried values."),
+    OpInfo(
+        "check_instrumentation", V, (), guard=True,
+        doc="After a call: exit if monitoring changed (a tool was turned on).",
+    ),
     OpInfo("exit", V, (), guard=True, doc="Always leave the trace (the end of a segment)."),
 )
 

@@ -738,6 +738,9 @@ class Translator:
         for sv in everything:
             self.release(sv)
         self.push(res, True)
+        # The callee may have turned a tool on: the interpreter takes over then.
+        self.emit("check_instrumentation", [], None,
+                  self.snapshot(pc=r.instr.next_offset // 2))
 
     def op_unpack_sequence(self, r: Record) -> None:
         snap = self.snapshot()

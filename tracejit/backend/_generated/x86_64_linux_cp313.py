@@ -96,12 +96,24 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'check_eval_breaker': (
         bytes.fromhex(
-            "498b461884c00f8500000000e900000000"
+            "498b461884c00f8500000000498b0c24483b81a80000000f8500000000e90000"
+            "0000"
         ),
         b"",
         (
             ('code', 'R_X86_64_PLT32', 8, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 13, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 25, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 30, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'check_instrumentation': (
+        bytes.fromhex(
+            "498b4618482500ffffff498b0c24483b81a80000000f8500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
     'const': (
@@ -393,15 +405,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'guard_type': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000483948080f8500"
-            "000000e900000000"
+            "48b80000000000000000498b44c5004885c00f840000000048b9000000000000"
+            "0000483948080f8500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 31, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 20, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 26, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 45, '_JIT_CONTINUE', -4),
         ),
     ),
     'incref': (
@@ -923,36 +936,44 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tj_dispatch': (
         bytes.fromhex(
-            "554157415641554154534883ec384989d64989f748bbffffffffffffff7f4821"
+            "554157415641554154534883ec484989d64989f748bbffffffffffffff7f4821"
             "d3ff15000000004883fb02723f48b9000000000000000048833900752f488378"
             "58007528488378500075214d8b64dff848b9000000000000000049394c240875"
             "0b498b7424104883fe0f762948b80000000000000000488b384c89fe4c89f231"
-            "c94883c4385b415c415d415e415f5dff2500000000498b0f418b7c241883e603"
+            "c94883c4485b415c415d415e415f5dff2500000000498b0f418b7c241883e603"
             "ba010000004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faf"
             "f24831fe48bf0000000000000000488b3f49b800000000000000004d8b00eb08"
             "48ffc64d85c974844821fe4c8d14764f8b0cd04939c975e84f8d14d049395208"
-            "75de4d8b6a10488b58484d85ed0f94c24885db400f94c64008d60f854cffffff"
-            "48390b0f8543ffffff48b9000000000000000048ff0149ff45304889df4989c7"
-            "4889c641ff55004189c685c0783a498b45104489f7488b2cf84885ed0f840401"
-            "000048b8000000000000000048ff0048ff45304889df4c89feff55004189c649"
-            "89ed85c079c8eb034c89ed41f7d6488b45204a833cf0000f840a020000ff1500"
-            "0000004885c00f84fb010000488b45204e8b24f0ff15000000004885c00f84e4"
-            "0100004889c7ff150000000085c00f88d3010000ff1500000000488904244c8b"
-            "2b488b4338488944240849634548488d04c34883c0484c89e148c1e9200fb7c9"
-            "4c8d34c848634340488d2cc34883c5484c39f50f86f40000004c8d3cc5f8ffff"
-            "ffeb114883c5f84983c7f84c39f50f86d9000000488b7df848c745f800000000"
-            "4c89f848c1e8038943404885ff74d4488b0785c078cd48ffc848890775c5ff15"
-            "00000000ebbd498b4508498b4d18488b04f8483b04f90f82f6000000ff150000"
-            "00004885c00f841c0100004889c3498b4528488944241048895c241848b80000"
-            "00000000000048894424204c8964242848b80000000000000000488b38488d74"
-            "2410ba0400000031c9ff15000000004989c6488b0385c0781148ffc848890375"
-            "094889dfff15000000004d85f60f84b4000000498b0685c0787848ffc8498906"
-            "75704c89f7ff1500000000eb654981c5c8000000490fbae430731e488b7c2408"
-            "4c29ef48d1ffff15000000004885c07455488945004883c5084889d84883c048"
-            "488b0c2448894d004829c54883c50848c1ed03896b404489e0c1e81f4401e0d1"
-            "f84898488d0445000000004c01e84889433848b800000000000000008b08ffc1"
-            "74278908eb23488b0424488b0085c0781648ffc8488b0c24488901750a488b3c"
-            "24ff150000000031c04883c4385b415c415d415e415f5dc3"
+            "75de4d8b6a10488b78484d85ed0f94c24885ff400f94c64008d60f854cffffff"
+            "48390f0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb696"
+            "7df20200660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f"
+            "71d208660febd066410f7ed1660f6fc1660f72d010660febc1660f6fc8660f71"
+            "d108660febc866410f7ec84509c8440a867cf202000a967ef202004408c2488b"
+            "89b00000004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d0"
+            "10660febc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2"
+            "f6c2df0f8583feffff48b9000000000000000048ff0149ff45308b683cc7403c"
+            "0000000048897c24104889c64889c341ff55004189c6896b3c85c078494889de"
+            "498b45104489f74c8b3cf84d85ff0f841b01000048b8000000000000000048ff"
+            "0049ff4730c7463c00000000488b7c241041ff174189c64889de896b3c4d89fd"
+            "85c079bceb034d89ef41f7d6498b47204a833cf0000f841e020000ff15000000"
+            "004885c00f840f020000498b47204e8b24f0ff15000000004885c00f84f80100"
+            "004889c7ff150000000085c00f88e7010000ff15000000004889442408488b54"
+            "24104c8b2a488b4238488944241849634548488d04c24883c0484c89e148c1e9"
+            "200fb7c94c8d34c848634240488d2cc24883c5484c39f50f86f90000004c8d3c"
+            "c5f8ffffff488b5c2410eb114883c5f84983c7f84c39f50f86d9000000488b7d"
+            "f848c745f8000000004c89f848c1e8038943404885ff74d4488b0785c078cd48"
+            "ffc848890775c5ff1500000000ebbd498b4508498b4d18488b04f8483b04f90f"
+            "82fc000000ff15000000004885c00f84250100004889c3498b45284889442420"
+            "48895c242848b8000000000000000048894424304c8964243848b80000000000"
+            "000000488b38488d742420ba0400000031c9ff15000000004989c6488b0385c0"
+            "781148ffc848890375094889dfff15000000004d85f60f84bd000000498b0685"
+            "c0787e48ffc849890675764c89f7ff1500000000eb6b4981c5c8000000490fba"
+            "e430731e488b7c24184c29ef48d1ffff15000000004885c0745b488945004883"
+            "c508488b4c24104889c84883c048488b542408488955004829c54883c50848c1"
+            "ed038969404489e0c1e81f4401e0d1f84898488d0445000000004c01e8488941"
+            "3848b800000000000000008b08ffc1742a8908eb26488b442408488b0085c078"
+            "1848ffc8488b4c2408488901750b488b7c2408ff150000000031c04883c4485b"
+            "415c415d415e415f5dc3"
         ),
         b"",
         (
@@ -963,22 +984,22 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 145, 'PyObject_Vectorcall', -4),
             ('code', 'R_X86_64_64', 198, '_JIT_OPERAND0', 8),
             ('code', 'R_X86_64_64', 211, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 299, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 356, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_GOTPCRELX', 415, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 438, 'PyEval_GetFrame', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 456, 'PyTraceBack_Here', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 470, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 608, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 638, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 670, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_64', 690, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 715, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 742, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 775, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 808, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 884, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 931, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 491, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 566, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_GOTPCRELX', 637, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 660, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 678, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 692, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 841, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 871, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 903, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 923, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 948, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 975, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1008, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1041, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 1123, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 1173, '_Py_Dealloc', -4),
         ),
     ),
     'trace_entry': (

@@ -77,9 +77,12 @@ STENCIL(xdecref)
 
 /* ---- guards ------------------------------------------------------------- */
 
+/* NULL (an unbound local: a trace may be entered from another trace's exit,
+ * before a loop variable is first bound) fails the guard. */
 STENCIL(guard_type)
 {
-    if (Py_TYPE(R_OBJ(0)) == (PyTypeObject *)(uintptr_t)OP(1)) {
+    PyObject *o = R_OBJ(0);
+    if (o != NULL && Py_TYPE(o) == (PyTypeObject *)(uintptr_t)OP(1)) {
         CONTINUE();
     }
     EXIT();
@@ -603,9 +606,26 @@ STENCIL(dict_lookup_global)
 
 /* ---- control ------------------------------------------------------------ */
 
+/* Exit when the interpreter has work pending (signals, GIL drop requests,
+ * async exceptions) or when monitoring changed since the code was
+ * instrumented (a tool was turned on: the interpreter must run the rest). */
 STENCIL(check_eval_breaker)
 {
-    if (!(_Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker) & _PY_EVAL_EVENTS_MASK)) {
+    uintptr_t breaker = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker);
+    if (!(breaker & _PY_EVAL_EVENTS_MASK) &&
+        (breaker & ~(uintptr_t)_PY_EVAL_EVENTS_MASK) ==
+            _PyFrame_GetCode(frame)->_co_instrumentation_version) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* After a call: exit (to the next instruction) if monitoring changed. */
+STENCIL(check_instrumentation)
+{
+    uintptr_t breaker = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker);
+    if ((breaker & ~(uintptr_t)_PY_EVAL_EVENTS_MASK) ==
+            _PyFrame_GetCode(frame)->_co_instrumentation_version) {
         CONTINUE();
     }
     EXIT();
@@ -755,6 +775,24 @@ tj_tell(tj_state *st, tj_trace *t, int code, PyObject *exc, PyObject *where)
     return res;
 }
 
+/* Whether a monitoring tool other than ours (settrace and setprofile are tools
+ * too) wants events globally or in this code: then the interpreter runs it. */
+#define TJ_OUR_TOOL (1u << 5) /* sys.monitoring.OPTIMIZER_ID */
+ALWAYS_INLINE int
+tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
+{
+    uint8_t any = 0;
+    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
+        any |= tstate->interp->monitors.tools[e];
+    }
+    if (co->_co_monitoring != NULL) {
+        for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
+            any |= co->_co_monitoring->active_monitors.tools[e];
+        }
+    }
+    return (any & ~TJ_OUR_TOOL) != 0;
+}
+
 PyObject *
 tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
 {
@@ -770,13 +808,20 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
     }
     tj_trace *t = tj_lookup(st, args[0], (int64_t)_PyLong_CompactValue((PyLongObject *)where));
     _PyInterpreterFrame *frame = tstate->current_frame;
-    if (t == NULL || frame == NULL || frame->f_executable != args[0]) {
+    if (t == NULL || frame == NULL || frame->f_executable != args[0] ||
+        tj_other_tools(tstate, (PyCodeObject *)args[0])) {
         goto fallback;
     }
     st->native_entries++;
     t->entries++;
     for (;;) {
+        /* Native code continues the program: the calls it makes must raise
+         * monitoring events as the interpreter's would, but CPython counts this
+         * callback as tracing (which silences events) until it returns. */
+        int tracing = tstate->tracing;
+        tstate->tracing = 0;
         int r = t->entry(frame, tstate);
+        tstate->tracing = tracing;
         if (r >= 0) {
             tj_trace *next = t->links[r];
             if (next != NULL) {

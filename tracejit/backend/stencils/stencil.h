@@ -28,6 +28,7 @@
 #include "pycore_ceval.h"
 #include "pycore_code.h"
 #include "pycore_frame.h"
+#include "pycore_interp.h"
 #include "pycore_list.h"
 #include "pycore_long.h"
 #include "pycore_range.h"
