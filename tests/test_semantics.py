@@ -232,6 +232,12 @@ SIGINT_LOOPS: dict[str, tuple[str, bool]] = {
         "            b += 1\n        i += 1",
         True,
     ),
+    # the signal interrupts time.sleep() called from native code: the exception
+    # comes out of the call
+    "sleeping": (
+        "    import time\n    while True:\n        time.sleep(0.005)\n        i += 1",
+        True,
+    ),
     # nested loops: plain CPython may stop at either back-edge
     "nested": ("    while True:\n        for j in range(100):\n            a += j", False),
 }
