@@ -962,6 +962,31 @@ def test_frame_locals_seen_by_introspection_in_native_loop(tmp_path: Path) -> No
     check(source, tmp_path, entered=("a", "b"), plain_shows="(44850, 300) 300 300")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a write to the native loop's frame locals by a called function "
+    "(sys._getframe(1).f_locals['s'] = ..., write-through since 3.13's PEP 667; what a "
+    "debugger's `!s = ...` does) is lost: the trace keeps using its register copy",
+)
+def test_frame_locals_written_by_callee_during_native_loop(tmp_path: Path) -> None:
+    source = """
+    import sys, _tjsem
+    def poke(i):
+        if i == 150:
+            sys._getframe(1).f_locals["s"] = -1000000
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += i
+            poke(i)
+        return s
+    _tjsem.snap("a")
+    print(f(300))
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="-966475")
+
+
 def _coverage_installed() -> bool:
     import importlib.util
 
