@@ -10,17 +10,20 @@ from dataclasses import dataclass
 class Params:
     # Back-edge executions before a loop is recorded (PyPy uses 1039, a prime).
     threshold: int = 1039
-    # Calls before a function is traced from its first instruction.
+    # Calls before a function is traced from its first instruction (fewer for
+    # big functions: scaled by 64 / instructions, at least 3).
     function_threshold: int = 1619
     # Guard failures before an exit grows a bridge.
     trace_eagerness: int = 200
-    # Longest trace, counted in IR ops.
+    # Longest trace, counted in recorded bytecode instructions; a longer one
+    # aborts and the code is traced in segments from then on.
     trace_limit: int = 6000
+    # Inlining is not implemented yet: calls always go through vectorcall.
     inlining: bool = True
     max_inline_depth: int = 8
     # Aborts at one location before it is blacklisted for good.
     max_aborts: int = 3
-    # Bytes of machine code kept before cold traces are evicted.
+    # Bytes of machine code kept before cold traces are evicted (not enforced yet).
     code_cache_size: int = 64 * 1024 * 1024
 
     def update(self, **changes: object) -> None:
