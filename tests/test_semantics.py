@@ -707,17 +707,18 @@ def test_global_deleted_midloop_raises_name_error(tmp_path: Path) -> None:
 
 # ============================================================== 4. tools
 #
-# Code that a native trace calls runs inside the JIT's sys.monitoring JUMP
-# callback, and the native loop itself executes no bytecode, so tools switched
-# on while a native loop runs (or already on, for sys.monitoring tools, which
-# the JIT does not look for) can miss events.
+# A native loop executes no bytecode, so it raises no events itself: tools
+# already on when a loop starts (settrace, setprofile, cProfile, sys.monitoring)
+# and tools turned on while a native loop runs must see exactly the events the
+# interpreter would raise.  The loop must also have been compiled and entered
+# before the tool was turned on.
 
 TOOL_SWITCHED_ON_MIDLOOP_REASON = (
-    "BUG: a tracer/profiler turned on by a function called from a native loop sees "
-    "no events for the rest of that loop (the trace keeps running; the JIT only "
-    "checks for sys.settrace()/sys.setprofile() when entering a trace), nor for the "
-    "calls the trace makes (they run inside the JIT's sys.monitoring callback, where "
-    "CPython suppresses events)"
+    "BUG: a tracer/profiler/debugger/monitoring tool turned on by a function called "
+    "from a native loop gets no events from the rest of that loop: the trace keeps "
+    "running natively (no 'line'/JUMP events for the loop's own code, so no "
+    "breakpoint there is hit; no 'c_call' for builtins it calls); only the Python "
+    "functions it calls report events"
 )
 
 
@@ -782,12 +783,6 @@ def test_setprofile_switched_on_midloop(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "on"), plain_shows="('call', 'g', None) 99")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: under cProfile (a sys.monitoring tool since 3.12, invisible to the "
-    "JIT's check for sys.settrace()/sys.setprofile()) the JIT still enters native "
-    "loops, and the calls they make are not seen: ncalls of g and abs is 1, not 3000",
-)
 def test_cprofile_call_counts(tmp_path: Path) -> None:
     source = """
     import cProfile, pstats, _tjsem
@@ -888,7 +883,8 @@ def test_opcode_trace_events(tmp_path: Path) -> None:
     check(source, tmp_path, compiles=False, plain_shows="('opcode', ")
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
+@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON + "; pdb's first "
+                   "stop differs too ('--Return--', see test_opcode_trace_events)")
 def test_pdb_started_from_native_loop(tmp_path: Path) -> None:
     """pdb entered from a function the native loop calls, a breakpoint set in the
     loop, then `p i, s` at the next two iterations."""
@@ -1058,12 +1054,6 @@ for e in seen:
     check(source, tmp_path, entered=("a", "on"), plain_shows="jump f ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the JIT enters native code for a loop whose code object another "
-    "sys.monitoring tool watches (LINE/JUMP local events set before the call): the "
-    "tool sees the first iterations only (5 of 903 events here)",
-)
 def test_monitoring_line_jump_events_set_before_loop(tmp_path: Path) -> None:
     source = MONITORING_PRELUDE + """
 def f(n):
@@ -1084,12 +1074,6 @@ for e in seen:
     check(source, tmp_path, entered=("a", "b"), plain_shows="jump f ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: another sys.monitoring tool's PY_START events are not raised for "
-    "functions a native loop calls (they run inside the JIT's JUMP callback): 2 of "
-    "300 calls of g are seen",
-)
 def test_monitoring_py_start_of_callees(tmp_path: Path) -> None:
     source = MONITORING_PRELUDE + """
 def g(x):
