@@ -722,6 +722,41 @@ TOOL_SWITCHED_ON_MIDLOOP_REASON = (
 )
 
 
+def test_settrace_and_setprofile_on_before_compiled_loop(tmp_path: Path) -> None:
+    """A loop compiled and entered earlier, called again with sys.settrace and
+    then sys.setprofile on: every event of the interpreter."""
+    source = """
+    import sys, _tjsem
+    events = []
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name in ("f", "g"):
+            events.append((event, frame.f_code.co_name, frame.f_lineno))
+        return tracer
+    def prof(frame, event, arg):
+        events.append((event, frame.f_code.co_name, getattr(arg, "__name__", None)))
+    def g(x):
+        return x + 1
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += g(i) + abs(-i)
+        return s
+    _tjsem.snap("a")
+    f(300)
+    _tjsem.snap("b")
+    sys.settrace(tracer)
+    r1 = f(50)
+    sys.settrace(None)
+    sys.setprofile(prof)
+    r2 = f(50)
+    sys.setprofile(None)
+    print(r1, r2, len(events))
+    for e in events:
+        print(*e)
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="line f ")
+
+
 @pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
 def test_settrace_switched_on_midloop(tmp_path: Path) -> None:
     source = """
