@@ -48,45 +48,99 @@ from tracejit.params import Params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
-# The default set: the core language (numbers, strings, containers, control flow,
-# exceptions, generators, classes and descriptors, comprehensions, context
-# managers, scopes) and the library modules most of it leans on.  Chosen by
-# measuring each candidate plain and under the JIT (docs/regrtest.md); modules
-# too slow for a CI-sized run are only in --full.
+# The default set (67 modules): the core language -- numbers, strings, containers,
+# comparisons and operators, control flow, exceptions (also groups
+# and except*), generators, coroutines and async generators, comprehensions,
+# scopes and closures, classes, descriptors, properties, super, pattern
+# matching, unpacking, f-strings -- the builtins, and the library modules most of
+# it leans on (functools, itertools, operator, math, contextlib, heapq, bisect,
+# unittest itself).  Chosen by measuring every candidate plain and under the JIT
+# (docs/regrtest.md): about 170 s of runs, 1.5 minutes on two cores.  Longest
+# first, so that two workers finish together.  Everything else is in --full.
 DEFAULT_MODULES: tuple[str, ...] = (
-    "test_int",
-    "test_float",
-    "test_long",
-    "test_bool",
-    "test_str",
-    "test_list",
-    "test_tuple",
-    "test_dict",
+    "test_unittest",
     "test_set",
-    "test_exceptions",
-    "test_generators",
-    "test_scope",
-    "test_class",
-    "test_descr",
-    "test_listcomps",
-    "test_setcomps",
-    "test_dictcomps",
-    "test_with",
-    "test_contextlib",
     "test_itertools",
-    "test_functools",
-    "test_operator",
+    "test_exceptions",
     "test_math",
+    "test_long",
+    "test_fstring",
+    "test_str",
+    "test_listcomps",
+    "test_tuple",
+    "test_asyncgen",
+    "test_pow",
+    "test_coroutines",
+    "test_functools",
+    "test_descr",
+    "test_int",
+    "test_types",
+    "test_dict",
+    "test_builtin",
+    "test_isinstance",
+    "test_heapq",
+    "test_generators",
+    "test_super",
+    "test_complex",
+    "test_float",
+    "test_slice",
+    "test_string_literals",
+    "test_patma",
+    "test_list",
+    "test_contextlib",
+    "test_dictviews",
+    "test_unpack_ex",
+    "test_operator",
+    "test_genexps",
+    "test_setcomps",
+    "test_iter",
+    "test_property",
+    "test_with",
+    "test_sort",
+    "test_funcattrs",
+    "test_richcmp",
+    "test_index",
+    "test_unpack",
+    "test_exception_group",
     "test_range",
-    "test_enumerate",
-    "test_augassign",
-    "test_compare",
-    "test_binop",
-    "test_raise",
-    "test_opcodes",
+    "test_format",
     "test_unary",
+    "test_class",
+    "test_dictcomps",
+    "test_compare",
+    "test_print",
+    "test_keywordonlyarg",
+    "test_string",
+    "test_opcodes",
     "test_grammar",
+    "test_int_literal",
+    "test_raise",
+    "test_binop",
+    "test_bisect",
+    "test_scope",
+    "test_augassign",
+    "test_except_star",
+    "test_contains",
+    "test_bool",
+    "test_enumerate",
+    "test_userlist",
+    "test_userdict",
 )
+
+# Test cases whose outcome differs under the JIT for a reason that is not a
+# semantic bug; they are reported as "known" and do not fail the check.  Keep
+# this list short and explained (docs/regrtest.md).
+KNOWN_DIFFERENCES: dict[str, str] = {
+    "test.test_descr.ClassPropertiesAndMethods.test_slots": (
+        "compares len(gc.get_objects()) around a 10-iteration loop; at threshold=1 "
+        "the JIT compiles that loop in between and keeps its own (gc-tracked) objects"
+    ),
+}
+
+# A module this much slower under the JIT (and at least SLOW_SECONDS long) gets
+# its longest test cases listed in the report.
+SLOW_RATIO = 6.0
+SLOW_SECONDS = 3.0
 
 OUTCOMES = ("pass", "fail", "error", "subfail", "skip", "xfail", "xpass")
 FAILING = ("fail", "error", "subfail", "xpass")
@@ -117,6 +171,7 @@ class Run:
     wall_s: float = 0.0
     outcomes: dict[str, str] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
     running: str | None = None  # a test that started and never ended
     result_line: str = ""  # regrtest's "Result: ..." verdict
     stats: dict[str, Any] | None = None
@@ -160,35 +215,49 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def parse_record(path: Path) -> tuple[dict[str, str], dict[str, str], str | None]:
-    """Outcomes and details by test id, and the test left running (if any)."""
-    outcomes: dict[str, str] = {}
-    details: dict[str, str] = {}
-    running: str | None = None
+@dataclass
+class Record:
+    """What a child recorded (see regrtest_child)."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    running: str | None = None  # a test that started and never ended
+
+
+def parse_record(path: Path) -> Record:
+    """Outcomes, details and durations by test id, and the test left running."""
+    rec = Record()
+    starts: dict[str, float] = {}
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return outcomes, details, None
+        return rec
     for line in text.splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue  # a line cut short by a crash
         test_id = str(event.get("id", "?"))
+        t = event.get("t")
         if event.get("ev") == "start":
-            running = test_id
+            rec.running = test_id
+            if isinstance(t, (int, float)):
+                starts[test_id] = float(t)
         elif event.get("ev") == "end":
             outcome = str(event.get("outcome", "?"))
-            previous = outcomes.get(test_id)
+            previous = rec.outcomes.get(test_id)
             # A test reported twice (e.g. an error in tearDown after a failure)
             # keeps its worst outcome.
             if previous is None or (previous not in FAILING and outcome in FAILING):
-                outcomes[test_id] = outcome
+                rec.outcomes[test_id] = outcome
                 if event.get("detail"):
-                    details[test_id] = str(event["detail"])
-            if test_id == running:
-                running = None
-    return outcomes, details, running
+                    rec.details[test_id] = str(event["detail"])
+            if test_id in starts and isinstance(t, (int, float)):
+                rec.durations[test_id] = float(t) - starts.pop(test_id)
+            if test_id == rec.running:
+                rec.running = None
+    return rec
 
 
 def _result_line(stdout_path: Path) -> str:
@@ -231,7 +300,13 @@ def run_module(module: str, mode: str, workdir: Path, timeout: float, params: st
             _stop(proc)
     run.wall_s = time.perf_counter() - start
     run.returncode = proc.returncode
-    run.outcomes, run.details, run.running = parse_record(record)
+    rec = parse_record(record)
+    run.outcomes, run.details, run.durations, run.running = (
+        rec.outcomes,
+        rec.details,
+        rec.durations,
+        rec.running,
+    )
     run.result_line = _result_line(stdout_path)
     if stats_path.exists():
         try:
@@ -271,12 +346,19 @@ class ModuleReport:
     module: str
     plain: Run
     jit: Run
-    # same | different | crash | hang | error (JIT run died without a regrtest
-    # verdict, e.g. an uncaught exception) | plain-crash | plain-hang | plain-error
+    # same | known (only differences listed in KNOWN_DIFFERENCES) | different |
+    # crash | hang | error (JIT run died without a regrtest verdict, e.g. an
+    # uncaught exception) | plain-crash | plain-hang | plain-error
     verdict: str = "same"
     problems: list[str] = field(default_factory=list)
     # (test id, plain outcome, JIT outcome); "-" when the test did not run.
     differences: list[tuple[str, str, str]] = field(default_factory=list)
+    # Differences listed in KNOWN_DIFFERENCES (not failures).
+    known: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("same", "known")
 
     @property
     def ratio(self) -> float:
@@ -302,6 +384,14 @@ class ModuleReport:
                 {"test": t, "plain": p, "jit": j, "jit_detail": self.jit.details.get(t, "")}
                 for t, p, j in self.differences
             ],
+            "known": [
+                {"test": t, "plain": p, "jit": j, "reason": KNOWN_DIFFERENCES.get(t, "")}
+                for t, p, j in self.known
+            ],
+            "slowest_jit_tests": [
+                {"test": t, "jit_s": round(j, 3), "plain_s": round(p, 3) if p >= 0 else None}
+                for t, j, p in slowest_tests(self.plain, self.jit)
+            ],
             "ratio": round(self.ratio, 3),
             "plain": run_dict(self.plain),
             "jit": run_dict(self.jit),
@@ -321,19 +411,29 @@ def compare(plain: Run, jit: Run) -> ModuleReport:
             report.problems.append(f"{who} timed out{where}")
         elif run.status == "error":
             report.problems.append(f"{who} ended with code {run.returncode} and no verdict")
-    if plain.status not in ("crash", "hang") and jit.status not in ("crash", "hang"):
-        if plain.result_line != jit.result_line:
-            report.problems.append(
-                f"regrtest verdict differs: plain {plain.result_line or '-'!r}, "
-                f"JIT {jit.result_line or '-'!r}"
-            )
     if jit.stats is not None and not jit.stats.get("jit_enabled", True):
         report.problems.append("the JIT was not enabled in the JIT run")
     for test_id in sorted(set(plain.outcomes) | set(jit.outcomes)):
         p = plain.outcomes.get(test_id, "-")
         j = jit.outcomes.get(test_id, "-")
         if p != j:
-            report.differences.append((test_id, p, j))
+            if test_id in KNOWN_DIFFERENCES and j != "-":
+                report.known.append((test_id, p, j))
+            else:
+                report.differences.append((test_id, p, j))
+    if plain.status not in ("crash", "hang") and jit.status not in ("crash", "hang"):
+        # A known difference can turn regrtest's SUCCESS into FAILURE; any other
+        # change of verdict (ENV CHANGED, ...) is a difference of its own.
+        explained = (
+            report.known
+            and not report.differences
+            and (plain.result_line, jit.result_line) == ("SUCCESS", "FAILURE")
+        )
+        if plain.result_line != jit.result_line and not explained:
+            report.problems.append(
+                f"regrtest verdict differs: plain {plain.result_line or '-'!r}, "
+                f"JIT {jit.result_line or '-'!r}"
+            )
     if plain.status in ("crash", "hang"):
         report.verdict = f"plain-{plain.status}"
     elif jit.status in ("crash", "hang", "error"):
@@ -342,7 +442,15 @@ def compare(plain: Run, jit: Run) -> ModuleReport:
         report.verdict = "plain-error"
     elif report.problems or report.differences:
         report.verdict = "different"
+    elif report.known:
+        report.verdict = "known"
     return report
+
+
+def slowest_tests(plain: Run, jit: Run, n: int = 3) -> list[tuple[str, float, float]]:
+    """The n test cases that took longest under the JIT: (id, JIT s, plain s or -1)."""
+    top = sorted(jit.durations.items(), key=lambda item: -item[1])[:n]
+    return [(t, d, plain.durations.get(t, -1.0)) for t, d in top]
 
 
 def _signal_name(returncode: int | None) -> str:
@@ -436,8 +544,9 @@ def format_report(reports: list[ModuleReport], wall_s: float) -> str:
             f"{_stat(r.jit, 'native_entries'):>9} {_stat(r.jit, 'aborts'):>7}"
         )
     lines.append("")
-    bad = [r for r in reports if r.verdict != "same"]
-    same = len(reports) - len(bad)
+    bad = [r for r in reports if not r.ok]
+    known = [r for r in reports if r.verdict == "known"]
+    same = len(reports) - len(bad) - len(known)
     plain_total = sum(r.plain.wall_s for r in reports)
     jit_total = sum(r.jit.wall_s for r in reports)
     ratios = sorted(r.ratio for r in reports if r.plain.wall_s > 0)
@@ -446,7 +555,8 @@ def format_report(reports: list[ModuleReport], wall_s: float) -> str:
     entries = sum(int(r.jit.stats.get("native_entries", 0)) for r in reports if r.jit.stats)
     tests = sum(len(r.plain.outcomes) for r in reports)
     lines.append(
-        f"{same}/{len(reports)} modules same, {len(bad)} not; {tests} test cases; "
+        f"{same}/{len(reports)} modules same, {len(known)} with known differences only, "
+        f"{len(bad)} different; {tests} test cases; "
         f"JIT compiled {traces} traces, entered native code {entries} times"
     )
     lines.append(
@@ -454,6 +564,21 @@ def format_report(reports: list[ModuleReport], wall_s: float) -> str:
         f"{jit_total / plain_total if plain_total else 0:.2f}, median per-module ratio "
         f"{median:.2f}); wall {wall_s:.1f}s"
     )
+    slow = [r for r in reports if r.ratio >= SLOW_RATIO and r.jit.wall_s >= SLOW_SECONDS]
+    if slow:
+        lines.append("")
+        lines.append(f"slow under the JIT (ratio >= {SLOW_RATIO:g}): longest test cases")
+        for r in slow:
+            lines.append(f"  {r.module} ({r.ratio:.1f}x)")
+            for test_id, jit_s, plain_s in slowest_tests(r.plain, r.jit):
+                shown_plain = f"{plain_s:.2f}s" if plain_s >= 0 else "-"
+                lines.append(f"    {jit_s:7.2f}s JIT, {shown_plain:>7} plain  {test_id}")
+    if known:
+        lines.append("")
+        lines.append("known differences (KNOWN_DIFFERENCES, not failures):")
+        for r in known:
+            for test_id, p, j in r.known:
+                lines.append(f"  {test_id}: plain {p}, JIT {j} -- {KNOWN_DIFFERENCES[test_id]}")
     for r in bad:
         lines.append("")
         lines.append(f"== {r.module}: {r.verdict}")
@@ -558,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(modules)} modules not run (first: "
             f"{next(m for m in modules if m not in ran)})"
         )
-    ok = all(r.verdict == "same" for r in reports)
+    ok = all(r.ok for r in reports)
     if ns.json:
         Path(ns.json).write_text(
             json.dumps(

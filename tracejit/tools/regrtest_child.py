@@ -10,13 +10,13 @@ a subclass that appends one JSON line per event to RECORD_PATH, flushed at once,
 so that a crash or a hang still leaves the tests that completed and the one that
 was running:
 
-    {"ev": "start", "id": TEST_ID}
-    {"ev": "end", "id": TEST_ID, "outcome": OUTCOME, "detail": TEXT}
+    {"ev": "start", "id": TEST_ID, "t": SECONDS}
+    {"ev": "end", "id": TEST_ID, "t": SECONDS, "outcome": OUTCOME, "detail": TEXT}
 
 OUTCOME is one of pass, fail, error, skip, xfail, xpass, and subfail (a test whose
 own body passed but one of its ``subTest`` blocks failed or errored; each failing
 subtest also gets an ``end`` line with its own id).  DETAIL is the start of the
-traceback (or the skip reason).
+traceback (or the skip reason); SECONDS is the time since the process started.
 
 With ``--jit PARAMS`` (the ``--param`` syntax of ``python -m tracejit run``) the
 JIT is enabled once regrtest's own modules are imported, just before regrtest
@@ -35,10 +35,12 @@ import importlib
 import json
 import os
 import sys
+import time
 import unittest
 from typing import IO, Any
 
 DETAIL_CHARS = 4000
+_T0 = time.perf_counter()
 
 
 def _install(record: IO[str]) -> None:
@@ -51,7 +53,8 @@ def _install(record: IO[str]) -> None:
         _tj_done: bool = False
 
         def _tj_write(self, ev: str, test_id: str, outcome: str = "", detail: str = "") -> None:
-            line: dict[str, str] = {"ev": ev, "id": test_id}
+            line: dict[str, object] = {"ev": ev, "id": test_id}
+            line["t"] = round(time.perf_counter() - _T0, 6)
             if outcome:
                 line["outcome"] = outcome
             if detail:
