@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 
 @dataclass(slots=True)
 class Params:

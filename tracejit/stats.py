@@ -7,6 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 
 @dataclass(slots=True)
 class Stats:

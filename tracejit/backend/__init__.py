@@ -5,6 +5,10 @@ from __future__ import annotations
 import platform
 import sys
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 
 def _reason() -> str:
     if sys.version_info[:2] != (3, 13) or sys.implementation.name != "cpython":

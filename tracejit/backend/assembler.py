@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend import memory, symbols
 from tracejit.backend.stencil import (
     ABS64_KINDS,
@@ -36,6 +37,8 @@ from tracejit.backend.stencil import (
     Stencil,
     load_stencils,
 )
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 __all__ = [
     "MAX_REGS",

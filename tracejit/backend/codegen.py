@@ -15,10 +15,13 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import Label, MachineInstr, stencil_exits
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.ir.translate import NULL
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 # IR op -> machine op, where the operands map one to one (dst first).
 _DIRECT = {

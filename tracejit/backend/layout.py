@@ -11,6 +11,10 @@ from __future__ import annotations
 import ctypes
 import sys
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 # Offsets read from CPython 3.13.0's Include/internal/pycore_frame.h.
 LAYOUT: dict[str, int] = {
     "PyFrameObject.f_frame": 24,

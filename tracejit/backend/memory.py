@@ -12,6 +12,10 @@ import mmap
 import os
 from typing import Final
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 PAGE_SIZE: Final = mmap.PAGESIZE
 PROT_READ: Final = mmap.PROT_READ
 PROT_WRITE: Final = mmap.PROT_WRITE

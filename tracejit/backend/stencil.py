@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Final, Literal
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 #: Module (under ``tracejit.backend._generated``) holding the table for the
 #: only supported target.
 TABLE_MODULE: Final = "x86_64_linux_cp313"

@@ -5,6 +5,10 @@ from __future__ import annotations
 import ctypes
 import functools
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 _LIBRARIES: tuple[ctypes.CDLL, ...] = (ctypes.pythonapi, ctypes.CDLL(None))
 
 

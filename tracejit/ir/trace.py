@@ -24,7 +24,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.ir.ops import OPS, OpInfo, Type, info
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 
 class Value:

@@ -27,6 +27,7 @@ import builtins
 import operator
 from dataclasses import dataclass
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
@@ -37,6 +38,8 @@ from tracejit.recorder.record import (
     Recording,
     RecordingAborted,
 )
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 
 class _Null:
@@ -209,6 +212,16 @@ class Translator:
         v = self.emitv(name, [ref], Type.OBJ, snap if name != "box_bool" else None)
         self.ptype[v.id] = {Type.INT: int, Type.FLOAT: float, Type.BOOL: bool}[ref.type]
         return v, True
+
+    def _owned_obj(self, sv: SV, snap: Snapshot) -> tuple[Ref, bool]:
+        """sv as an owned object reference (boxing or increfing as needed)."""
+        obj, new = self.as_obj(sv, snap)
+        if new or sv.owned:
+            return obj, True
+        if isinstance(obj, Const):
+            return obj, False
+        self.emit("incref", [obj])
+        return obj, True
 
     def release(self, sv: SV) -> None:
         if sv.owned and sv.ref.type is Type.OBJ and isinstance(sv.ref, Value):
@@ -637,6 +650,14 @@ class Translator:
         snap = self.snapshot()
         owner = self.pop()
         name = self.info.code.co_names[r.instr.arg >> 1]
+        descr = _plain_method(r.inputs[0], name) if r.instr.arg & 1 else None
+        if descr is not None:
+            # A method of a builtin type, loaded for a call: push the descriptor
+            # and the owner as self (what LOAD_ATTR_METHOD does), no bound method.
+            self.guard_type(owner, r.inputs[0], snap)
+            self.push(Const(descr, Type.OBJ))
+            self.push(*self._owned_obj(owner, snap))
+            return
         oo, new = self.as_obj(owner, snap)
         res = self.emitv("getattr", [oo], Type.OBJ, snap, name=name)
         self.release_obj(oo, new)
@@ -808,6 +829,22 @@ class Translator:
                                  stack=self.stack + [SV(Const(None, Type.OBJ), False)])
             self.emit("guard_is_not", [nxt], None, done, obj=NULL)
             self.push(nxt, True)
+
+
+_IMMUTABLETYPE = 1 << 8
+_METHOD_DESCRIPTOR: type = type(str.replace)
+
+
+def _plain_method(owner_type: type, name: str) -> object | None:
+    """The method descriptor `owner.name` resolves to for every instance of an
+    immutable type without instance dicts (so no guard beyond the type), or None."""
+    if not owner_type.__flags__ & _IMMUTABLETYPE or owner_type.__dictoffset__ != 0:
+        return None
+    for klass in owner_type.__mro__:
+        if name in klass.__dict__:
+            found = klass.__dict__[name]
+            return found if type(found) is _METHOD_DESCRIPTOR else None
+    return None
 
 
 class _LoopClosed(Exception):

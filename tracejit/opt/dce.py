@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.ir.trace import Trace
 from tracejit.opt.util import use_counts
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 # Ops removable when unused even though they are not "pure" in the table.
 _REMOVABLE = {"load_local"}

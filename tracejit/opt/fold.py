@@ -15,9 +15,12 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, Trace, Value
 from tracejit.opt.util import substitute
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

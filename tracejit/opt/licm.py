@@ -8,8 +8,11 @@ the preamble's state.
 
 from __future__ import annotations
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.ir.trace import Op, Snapshot, Trace, Value
 from tracejit.opt.util import label_index
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 
 def hoist_invariant_loads(trace: Trace) -> Trace:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.ir.trace import Op, Ref, SnapEntry, Trace, Value
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 
 def substitute(trace: Trace, mapping: dict[int, Ref]) -> None:

@@ -15,8 +15,11 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.runtime import frames
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 # Generator, coroutine, iterable coroutine, async generator.
 CO_GENERATOR_LIKE = 0x20 | 0x80 | 0x100 | 0x200

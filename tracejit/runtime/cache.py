@@ -16,11 +16,14 @@ import dis
 import types
 from dataclasses import dataclass, field
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import CompiledCode
 from tracejit.backend.codegen import Lowered
 from tracejit.ir.trace import Trace
 from tracejit.recorder.record import End
 from tracejit.runtime.dispatch import NEVER, NativeTrace
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 
 @dataclass(slots=True, eq=False)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 # Multipliers of the threshold after the 1st, 2nd, ... abort.  Kept small: every
 # back-edge of a loop still waiting costs a Python callback, so a hopeless loop
 # must reach its blacklisting quickly (LuaJIT's penalties are small too).

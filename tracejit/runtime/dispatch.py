@@ -16,7 +16,10 @@ import ctypes
 from collections.abc import Callable
 from typing import Any
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import RuntimeFunction, load_function
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 _u64 = ctypes.c_uint64
 _ptr = ctypes.c_void_p
@@ -35,7 +38,8 @@ class TJTrace(ctypes.Structure):
 
 
 class TJSlot(ctypes.Structure):
-    _fields_ = [("code", _ptr), ("offset", ctypes.c_int64), ("trace", _ptr)]
+    _fields_ = [("code", _ptr), ("offset", ctypes.c_int64), ("trace", _ptr),
+                ("countdown", ctypes.c_int64)]
 
 
 class TJState(ctypes.Structure):
@@ -110,10 +114,11 @@ class Dispatcher:
         self.on_exit = on_exit
         self.state.fallback = id(fallback)
         self.state.on_exit = id(on_exit)
-        self.entries: dict[tuple[int, int], tuple[object, NativeTrace]] = {}
-        self._table: ctypes.Array[TJSlot] = (TJSlot * 1)()
+        # (id(code), offset) -> (code, root trace or None while counting, slot index)
+        self.entries: dict[tuple[int, int], tuple[object, NativeTrace | None, int]] = {}
+        self._table: ctypes.Array[TJSlot] = (TJSlot * 8)()
         self.state.table = ctypes.addressof(self._table)
-        self.state.mask = 0
+        self.state.mask = 7
         self.function: RuntimeFunction = load_function(
             "tj_dispatch", (ctypes.addressof(self.state),))
         self._def = _MethodDef(b"tracejit_dispatch", self.function.address, _METH_FASTCALL,
@@ -129,12 +134,17 @@ class Dispatcher:
         self.state.busy = 1 if value else 0
 
     def add(self, code: object, offset: int, trace: NativeTrace) -> None:
-        self.entries[(id(code), offset)] = (code, trace)
-        self._rebuild()
+        """Run `trace` at this location from now on."""
+        i = self._slot(code, offset)
+        self._table[i].trace = trace.address
+        self._table[i].countdown = 0
+        self.entries[(id(code), offset)] = (code, trace, i)
 
-    def remove(self, code: object, offset: int) -> None:
-        if self.entries.pop((id(code), offset), None) is not None:
-            self._rebuild()
+    def count_down(self, code: object, offset: int, events: int) -> None:
+        """Let native code absorb the next `events - 1` events at this location
+        (counting towards hotness) and pass on the one after."""
+        i = self._slot(code, offset)
+        self._table[i].countdown = events
 
     def get(self, code: object, offset: int) -> NativeTrace | None:
         hit = self.entries.get((id(code), offset))
@@ -142,26 +152,40 @@ class Dispatcher:
 
     def clear(self) -> None:
         self.entries.clear()
-        self._rebuild()
+        self._rebuild(8)
 
-    def _rebuild(self) -> None:
-        size = 8
-        while size < 2 * len(self.entries) + 2:
-            size *= 2
+    def _slot(self, code: object, offset: int) -> int:
+        hit = self.entries.get((id(code), offset))
+        if hit is not None:
+            return hit[2]
+        if 2 * (len(self.entries) + 1) > len(self._table):
+            self._rebuild(2 * len(self._table))
+        i = self._insert(self._table, id(code), offset)
+        self.entries[(id(code), offset)] = (code, None, i)
+        return i
+
+    @staticmethod
+    def _insert(table: ctypes.Array[TJSlot], code_id: int, offset: int) -> int:
+        mask = len(table) - 1
+        i = _hash(code_id, offset) & mask
+        while table[i].code:
+            i = (i + 1) & mask
+        table[i].code = code_id
+        table[i].offset = offset
+        return i
+
+    def _rebuild(self, size: int) -> None:
         table = (TJSlot * size)()
-        mask = size - 1
-        for (code_id, offset), (_code, trace) in self.entries.items():
-            i = _hash(code_id, offset) & mask
-            while table[i].code:
-                i = (i + 1) & mask
-            table[i].code = code_id
-            table[i].offset = offset
-            table[i].trace = trace.address
-        # Swap in the new table before the old one can be freed; the GIL is held.
         old = self._table
+        for key, (code, trace, i) in list(self.entries.items()):
+            j = self._insert(table, key[0], key[1])
+            table[j].trace = old[i].trace
+            table[j].countdown = old[i].countdown
+            self.entries[key] = (code, trace, j)
+        # Swap in the new table before the old one can be freed; the GIL is held.
         self._table = table
         self.state.table = ctypes.addressof(table)
-        self.state.mask = mask
+        self.state.mask = size - 1
         del old
 
 

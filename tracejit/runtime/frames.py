@@ -11,7 +11,10 @@ from __future__ import annotations
 import ctypes
 import types
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.layout import LAYOUT
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 _F_FRAME = LAYOUT["PyFrameObject.f_frame"]
 _STACKTOP = LAYOUT["_PyInterpreterFrame.stacktop"]

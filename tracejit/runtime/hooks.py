@@ -25,6 +25,7 @@ import time
 import types
 from typing import Any
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.params import Params
 from tracejit.recorder.record import (
     CO_GENERATOR_LIKE,
@@ -46,6 +47,8 @@ from tracejit.runtime.cache import (
 from tracejit.runtime.counters import LoopCounter
 from tracejit.runtime.dispatch import NEVER, Dispatcher, NativeTrace
 from tracejit.stats import STATS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
 TOOL = sys.monitoring.OPTIMIZER_ID
 EVENTS = sys.monitoring.events
@@ -191,9 +194,8 @@ def _on_jump(code: types.CodeType, src: int, dst: int, frame: types.FrameType) -
         counter = _new_counter(code, dst, STATE.params.threshold)
     if counter.blacklisted:
         return DISABLE
-    if not counter.tick():
+    if not _tick(code, dst, counter):
         return None
-    counter.reset()
     _start_recording(code, dst, dst, frame, "loop")
     return None
 
@@ -210,14 +212,27 @@ def _on_py_start(code: types.CodeType, offset: int, frame: types.FrameType) -> A
         counter = _new_counter(code, offset, _function_threshold(code))
     if counter.blacklisted:
         return DISABLE
-    if not counter.tick():
+    if not _tick(code, offset, counter):
         return None
-    counter.reset()
     instr = code_info(code).instrs.get(offset)
     if instr is None or instr.opname != "RESUME":
         return DISABLE
     _start_recording(code, instr.next_offset, offset, frame, "function")
     return None
+
+
+def _tick(code: types.CodeType, offset: int, counter: LoopCounter) -> bool:
+    """Count one event; True when the location is hot now.  Otherwise the
+    dispatcher absorbs the events up to the next decision in native code
+    (a Python call per back-edge would make lukewarm code much slower)."""
+    if counter.tick():
+        counter.reset()
+        return True
+    remaining = counter.threshold - counter.count
+    if remaining > 1 and STATE.dispatcher is not None:
+        STATE.dispatcher.count_down(code, offset, remaining)
+        counter.count = counter.threshold - 1
+    return False
 
 
 def _function_threshold(code: types.CodeType) -> int:

@@ -12,6 +12,10 @@ import sys
 import types
 from typing import TYPE_CHECKING, TextIO
 
+from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+
+__builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
+
 if TYPE_CHECKING:
     from tracejit.runtime.cache import CompiledTrace
 

@@ -686,7 +686,8 @@ struct tj_trace {
 typedef struct {
     PyObject *code;       /* NULL: empty slot */
     int64_t offset;       /* back-edge target or PY_START offset (bytes) */
-    tj_trace *trace;
+    tj_trace *trace;      /* NULL: a location still counting */
+    int64_t countdown;    /* events absorbed here before Python counts again */
 } tj_slot;
 
 typedef struct {
@@ -744,14 +745,14 @@ tj_unwind(_PyInterpreterFrame *frame, uint64_t u)
     return 0;
 }
 
-ALWAYS_INLINE tj_trace *
+ALWAYS_INLINE tj_slot *
 tj_lookup(tj_state *st, PyObject *code, int64_t offset)
 {
     uint64_t h = (((uint64_t)(uintptr_t)code >> 4) ^ ((uint64_t)offset * 0x9E3779B97F4A7C15ull));
     for (uint64_t i = h & st->mask;; i = (i + 1) & st->mask) {
         tj_slot *s = &st->table[i];
         if (s->code == code && s->offset == offset) {
-            return s->trace;
+            return s;
         }
         if (s->code == NULL) {
             return NULL;
@@ -806,9 +807,21 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
     if (!PyLong_CheckExact(where) || !_PyLong_IsCompact((PyLongObject *)where)) {
         goto fallback;
     }
-    tj_trace *t = tj_lookup(st, args[0], (int64_t)_PyLong_CompactValue((PyLongObject *)where));
+    tj_slot *slot = tj_lookup(st, args[0], (int64_t)_PyLong_CompactValue((PyLongObject *)where));
+    if (slot == NULL) {
+        goto fallback;
+    }
+    tj_trace *t = slot->trace;
+    if (t == NULL) {
+        /* Counting towards hotness: Python hears only of every countdown-th event. */
+        if (slot->countdown > 1) {
+            slot->countdown--;
+            return Py_NewRef(Py_None);
+        }
+        goto fallback;
+    }
     _PyInterpreterFrame *frame = tstate->current_frame;
-    if (t == NULL || frame == NULL || frame->f_executable != args[0] ||
+    if (frame == NULL || frame->f_executable != args[0] ||
         tj_other_tools(tstate, (PyCodeObject *)args[0])) {
         goto fallback;
     }
