@@ -799,7 +799,7 @@ for args in ((1, 2, 'c'), (2.5, 1, 3)):
         print('TypeError', e)
 print(straight(2**62, 2**62, 3))
 """
-    run = check(source, tmp_path, function_threshold=2, trace_eagerness=2)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_eagerness=2)
     assert run.of("straight", "function"), run.traces
     assert run.of("straight", "bridge"), run.traces
     assert run.stats["native_entries"] >= 100, run.stats
@@ -810,7 +810,7 @@ def test_function_entry_trace_uncaught_traceback(tmp_path: Path) -> None:
 for i in range(2000):
     straight(i, i * 5, 3)
 """
-    run = check(source, tmp_path, function_threshold=2, trace_eagerness=2)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_eagerness=2)
     assert "ValueError" in run.jit.stderr
     assert run.of("straight", "function"), run.traces
 
@@ -833,7 +833,7 @@ for i in range(100):
     straight(i, i, i)
 print(straight(5, 6, 7))
 """
-    run = check(source, tmp_path, function_threshold=2, trace_eagerness=2)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_eagerness=2)
     # The loop's trace inlines the call; the later calls from the (untraced)
     # module level enter the function's own trace.
     assert run.of("loop", "loop"), run.traces
@@ -885,7 +885,7 @@ def test_function_entry_recursion(tmp_path: Path) -> None:
     except RecursionError as e:
         print(e)
     """
-    run = check(source, tmp_path, function_threshold=2, trace_eagerness=2)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_eagerness=2)
     assert run.of("fib", "function"), run.traces
     assert run.of("walk", "function"), run.traces
     assert run.of("fib", "bridge"), run.traces
@@ -913,7 +913,7 @@ def test_function_entry_links_to_loop(tmp_path: Path) -> None:
     print(tot)
     print(summ([], 3), summ([1.5, 2.5], 2), summ(range(3), True))
     """
-    run = check(source, tmp_path, function_threshold=2, trace_eagerness=2)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_eagerness=2)
     kinds = {t.kind for t in run.traces}
     assert "loop" in kinds, run.traces
     assert run.stats["trace_transfers"] > 100, run.stats
@@ -948,7 +948,7 @@ def test_function_entry_links_into_range_loop(tmp_path: Path) -> None:
         tot += summ(20, k % 13)
     print(tot, summ(0, 1), summ(2, 0.5))
     """
-    run = check(source, tmp_path, function_threshold=2)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1)
     assert any(t.kind == "function" and t.end == "header" for t in run.traces), run.traces
     assert run.stats["trace_transfers"] > 500, run.stats
 
@@ -989,7 +989,7 @@ try:
 except TypeError as e:
     print('TypeError', e)
 """
-    run = check(source, tmp_path, function_threshold=2, trace_limit=40)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_limit=40)
     stats = run.stats
     assert stats["aborts"].get("trace too long", 0) >= 1, stats
     assert run.ends("segment"), run.traces
@@ -1007,7 +1007,8 @@ for i in range(300):
     total = total + long(i, i, i % 3)
 print(total)
 """
-    run = check(source, tmp_path, function_threshold=2, trace_limit=40, trace_eagerness=2)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_limit=40,
+                trace_eagerness=2)
     stats = run.stats
     assert stats["aborts"].get("trace too long", 0) >= 1, stats
     assert stats["bridges_compiled"] >= 4, stats
@@ -1085,7 +1086,7 @@ def test_segments_link_into_loops(tmp_path: Path) -> None:
         tot += g(k % 20, k % 13)
     print(tot)
     """
-    run = check(source, tmp_path, function_threshold=2, trace_limit=20)
+    run = check(source, tmp_path, function_threshold=2, function_min_size=1, trace_limit=20)
     stats = run.stats
     assert stats["aborts"].get("trace too long", 0) >= 1, stats
     assert run.ends("segment"), run.traces
@@ -1120,7 +1121,8 @@ def test_tiny_trace_limits(limit: int, tmp_path: Path) -> None:
         tot += early(range(k % 40), k % 50)
     print(tot)
     """)
-    run = check(source, tmp_path, trace_limit=limit, trace_eagerness=2, function_threshold=2)
+    run = check(source, tmp_path, trace_limit=limit, trace_eagerness=2, function_threshold=2,
+                function_min_size=1)
     stats = run.stats
     assert stats["aborts"].get("trace too long", 0) >= 1, stats
     assert len(run.ends("segment")) >= 3, run.traces

@@ -17,6 +17,9 @@ class Params:
     # Calls before a function is traced from its first instruction (fewer for
     # big functions: scaled by 64 / instructions, at least 3).
     function_threshold: int = 1619
+    # Smallest function (in code units) traced from its entry: without inlining,
+    # a small function's trace costs more to enter than it saves.
+    function_min_size: int = 200
     # Guard failures before an exit grows a bridge.
     trace_eagerness: int = 200
     # Longest trace, counted in recorded bytecode instructions; a longer one

@@ -201,7 +201,7 @@ def _on_jump(code: types.CodeType, src: int, dst: int, frame: types.FrameType) -
 
 
 def _on_py_start(code: types.CodeType, offset: int, frame: types.FrameType) -> Any:
-    if _never_traced(code):
+    if _never_traced(code) or len(code.co_code) // 2 < STATE.params.function_min_size:
         return DISABLE
     if _recording_elsewhere(frame) or _tools_active():
         return None
