@@ -2,7 +2,7 @@
 with the thresholds forced to 1, through ``tracejit.tools.regrtest``.
 
 ``test_default_set_same_under_jit`` runs the tool's default module set (about two
-to four minutes on two cores) and fails on any difference, crash or hang; it is
+minutes on two cores, 123 modules) and fails on any difference, crash or hang; it is
 marked ``regrtest`` so it can be left out: ``pytest -m 'not regrtest'``.  The
 other tests check the tool's own parsing and comparison and take a second.
 See docs/regrtest.md.
@@ -85,6 +85,13 @@ def test_compare_known_difference(monkeypatch: pytest.MonkeyPatch) -> None:
     # A known test that did not run at all (crash) is not excused.
     report = compare(plain, _run("jit", {"a": "pass"}))
     assert report.differences == [("k", "pass", "-")]
+
+
+def test_known_reason_patterns() -> None:
+    assert regrtest.known_reason("test.test_monitoring.LineMonitoringTest.test_linear")
+    assert regrtest.known_reason("test.test_dis.DisTests.test_binary_specialize")
+    assert regrtest.known_reason("test.test_dis.DisTests.test_dis") is None
+    assert regrtest.known_reason("test.test_int.IntTestCases.test_basic") is None
 
 
 def test_compare_crash_hang_and_jit_off() -> None:
