@@ -23,7 +23,7 @@ counts, the time of each run and their ratio, and the JIT's counters
 (``tracejit.stats()``: traces compiled, native entries, guard failures, aborts), so
 one can see that the JIT really ran code.
 
-Without MODULES the default set (``DEFAULT_MODULES``, about 3-4 minutes on two
+Without MODULES the default set (``DEFAULT_MODULES``, about 1.5 minutes on two
 cores) runs; ``--full`` runs every module ``python -m test --list-tests`` lists.
 See docs/regrtest.md.
 """
