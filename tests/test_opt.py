@@ -141,3 +141,22 @@ def test_pipeline_unbox_of_box() -> None:
     """)))
     assert "= box_float" not in out
     assert "v6:float = float_add v3, 1.0f" in out
+
+
+def test_licm_keeps_new_references_in_the_body() -> None:
+    # tuple_getitem returns a new reference that the body releases each
+    # iteration: hoisting it would release it once per iteration (the test_uuid
+    # corruption found by tools/regrtest).
+    src = """
+    trace t
+      v0:obj = load_local slot=0
+      guard_type v0 type=$tuple [pc=4 | | ]
+      label  <-
+      check_eval_breaker [pc=4 | | ]
+      v1:obj = tuple_getitem v0, 5i [pc=6 | | ]
+      decref v1
+      jump
+    """
+    out = run(hoist_invariant_loads, src)
+    body = out.split("label")[1]
+    assert "tuple_getitem" in body

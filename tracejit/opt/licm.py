@@ -9,6 +9,7 @@ the preamble's state.
 from __future__ import annotations
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+from tracejit.ir.ops import Type
 from tracejit.ir.trace import Op, Snapshot, Trace, Value
 from tracejit.opt.util import label_index
 
@@ -47,8 +48,11 @@ def hoist_invariant_loads(trace: Trace) -> Trace:
             hoisted.append(op)
             continue
         # Pure computations on invariant values (unboxing, conversions); a guard
-        # among them exits at the header with the frame untouched.
-        if op.info.pure and op.result is not None and all_invariant(op) and not op.info.raises:
+        # among them exits at the header with the frame untouched.  Never an op
+        # returning an object: it is a new reference the body releases on every
+        # iteration (hoisting tuple_getitem corrupted refcounts).
+        if op.info.pure and op.result is not None and op.result.type is not Type.OBJ \
+                and all_invariant(op) and not op.info.raises:
             if op.snapshot is not None:
                 op.snapshot = Snapshot(header_pc, entry=True)
             hoisted.append(op)
