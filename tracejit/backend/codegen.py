@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -327,6 +326,3 @@ class CodeGen:
 
 def lower_trace(trace: Trace, nlocalsplus: int, base: int) -> Lowered:
     return CodeGen(trace, nlocalsplus, base).lower()
-
-
-Lowerer = Callable[[Trace, int, int], Lowered]

@@ -46,19 +46,12 @@ class CompiledTrace:
     failed_bridges: dict[int, int] = field(default_factory=dict)
 
     @property
-    def header(self) -> int:
-        return self.start
-
-    @property
     def size(self) -> int:
         return self.compiled.size
 
     @property
     def entries(self) -> int:
         return self.native.entries
-
-    def exit_counts(self) -> list[int]:
-        return list(self.lowered.counters)
 
     def end_exit(self) -> int | None:
         """Index of the exit the trace ends with (an `exit` op), if any."""

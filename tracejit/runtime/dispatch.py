@@ -146,10 +146,6 @@ class Dispatcher:
         i = self._slot(code, offset)
         self._table[i].countdown = events
 
-    def get(self, code: object, offset: int) -> NativeTrace | None:
-        hit = self.entries.get((id(code), offset))
-        return hit[1] if hit is not None else None
-
     def clear(self) -> None:
         self.entries.clear()
         self._rebuild(8)

@@ -13,8 +13,8 @@ the last exit wrote.  Everything else comes here, in Python:
 - ``_on_instruction``: one recorded step; when the recording ends, the trace
   is compiled, registered and linked;
 - ``_on_exit``: an exit taken often enough to be hot records a bridge from
-  there; an error exit whose instruction has its own exception handler is
-  unwound here (the interpreter would look the handler up at the root).
+  there.  (Error exits whose instruction has its own exception handler are
+  unwound by the dispatcher, in C: ``tj_unwind``.)
 """
 
 from __future__ import annotations
@@ -423,6 +423,9 @@ def _finish_recording(rec: Recording) -> None:
                 if counter is None:
                     counter = _new_counter(rec.code, end.target, STATE.params.threshold)
                 counter.count = max(counter.count, counter.threshold - 1)
+    if end is not None and end.kind == "segment":
+        # The seed's table counts a trace cut at the limit as "segmenting trace".
+        STATS.aborts[AbortReason.SEGMENTING.value] += 1
     STATS.code_bytes = cache.bytes
     jitlog.compiled(t)
 
@@ -461,10 +464,10 @@ def _link(src: CompiledTrace, exit_index: int, target: CompiledTrace) -> None:
 # ---------------------------------------------------------------- exits
 
 
-def _on_exit(handle: int, code: int, exc: BaseException | None, where: int) -> Any:
+def _on_exit(handle: int, code: int) -> Any:
     """Called by the dispatcher when exit `code` of a trace is hot."""
     t = STATE.cache.by_handle.get(handle)
-    if t is None or code < 0:
+    if t is None:
         return None
     try:
         _on_hot_exit(t, code, sys._getframe(1))

@@ -760,18 +760,16 @@ tj_lookup(tj_state *st, PyObject *code, int64_t offset)
     }
 }
 
-/* on_exit(handle, exit code, exception or None, where): `where` is the
- * event's offset argument (the offset the interpreter unwinds at if the
- * dispatcher returns an error). */
+/* on_exit(handle, exit number): the exit reached its hot count. */
 ALWAYS_INLINE PyObject *
-tj_tell(tj_state *st, tj_trace *t, int code, PyObject *exc, PyObject *where)
+tj_tell(tj_state *st, tj_trace *t, int code)
 {
     PyObject *n = PyLong_FromLong(code);
     if (n == NULL) {
         return NULL;
     }
-    PyObject *argv[4] = {t->handle, n, exc, where};
-    PyObject *res = PyObject_Vectorcall(st->on_exit, argv, 4, NULL);
+    PyObject *argv[2] = {t->handle, n};
+    PyObject *res = PyObject_Vectorcall(st->on_exit, argv, 2, NULL);
     Py_DECREF(n);
     return res;
 }
@@ -844,7 +842,7 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
                 continue;
             }
             if (UNLIKELY(t->counters[r] >= t->hot_at[r])) {
-                PyObject *res = tj_tell(st, t, r, Py_None, where);
+                PyObject *res = tj_tell(st, t, r);
                 if (res == NULL) {
                     return NULL;
                 }
