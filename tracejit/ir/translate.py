@@ -470,12 +470,16 @@ class Translator:
         if ta is int and tb is int and int_op is not None:
             res = self.emitv(int_op, [self.as_int(a, snap), self.as_int(b, snap)], Type.INT,
                              snap if int_op not in ("int_and", "int_or", "int_xor") else None)
+            self.release(a)  # after the op: its exit hands a and b to the frame
+            self.release(b)
             self.push(res)
             return
         if float_op is not None and {ta, tb} <= {int, float} and float in (ta, tb):
             fa, fb = self.as_float(a, snap), self.as_float(b, snap)
             res = self.emitv(float_op, [fa, fb], Type.FLOAT,
                              snap if float_op == "float_div" else None)
+            self.release(a)
+            self.release(b)
             self.push(res)
             return
         self._generic_binary(fn, a, b, snap)
@@ -491,11 +495,15 @@ class Translator:
         if ta is int and tb is int:
             res = self.emitv(f"int_{_CMP[cmp]}", [self.as_int(a, snap), self.as_int(b, snap)],
                              Type.BOOL)
+            self.release(a)
+            self.release(b)
             self.push(res)
             return
         if ta is float and tb is float:
             res = self.emitv(f"float_{_CMP[cmp]}", [self.as_float(a, snap),
                                                    self.as_float(b, snap)], Type.BOOL)
+            self.release(a)
+            self.release(b)
             self.push(res)
             return
         ao, a_new = self.as_obj(a, snap)
@@ -539,8 +547,10 @@ class Translator:
         t = self.guard_type(a, r.inputs[0], snap)
         if t is int:
             self.push(self.emitv("int_neg", [self.as_int(a, snap)], Type.INT, snap))
+            self.release(a)
         elif t is float:
             self.push(self.emitv("float_neg", [self.as_float(a, snap)], Type.FLOAT))
+            self.release(a)
         else:
             ao, new = self.as_obj(a, snap)
             res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Negative")
@@ -555,6 +565,7 @@ class Translator:
         if t is int:
             self.push(self.emitv("int_xor", [self.as_int(a, snap), Const(-1, Type.INT)],
                                  Type.INT))
+            self.release(a)
         else:
             ao, new = self.as_obj(a, snap)
             res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Invert")
