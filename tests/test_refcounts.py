@@ -126,7 +126,8 @@ print(json.dumps({"results": results, "stats": tracejit.stats()}))
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    snippets = {k: (make, textwrap.indent(textwrap.dedent(body), "    ")) for k, (make, body) in SNIPPETS.items()}
+    snippets = {k: (make, textwrap.indent(textwrap.dedent(body), "    "))
+                for k, (make, body) in SNIPPETS.items()}
     source = f"SNIPPETS = {snippets!r}\n" + PROGRAM
     workdir = tmp_path_factory.mktemp("refcounts")
     (workdir / "prog.py").write_text(source)
