@@ -1493,6 +1493,65 @@ program(
 )
 
 
+program(
+    "float_pow_edge_cases",
+    """
+    def powers(pairs):
+        out = []
+        for a, b in pairs:
+            try:
+                out.append(repr(a ** b))
+            except Exception as e:
+                out.append(type(e).__name__ + ': ' + str(e))
+        return out
+    nan, inf = float('nan'), float('inf')
+    common = [(2.0, 0.5), (1.5, -1.5), (3.0, 2), (2, 0.5), (1.0, nan), (4.0, 0.0)]
+    odd = [(-8.0, 1 / 3), (0.0, -1.0), (0.0, 2.0), (1e308, 2.0), (1.5, -1800.0),
+           (1.5, -1840.0), (nan, 2.0), (inf, 2.0), (4.0, inf), (4.0, -inf), (-2.0, 3.0),
+           (2.0, 1100.0), (2.0, -1100.0)]
+    for _ in range(30):
+        r1 = powers(common)
+    print(r1)
+    print(powers(common * 3 + odd + common))
+    def accumulate(n):
+        s = 0.0
+        x = 1.0
+        for i in range(n):
+            x += 0.25
+            s += x ** -1.5 + x ** 2.0
+            s **= 1.0
+        return s
+    print(repr(accumulate(500)))
+    """,
+)
+
+program(
+    "list_store_float_in_place",
+    """
+    def bump(v, keep, n):
+        for i in range(n):
+            v[0] += 0.5          # the old item may be shared: never change it in place
+            v[1] = v[1] * 1.001
+            v[-1] -= 0.25
+            if i == 7:
+                keep.append(v[0])
+        return v
+    shared = 10.0
+    v = [shared, 2.0, 3.0]
+    keep = [v[1]]
+    print(bump(v, keep, 40), keep, shared)
+    w = [1.0, 2.0, 3.0]
+    alias = w[2]
+    print(bump(w, [], 40), alias)
+    print(bump([1.0, 2, 'x'] if False else [1.0, 2.0, 3.0], [], 3))
+    try:
+        bump([1.0], [], 3)
+    except IndexError as e:
+        print('IndexError', e)
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

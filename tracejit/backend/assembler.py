@@ -25,12 +25,14 @@ from typing import Final
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend import memory, symbols
 from tracejit.backend.stencil import (
+    ABS32_KINDS,
     ABS64_KINDS,
     CODE_SYMBOL,
     DATA_SYMBOL,
     ENTRY,
     GOT_KINDS,
     JUMP_SYMBOLS,
+    OFFSET_SYMBOLS,
     OPERAND_SYMBOLS,
     OPERANDS,
     REL32_KINDS,
@@ -58,6 +60,7 @@ _MASK64: Final = (1 << 64) - 1
 _DATA_ALIGN: Final = 16
 _pack_q = struct.Struct("<Q").pack_into
 _pack_i = struct.Struct("<i").pack_into
+_pack_u = struct.Struct("<I").pack_into
 
 # int tj_call(entry address, PyFrameObject *): a PYFUNCTYPE, so the GIL stays
 # held and an error the trace set is raised after the call.
@@ -105,10 +108,14 @@ class _Plan:
     trimmed: bytes  # code without the trailing `jmp _JIT_CONTINUE`
     arity: int  # number of operands expected
     operand_holes: tuple[tuple[int, int, int], ...]  # (offset, k, addend)
+    # 32-bit displacements 8 * operand k + addend: (offset, k, addend, signed)
+    offset_holes: tuple[tuple[int, int, int, bool], ...]
     jump_holes: tuple[tuple[int, int, int], ...]  # (offset, _J_*, addend)
     trimmed_jump_holes: tuple[tuple[int, int, int], ...]
     got_holes: tuple[tuple[int, int, int], ...]  # (offset, got index, addend)
     code_abs_holes: tuple[tuple[int, bool, int], ...]  # (offset, is_data, addend)
+    # rip-relative references to the stencil's own data (constant pools)
+    code_rel_data_holes: tuple[tuple[int, int], ...]  # (offset, addend)
     data: bytes
     data_abs_holes: tuple[tuple[int, bool, int], ...]
     uses: tuple[bool, bool, bool, bool]  # continue, target, exit, error
@@ -126,9 +133,11 @@ _tables: _Tables | None = None
 def _make_plan(stencil: Stencil, got_index: dict[str, int]) -> _Plan:
     code = bytearray(stencil.code)
     operand_holes: list[tuple[int, int, int]] = []
+    offset_holes: list[tuple[int, int, int, bool]] = []
     jump_holes: list[tuple[int, int, int]] = []
     got_holes: list[tuple[int, int, int]] = []
     code_abs: list[tuple[int, bool, int]] = []
+    code_rel_data: list[tuple[int, int]] = []
     data_abs: list[tuple[int, bool, int]] = []
     name = stencil.name
     for h in stencil.holes:
@@ -137,10 +146,17 @@ def _make_plan(stencil: Stencil, got_index: dict[str, int]) -> _Plan:
             if h.kind not in ABS64_KINDS or h.section != "code":
                 raise AssemblyError(f"{where}: operands must be 64-bit absolute in code")
             operand_holes.append((h.offset, OPERAND_SYMBOLS.index(h.symbol), h.addend))
+        elif h.symbol in OFFSET_SYMBOLS:
+            if h.kind not in ABS32_KINDS or h.section != "code":
+                raise AssemblyError(f"{where}: offsets must be 32-bit absolute in code")
+            offset_holes.append((h.offset, OFFSET_SYMBOLS.index(h.symbol), h.addend,
+                                 h.kind == "R_X86_64_32S"))
         elif h.symbol in JUMP_SYMBOLS:
             if h.kind not in REL32_KINDS or h.section != "code":
                 raise AssemblyError(f"{where}: jumps must be rel32 in code")
             jump_holes.append((h.offset, JUMP_SYMBOLS.index(h.symbol), h.addend))
+        elif h.symbol == DATA_SYMBOL and h.kind in REL32_KINDS and h.section == "code":
+            code_rel_data.append((h.offset, h.addend))
         elif h.symbol in (DATA_SYMBOL, CODE_SYMBOL):
             if h.kind not in ABS64_KINDS:
                 raise AssemblyError(f"{where}: unsupported kind")
@@ -175,10 +191,12 @@ def _make_plan(stencil: Stencil, got_index: dict[str, int]) -> _Plan:
         trimmed=trimmed,
         arity=arity,
         operand_holes=tuple(operand_holes),
+        offset_holes=tuple(offset_holes),
         jump_holes=tuple(jump_holes),
         trimmed_jump_holes=trimmed_jumps,
         got_holes=tuple(got_holes),
         code_abs_holes=tuple(code_abs),
+        code_rel_data_holes=tuple(code_rel_data),
         data=stencil.data,
         data_abs_holes=tuple(data_abs),
         uses=(_J_CONTINUE in used, _J_TARGET in used, _J_EXIT in used, _J_ERROR in used),
@@ -416,6 +434,14 @@ def assemble(code: Sequence[MachineInstr | Label], nregs: int) -> CompiledCode:
                 ops = item.operands
                 for o, k, a in plan.operand_holes:
                     _pack_q(buf, off + o, (ops[k] + a) & _MASK64)
+            if plan.offset_holes:
+                ops = item.operands
+                for o, k, a, signed in plan.offset_holes:
+                    v = 8 * ops[k] + a
+                    if not (-(1 << 31) <= v < (1 << 31) if signed else 0 <= v < (1 << 32)):
+                        raise AssemblyError(f"code[{i}]: {item.op} operand {k} ({ops[k]}) "
+                                            "is out of range for a 32-bit offset")
+                    (_pack_i if signed else _pack_u)(buf, off + o, v)
             if plan.jump_holes:
                 nxt = index[i + 1][0] if i + 1 < n else code_size
                 dests = [nxt, -1, -1, -1]
@@ -441,6 +467,9 @@ def assemble(code: Sequence[MachineInstr | Label], nregs: int) -> CompiledCode:
                 for o, is_data, a in plan.code_abs_holes:
                     value = (data_base + doff + a) if is_data else (base + off + a)
                     _pack_q(buf, off + o, value & _MASK64)
+                for o, a in plan.code_rel_data_holes:
+                    # data pages follow the code in the same mapping: within rel32
+                    _pack_i(buf, off + o, (code_pages + doff + a) - (off + o))
             elif plan.code_abs_holes:
                 for o, is_data, a in plan.code_abs_holes:
                     if is_data:
@@ -479,8 +508,8 @@ def load_function(name: str, operands: Sequence[int]) -> RuntimeFunction:
         raise AssemblyError(f"no runtime function {name!r}")
     if len(operands) != plan.arity:
         raise AssemblyError(f"{name} takes {plan.arity} operands, got {len(operands)}")
-    if plan.jump_holes or plan.data:
-        raise AssemblyError(f"{name}: runtime functions have no jumps or data")
+    if plan.jump_holes or plan.data or plan.offset_holes:
+        raise AssemblyError(f"{name}: runtime functions have no jumps, offsets or data")
     code_pages = memory.round_up(len(plan.code))
     total = code_pages + memory.round_up(len(tables.got))
     base = memory.map_rw(total)

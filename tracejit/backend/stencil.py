@@ -26,6 +26,8 @@ Section = Literal["code", "data"]
 #: Relocation kinds the build may emit and the loader knows how to patch.
 #:  - ``R_X86_64_64``: 64-bit absolute ``S + A`` (operands, data addresses,
 #:    addresses of C-API data such as ``_Py_TrueStruct``).
+#:  - ``R_X86_64_32S`` / ``R_X86_64_32``: a 32-bit displacement, sign- or
+#:    zero-extended (``_JIT_OFFSETk``: operand k times 8).
 #:  - ``R_X86_64_PC32`` / ``R_X86_64_PLT32``: 32-bit ``S + A - P`` (jumps to
 #:    ``_JIT_CONTINUE``/``_JIT_TARGET``/``_JIT_EXIT``/``_JIT_ERROR``).
 #:  - ``R_X86_64_GOTPCRELX`` / ``R_X86_64_REX_GOTPCRELX`` /
@@ -34,6 +36,8 @@ Section = Literal["code", "data"]
 KNOWN_KINDS: Final = frozenset(
     {
         "R_X86_64_64",
+        "R_X86_64_32",
+        "R_X86_64_32S",
         "R_X86_64_PC32",
         "R_X86_64_PLT32",
         "R_X86_64_GOTPCREL",
@@ -42,6 +46,7 @@ KNOWN_KINDS: Final = frozenset(
     }
 )
 ABS64_KINDS: Final = frozenset({"R_X86_64_64"})
+ABS32_KINDS: Final = frozenset({"R_X86_64_32", "R_X86_64_32S"})
 REL32_KINDS: Final = frozenset({"R_X86_64_PC32", "R_X86_64_PLT32"})
 GOT_KINDS: Final = frozenset({"R_X86_64_GOTPCREL", "R_X86_64_GOTPCRELX", "R_X86_64_REX_GOTPCRELX"})
 
@@ -55,6 +60,8 @@ EXIT: Final = "_JIT_EXIT"
 ERROR: Final = "_JIT_ERROR"
 JUMP_SYMBOLS: Final = (CONTINUE, TARGET, EXIT, ERROR)
 OPERAND_SYMBOLS: Final = ("_JIT_OPERAND0", "_JIT_OPERAND1", "_JIT_OPERAND2", "_JIT_OPERAND3")
+#: Operand k times 8 as a 32-bit displacement (register and frame-slot offsets).
+OFFSET_SYMBOLS: Final = ("_JIT_OFFSET0", "_JIT_OFFSET1", "_JIT_OFFSET2", "_JIT_OFFSET3")
 DATA_SYMBOL: Final = "@data"
 CODE_SYMBOL: Final = "@code"
 
@@ -104,6 +111,7 @@ OPERANDS: Final[dict[str, str]] = {
     "float_sub": "rrr",
     "float_mul": "rrr",
     "float_div": "rrr",
+    "float_pow": "rrr",
     "float_neg": "rr",
     "float_lt": "rrr",
     "float_le": "rrr",
@@ -123,6 +131,7 @@ OPERANDS: Final[dict[str, str]] = {
     "list_getitem": "rrr",
     "tuple_getitem": "rrr",
     "list_setitem": "rrr",
+    "list_setitem_float": "rrr",
     "range_iter_next": "rr",
     "list_iter_next": "rr",
     "tuple_iter_next": "rr",
@@ -183,6 +192,8 @@ class Stencil:
         for h in self.holes:
             if h.symbol in OPERAND_SYMBOLS:
                 used = max(used, OPERAND_SYMBOLS.index(h.symbol) + 1)
+            elif h.symbol in OFFSET_SYMBOLS:
+                used = max(used, OFFSET_SYMBOLS.index(h.symbol) + 1)
         return used
 
 

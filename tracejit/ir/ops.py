@@ -112,6 +112,11 @@ OPS: dict[str, OpInfo] = _ops(
     OpInfo("float_sub", F, (F, F), pure=True, doc="a - b."),
     OpInfo("float_mul", F, (F, F), pure=True, doc="a * b."),
     OpInfo("float_div", F, (F, F), guard=True, pure=True, doc="a / b; exit if b == 0."),
+    OpInfo(
+        "float_pow", F, (F, F), guard=True, pure=True,
+        doc="a ** b when a is finite and > 0, b finite and the result finite (C pow, "
+        "as float_pow); exit otherwise (the interpreter raises or returns a complex).",
+    ),
     OpInfo("float_neg", F, (F,), pure=True, doc="-a."),
     OpInfo("float_lt", B, (F, F), pure=True, doc="a < b."),
     OpInfo("float_le", B, (F, F), pure=True, doc="a <= b."),
@@ -155,6 +160,11 @@ OPS: dict[str, OpInfo] = _ops(
     OpInfo(
         "list_setitem", V, (O, I, O), guard=True, escapes=True,
         doc="Exact list item store (steals v, releases old); exit if out of range.",
+    ),
+    OpInfo(
+        "list_setitem_float", V, (O, I, F), guard=True, raises=True, escapes=True,
+        doc="Exact list item store of a float; an old exact float only the list refers "
+        "to is updated in place; exit if out of range.",
     ),
     # Iteration (the iterator stays on the frame's value stack).
     OpInfo("range_next", I, (O,), guard=True, doc="Next value of a range iterator; exit at end."),

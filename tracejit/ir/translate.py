@@ -68,7 +68,7 @@ _BINOPS: dict[int, tuple[str, str | None, str | None]] = {
     5: ("PyNumber_Multiply", "int_mul", "float_mul"),
     6: ("PyNumber_Remainder", "int_mod", None),
     7: ("PyNumber_Or", "int_or", None),
-    8: ("pow", None, None),  # ternary in the C-API: called as operator.pow
+    8: ("pow", None, "float_pow"),  # ternary in the C-API: generic calls use operator.pow
     9: ("PyNumber_Rshift", "int_rshift", None),
     10: ("PyNumber_Subtract", "int_sub", "float_sub"),
     11: ("PyNumber_TrueDivide", None, "float_div"),
@@ -81,7 +81,7 @@ _BINOPS: dict[int, tuple[str, str | None, str | None]] = {
     18: ("PyNumber_InPlaceMultiply", "int_mul", "float_mul"),
     19: ("PyNumber_InPlaceRemainder", "int_mod", None),
     20: ("PyNumber_InPlaceOr", "int_or", None),
-    21: ("ipow", None, None),
+    21: ("ipow", None, "float_pow"),
     22: ("PyNumber_InPlaceRshift", "int_rshift", None),
     23: ("PyNumber_InPlaceSubtract", "int_sub", "float_sub"),
     24: ("PyNumber_InPlaceTrueDivide", None, "float_div"),
@@ -477,7 +477,7 @@ class Translator:
         if float_op is not None and {ta, tb} <= {int, float} and float in (ta, tb):
             fa, fb = self.as_float(a, snap), self.as_float(b, snap)
             res = self.emitv(float_op, [fa, fb], Type.FLOAT,
-                             snap if float_op == "float_div" else None)
+                             snap if float_op in ("float_div", "float_pow") else None)
             self.release(a)
             self.release(b)
             self.push(res)
@@ -713,6 +713,14 @@ class Translator:
         value = self.pop()
         tc = self.guard_type(container, r.inputs[1], snap)
         ts = self.guard_type(sub, r.inputs[2], snap)
+        if tc is list and ts is int and value.ref.type is Type.FLOAT:
+            # An unboxed float: boxed by the store itself (or stored in place).
+            idx = self.as_int(sub, snap)
+            assert isinstance(container.ref, Value) or isinstance(container.ref, Const)
+            self.emit("list_setitem_float", [container.ref, idx, value.ref], None, snap)
+            self.release(container)
+            self.release(sub)
+            return
         if tc is list and ts is int:
             idx = self.as_int(sub, snap)
             vo, vnew = self.as_obj(value, snap)

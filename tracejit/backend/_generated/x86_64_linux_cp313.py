@@ -6,92 +6,90 @@
 STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ...]]] = {
     'box_bool': (
         bytes.fromhex(
-            "48b8000000000000000049837cc5000048b8000000000000000048b900000000"
-            "00000000480f44c848b8000000000000000049894cc500e900000000"
+            "4983bd000000000048b8000000000000000048b90000000000000000480f44c8"
+            "49898d00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 18, '_Py_FalseStruct', 0),
-            ('code', 'R_X86_64_64', 28, '_Py_TrueStruct', 0),
-            ('code', 'R_X86_64_64', 42, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 56, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 10, '_Py_FalseStruct', 0),
+            ('code', 'R_X86_64_64', 20, '_Py_TrueStruct', 0),
+            ('code', 'R_X86_64_32S', 35, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
         ),
     ),
     'box_float': (
         bytes.fromhex(
-            "5048b80000000000000000f2410f1044c500ff15000000004885c0741548b900"
-            "00000000000000498944cd0058e90000000058e900000000"
+            "50f2410f108500000000ff15000000004885c0740d4989850000000058e90000"
+            "000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 20, 'PyFloat_FromDouble', -4),
-            ('code', 'R_X86_64_64', 31, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 46, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 6, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 12, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_32S', 24, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 30, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 36, '_JIT_ERROR', -4),
         ),
     ),
     'box_int': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc500ff15000000004885c0741548b9000000"
-            "0000000000498944cd0058e90000000058e900000000"
+            "50498bbd00000000ff15000000004885c0740d4989850000000058e900000000"
+            "58e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyLong_FromLongLong', -4),
-            ('code', 'R_X86_64_64', 29, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 44, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 50, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 10, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 34, '_JIT_ERROR', -4),
         ),
     ),
     'call_binary': (
         bytes.fromhex(
-            "5048b8000000000000000048b90000000000000000498b7ccd0048b900000000"
-            "00000000498b74cd00ffd04885c0741548b90000000000000000498944cd0058"
-            "e90000000058e900000000"
+            "5048b80000000000000000498bbd00000000498bb500000000ffd04885c0740d"
+            "4989850000000058e90000000058e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 3, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 28, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 65, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 71, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 21, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 35, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 41, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 47, '_JIT_ERROR', -4),
         ),
     ),
     'call_unary': (
         bytes.fromhex(
-            "5048b8000000000000000048b90000000000000000498b7ccd00ffd04885c074"
-            "1548b90000000000000000498944cd0058e90000000058e900000000"
+            "5048b80000000000000000498bbd00000000ffd04885c0740d49898500000000"
+            "58e90000000058e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 35, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 56, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 28, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 34, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_ERROR', -4),
         ),
     ),
     'call_vector': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc50048b80000000000000000488d34c50000"
-            "00004c01ee48b8000000000000000048ba00000000000000804809c231c9ff15"
-            "000000004885c0741548b90000000000000000498944cd0058e90000000058e9"
-            "00000000"
+            "50498bbd00000000498db50000000048b8000000000000000048ba0000000000"
+            "0000804809c231c9ff15000000004885c0740d4989850000000058e900000000"
+            "58e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND1', 1),
-            ('code', 'R_X86_64_64', 39, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 64, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_64', 75, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 90, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 96, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 42, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_32S', 54, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 60, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 66, '_JIT_ERROR', -4),
         ),
     ),
     'check_eval_breaker': (
@@ -118,47 +116,46 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'const': (
         bytes.fromhex(
-            "48b8000000000000000048b9000000000000000049894cc500e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 26, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'copy': (
-        bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000498944cd00e900"
-            "000000"
+            "48b8000000000000000049898500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 13, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 18, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'copy': (
+        bytes.fromhex(
+            "498b850000000049898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 15, '_JIT_CONTINUE', -4),
         ),
     ),
     'decref': (
         bytes.fromhex(
-            "48b80000000000000000498b7cc500488b0785c00f880000000048ffc8488907"
-            "0f850000000050ff15000000004883c408e900000000"
+            "498bbd00000000488b0785c00f880000000048ffc84889070f850000000050ff"
+            "15000000004883c408e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 22, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 34, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 41, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 14, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 26, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 33, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 42, '_JIT_CONTINUE', -4),
         ),
     ),
     'dict_lookup_global': (
         bytes.fromhex(
             "5048bf000000000000000048be0000000000000000ff15000000004885c0752f"
-            "498b46704885c074074883780800754a48bf000000000000000048be00000000"
-            "00000000ff15000000004885c0741548b90000000000000000498944cd0058e9"
-            "00000000498b46704885c074074883780800750658e90000000058e900000000"
+            "498b46704885c074074883780800754248bf000000000000000048be00000000"
+            "00000000ff15000000004885c0740d4989850000000058e900000000498b4670"
+            "4885c074074883780800750658e90000000058e900000000"
         ),
         b"",
         (
@@ -168,10 +165,10 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 50, '_JIT_OPERAND2', 0),
             ('code', 'R_X86_64_64', 60, '_JIT_OPERAND3', 0),
             ('code', 'R_X86_64_GOTPCRELX', 70, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 81, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 96, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 118, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 124, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 82, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 88, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 110, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 116, '_JIT_ERROR', -4),
         ),
     ),
     'exit_count': (
@@ -198,544 +195,542 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'float_add': (
         bytes.fromhex(
-            "48b80000000000000000f2410f1044c50048b80000000000000000f2410f5844"
-            "c50048b80000000000000000f2410f1144c500e900000000"
+            "f2410f108500000000f2410f588500000000f2410f118500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 36, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_div': (
         bytes.fromhex(
-            "48b80000000000000000f2410f1044c500660f57c9660f2ec175027b2b48b800"
-            "00000000000000f2410f104cc500f20f5ec848b80000000000000000f2410f11"
-            "4cc500e900000000e900000000"
+            "f2410f108500000000660f57c9660f2ec175027b1bf2410f108d00000000f20f"
+            "5ec8f2410f118d00000000e900000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 31, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 52, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 68, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 73, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 26, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 39, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 44, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 49, '_JIT_EXIT', -4),
         ),
     ),
     'float_eq': (
         bytes.fromhex(
-            "48b8000000000000000048b90000000000000000f2410f1044cd00f2410fc244"
-            "c5000066480f7ec083e00148b90000000000000000498944cd00e900000000"
+            "f2410f108500000000f2410fc285000000000066480f7ec083e0014989850000"
+            "0000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 45, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 59, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 30, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 35, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_ge': (
         bytes.fromhex(
-            "48b80000000000000000f2410f1044c50048b8000000000000000031c966410f"
-            "2e44c5000f93c148b8000000000000000049894cc500e900000000"
+            "f2410f10850000000031c066410f2e85000000000f93c049898500000000e900"
+            "000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 41, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 55, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 16, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 26, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_gt': (
         bytes.fromhex(
-            "48b80000000000000000f2410f1044c50048b8000000000000000031c966410f"
-            "2e44c5000f97c148b8000000000000000049894cc500e900000000"
+            "f2410f10850000000031c066410f2e85000000000f97c049898500000000e900"
+            "000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 41, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 55, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 16, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 26, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_le': (
         bytes.fromhex(
-            "48b8000000000000000048b90000000000000000f2410f1044cd0031c966410f"
-            "2e44c5000f93c148b8000000000000000049894cc500e900000000"
+            "f2410f10850000000031c066410f2e85000000000f93c049898500000000e900"
+            "000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 41, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 55, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 16, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 26, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_lt': (
         bytes.fromhex(
-            "48b8000000000000000048b90000000000000000f2410f1044cd0031c966410f"
-            "2e44c5000f97c148b8000000000000000049894cc500e900000000"
+            "f2410f10850000000031c066410f2e85000000000f97c049898500000000e900"
+            "000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 41, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 55, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 16, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 26, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_mul': (
         bytes.fromhex(
-            "48b80000000000000000f2410f1044c50048b80000000000000000f2410f5944"
-            "c50048b80000000000000000f2410f1144c500e900000000"
+            "f2410f108500000000f2410f598500000000f2410f118500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 36, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_ne': (
         bytes.fromhex(
-            "48b8000000000000000048b90000000000000000f2410f1044cd00f2410fc244"
-            "c5000466480f7ec083e00148b90000000000000000498944cd00e900000000"
+            "f2410f108500000000f2410fc285000000000466480f7ec083e0014989850000"
+            "0000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 45, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 59, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 30, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 35, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_neg': (
         bytes.fromhex(
-            "48b8000000000000000048b9000000000000008049334cc50048b80000000000"
-            "00000049894cc500e900000000"
+            "48b800000000000000804933850000000049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 27, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 41, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 13, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 20, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 25, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'float_pow': (
+        bytes.fromhex(
+            "50f2410f108500000000660f57c9660f2ec17665f20f101500000000660f2ed0"
+            "7257f2410f108d00000000660f281d00000000660f54d9660f2ed3723cff1500"
+            "000000660f57c9660f2ec175027b30f20f100d00000000660f28d0660fc2d102"
+            "f20f100d00000000660fc2c802660f54ca660f7ec8a801750658e900000000f2"
+            "410f11850000000058e900000000"
+        ),
+        bytes.fromhex(
+            "ffffffffffffef7f0000000000001000ffffffffffffff7fffffffffffffff7f"
+        ),
+        (
+            ('code', 'R_X86_64_32S', 6, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PC32', 24, '@data', -4),
+            ('code', 'R_X86_64_32S', 39, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PC32', 47, '@data', 12),
+            ('code', 'R_X86_64_GOTPCRELX', 63, 'pow', -4),
+            ('code', 'R_X86_64_PC32', 83, '@data', -4),
+            ('code', 'R_X86_64_PC32', 100, '@data', 4),
+            ('code', 'R_X86_64_PLT32', 123, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 132, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 138, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_sub': (
         bytes.fromhex(
-            "48b80000000000000000f2410f1044c50048b80000000000000000f2410f5c44"
-            "c50048b80000000000000000f2410f1144c500e900000000"
+            "f2410f108500000000f2410f5c8500000000f2410f118500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 36, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
     'getattr': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc50048be0000000000000000ff1500000000"
-            "4885c0741548b90000000000000000498944cd0058e90000000058e900000000"
+            "50498bbd0000000048be0000000000000000ff15000000004885c0740d498985"
+            "0000000058e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 28, 'PyObject_GetAttr', -4),
-            ('code', 'R_X86_64_64', 39, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 54, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 60, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 10, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 20, 'PyObject_GetAttr', -4),
+            ('code', 'R_X86_64_32S', 32, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 38, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 44, '_JIT_ERROR', -4),
         ),
     ),
     'guard_false': (
         bytes.fromhex(
-            "48b8000000000000000049837cc500000f8500000000e900000000"
+            "4983bd00000000000f8500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 18, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 23, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 10, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 15, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_is': (
         bytes.fromhex(
-            "48b8000000000000000048b9000000000000000049394cc5000f8500000000e9"
-            "00000000"
+            "48b80000000000000000493985000000000f8500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 27, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 32, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_32S', 13, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 19, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 24, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_is_not': (
         bytes.fromhex(
-            "48b8000000000000000048b9000000000000000049394cc5000f8400000000e9"
-            "00000000"
+            "48b80000000000000000493985000000000f8400000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 27, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 32, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_32S', 13, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 19, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 24, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_true': (
         bytes.fromhex(
-            "48b8000000000000000049837cc500000f8400000000e900000000"
+            "4983bd00000000000f8400000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 18, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 23, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 10, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 15, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_type': (
         bytes.fromhex(
-            "48b80000000000000000498b44c5004885c00f840000000048b9000000000000"
-            "0000483948080f8500000000e900000000"
+            "498b85000000004885c00f840000000048b90000000000000000483948080f85"
+            "00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 20, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 26, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 40, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 45, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 12, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 37, '_JIT_CONTINUE', -4),
         ),
     ),
     'incref': (
         bytes.fromhex(
-            "48b80000000000000000498b44c5008b08ffc10f84000000008908e900000000"
+            "498b85000000008b08ffc10f84000000008908e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 21, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 13, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 20, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_add': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000490344cd000f80"
-            "0000000048b90000000000000000498944cd00e900000000"
+            "498b8500000000490385000000000f800000000049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 38, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_and': (
         bytes.fromhex(
-            "48b8000000000000000048b90000000000000000498b4ccd0049234cc50048b8"
-            "000000000000000049894cc500e900000000"
+            "498b85000000004923850000000049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 32, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 46, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 17, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 22, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_eq': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b9000000000000000031d2493b44cd00"
-            "0f94c248b80000000000000000498954c500e900000000"
+            "498b850000000031c9493b85000000000f94c149898d00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_floordiv': (
         bytes.fromhex(
-            "48b80000000000000000498b74c5004885f60f840000000048b8000000000000"
-            "0000498b4cc5004889f048f7d048ba00000000000000804831ca4809c20f8400"
-            "0000004889c84809f048c1e820740a4889c8489948f7feeb0689c831d2f7f648"
-            "85d20f95c24831ce0f98c120d10fb6c94829c848b90000000000000000498944"
-            "cd00e900000000"
+            "498bb5000000004885f60f8400000000498b8d000000004889f048f7d048ba00"
+            "000000000000804831ca4809c20f84000000004889c84809f048c1e820740a48"
+            "89c8489948f7feeb0689c831d2f7f64885d20f95c24831ce0f98c120d10fb6c9"
+            "4829c849898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 20, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 26, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 63, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 117, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 131, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 12, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 19, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 47, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 102, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 107, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_ge': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b9000000000000000031d2493b44cd00"
-            "0f9dc248b80000000000000000498954c500e900000000"
+            "498b850000000031c9493b85000000000f9dc149898d00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_gt': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b9000000000000000031d2493b44cd00"
-            "0f9fc248b80000000000000000498954c500e900000000"
+            "498b850000000031c9493b85000000000f9fc149898d00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_le': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b9000000000000000031d2493b44cd00"
-            "0f9ec248b80000000000000000498954c500e900000000"
+            "498b850000000031c9493b85000000000f9ec149898d00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_lshift': (
         bytes.fromhex(
-            "48b80000000000000000498b4cc5004885c90f880000000048b8000000000000"
-            "0000498b44c5004883f94072214885c00f850000000048b80000000000000000"
-            "49c744c50000000000e9000000004889c248d3e24889d648d3fe4839c6751448"
-            "b80000000000000000498954c500e900000000e900000000"
+            "498b8d000000004885c90f8800000000498b85000000004883f94072194885c0"
+            "0f850000000049c7850000000000000000e9000000004889c248d3e24889d648"
+            "d3fe4839c6750c49899500000000e900000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 20, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 26, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 56, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 74, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 97, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 111, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 116, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 12, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 19, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 34, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 41, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 74, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 79, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 84, '_JIT_EXIT', -4),
         ),
     ),
     'int_lt': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b9000000000000000031d2493b44cd00"
-            "0f9cc248b80000000000000000498954c500e900000000"
+            "498b850000000031c9493b85000000000f9cc149898d00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_mod': (
         bytes.fromhex(
-            "48b80000000000000000498b4cc5004883f9ff745b4885c90f840000000048b8"
-            "0000000000000000498b44c5004889c24809ca48c1ea20742e489948f7f94885"
-            "d2742d4889d04831c848c1f83f4821c84801d048b90000000000000000498944"
-            "cd00e90000000031d2f7f14885d275d331c048b90000000000000000498944cd"
+            "498b8d000000004883f9ff744b4885c90f8400000000498b85000000004889c2"
+            "4809ca48c1ea207426489948f7f94885d274254889d04831c848c1f83f4821c8"
+            "4801d049898500000000e90000000031d2f7f14885d275db31c0498985000000"
             "00e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 26, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 32, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 85, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 99, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 116, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 130, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 18, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 25, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 70, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 75, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 93, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 98, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_mul': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000490faf44cd000f"
-            "800000000048b90000000000000000498944cd00e900000000"
+            "498b8500000000490faf85000000000f800000000049898500000000e9000000"
+            "00"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 33, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 39, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 53, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 17, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 24, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 29, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_ne': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b9000000000000000031d2493b44cd00"
-            "0f95c248b80000000000000000498954c500e900000000"
+            "498b850000000031c9493b85000000000f95c149898d00000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_neg': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048f7d80f800000000048b9000000000000"
-            "0000498944cd00e900000000"
+            "498b850000000048f7d80f800000000049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 20, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 26, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 12, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 19, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 24, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_or': (
         bytes.fromhex(
-            "48b8000000000000000048b90000000000000000498b4ccd00490b4cc50048b8"
-            "000000000000000049894cc500e900000000"
+            "498b8500000000490b850000000049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 32, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 46, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 17, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 22, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_rshift': (
         bytes.fromhex(
-            "48b80000000000000000498b44c5004885c0783348b90000000000000000498b"
-            "54cd004883f83fb93f000000480f42c848d3fa48b80000000000000000498954"
-            "c500e900000000e900000000"
+            "498b85000000004885c07823498b95000000004883f83fb93f000000480f42c8"
+            "48d3fa49899500000000e900000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 22, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 53, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 67, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 72, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 15, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 38, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 43, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_EXIT', -4),
         ),
     ),
     'int_sub': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000492b44cd000f80"
-            "0000000048b90000000000000000498944cd00e900000000"
+            "498b8500000000492b85000000000f800000000049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 38, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_to_float': (
         bytes.fromhex(
-            "48b80000000000000000f2490f2a44c50048b80000000000000000f2410f1144"
-            "c500e900000000"
+            "f2490f2a8500000000f2410f118500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 35, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 19, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_xor': (
         bytes.fromhex(
-            "48b8000000000000000048b90000000000000000498b4ccd0049334cc50048b8"
-            "000000000000000049894cc500e900000000"
+            "498b85000000004933850000000049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 32, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 46, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 17, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 22, '_JIT_CONTINUE', -4),
         ),
     ),
     'is_true': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc500ff150000000085c0781789c048b90000"
-            "000000000000498944cd0058e90000000058e900000000"
+            "50498bbd00000000ff150000000085c0780f89c04989850000000058e9000000"
+            "0058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyObject_IsTrue', -4),
-            ('code', 'R_X86_64_64', 30, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 45, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 51, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 10, 'PyObject_IsTrue', -4),
+            ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 29, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 35, '_JIT_ERROR', -4),
         ),
     ),
     'iter_next': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc500488b4708ff90e00000004885c0741548"
-            "b90000000000000000498944cd0058e900000000498b46704885c07424488378"
-            "0800741d48b80000000000000000488b38ff150000000085c0740cff15000000"
-            "0058e90000000058e900000000"
+            "50498bbd00000000488b4708ff90e00000004885c0740d4989850000000058e9"
+            "00000000498b46704885c074244883780800741d48b80000000000000000488b"
+            "38ff150000000085c0740cff150000000058e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 70, 'PyExc_StopIteration', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 83, 'PyErr_ExceptionMatches', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 93, 'PyErr_Clear', -4),
-            ('code', 'R_X86_64_PLT32', 99, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 105, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 26, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 54, 'PyExc_StopIteration', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 67, 'PyErr_ExceptionMatches', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 77, 'PyErr_Clear', -4),
+            ('code', 'R_X86_64_PLT32', 83, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 89, '_JIT_ERROR', -4),
         ),
     ),
     'iter_next_null': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc500488b4708ff90e00000004885c0741548"
-            "b90000000000000000498944cd0058e900000000498b4e704885c974e2488379"
-            "080074db4889c348b80000000000000000488b38ff150000000085c0741eff15"
-            "000000004889d848b90000000000000000498944cd0058e90000000058e90000"
-            "0000"
+            "50498bbd00000000488b4708ff90e00000004885c0740d4989850000000058e9"
+            "00000000498b4e704885c974ea488379080074e34889c348b800000000000000"
+            "00488b38ff150000000085c07416ff15000000004889d84989850000000058e9"
+            "0000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 73, 'PyExc_StopIteration', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 86, 'PyErr_ExceptionMatches', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 96, 'PyErr_Clear', -4),
-            ('code', 'R_X86_64_64', 105, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 120, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 126, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 26, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 57, 'PyExc_StopIteration', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 70, 'PyErr_ExceptionMatches', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 80, 'PyErr_Clear', -4),
+            ('code', 'R_X86_64_32S', 90, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 96, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 102, '_JIT_ERROR', -4),
         ),
     ),
     'jump': (
@@ -749,108 +744,130 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'len': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc500ff15000000004885c0781548b9000000"
-            "0000000000498944cd0058e90000000058e900000000"
+            "50498bbd00000000ff15000000004885c0780d4989850000000058e900000000"
+            "58e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyObject_Size', -4),
-            ('code', 'R_X86_64_64', 29, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 44, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 50, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 10, 'PyObject_Size', -4),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 34, '_JIT_ERROR', -4),
         ),
     ),
     'list_getitem': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000498b54cd00488b"
-            "70104889d148c1f93f4821f14801d14839f10f8300000000488b4018488b04c8"
-            "8b08ffc17402890848b90000000000000000498944cd00e900000000"
+            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
+            "39f10f8300000000488b4018488b04c88b08ffc17402890849898500000000e9"
+            "00000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 74, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 88, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 59, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 64, '_JIT_CONTINUE', -4),
         ),
     ),
     'list_iter_next': (
         bytes.fromhex(
-            "48b80000000000000000498b44c500488b48184885c90f8400000000488b5010"
-            "483b51100f8d00000000488b4918488d720148897010488b04d18b08ffc17402"
-            "890848b90000000000000000498944cd00e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 24, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 38, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 68, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 82, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'list_setitem': (
-        bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000498b54cd00488b"
-            "70104889d148c1f93f4821f14801d14839f10f8300000000488b4018488b3cc8"
-            "48ba0000000000000000498b54d500488914c8488b0785c00f880000000048ff"
-            "c84889070f850000000050ff15000000004883c408e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 66, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 90, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 102, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 109, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 118, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'load_slot': (
-        bytes.fromhex(
-            "48b80000000000000000498b44c44848b90000000000000000498944cd00e900"
-            "000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'range_iter_next': (
-        bytes.fromhex(
-            "48b80000000000000000498b44c500488b48204885c90f8e00000000488b5010"
-            "488b70184801d64889701048ffc94889482048b80000000000000000498954c5"
+            "498b8500000000488b48184885c90f8400000000488b5010483b51100f8d0000"
+            "0000488b4918488d720148897010488b04d18b08ffc174028908498985000000"
             "00e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 24, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 52, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 30, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 61, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 66, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'list_setitem': (
+        bytes.fromhex(
+            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
+            "39f10f8300000000488b4018488b3cc8498b9500000000488914c8488b0785c0"
+            "0f880000000048ffc84889070f850000000050ff15000000004883c408e90000"
+            "0000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 51, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 66, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 85, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 94, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'list_setitem_float': (
+        bytes.fromhex(
+            "554d8bbd00000000498b8500000000498b4f104889c548c1fd3f4821cd4801c5"
+            "4839cd7378498b4718488b1ce848b8000000000000000048394308751a48833b"
+            "017514f2410f108500000000f20f1143105de900000000f2410f108500000000"
+            "ff15000000004885c0741d498b4f18488904e9488b0385c0780848ffc8488903"
+            "740c5de9000000005de9000000004889dfff15000000005de9000000005de900"
+            "000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 47, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_32S', 72, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 83, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 92, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 98, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 132, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 138, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 147, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 153, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 159, '_JIT_EXIT', -4),
+        ),
+    ),
+    'load_slot': (
+        bytes.fromhex(
+            "498b84240000000049898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'range_iter_next': (
+        bytes.fromhex(
+            "498b8500000000488b48204885c90f8e00000000488b5010488b70184801d648"
+            "89701048ffc94889482049899500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 45, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
         ),
     ),
     'richcompare': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc50048b80000000000000000498b74c50048"
-            "ba0000000000000000ff15000000004885c0741548b900000000000000004989"
-            "44cd0058e90000000058e900000000"
+            "50498bbd00000000498bb50000000048ba0000000000000000ff150000000048"
+            "85c0740d4989850000000058e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 43, 'PyObject_RichCompare', -4),
-            ('code', 'R_X86_64_64', 54, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 69, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 75, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 27, 'PyObject_RichCompare', -4),
+            ('code', 'R_X86_64_32S', 39, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 45, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 51, '_JIT_ERROR', -4),
         ),
     ),
     'set_ip': (
@@ -866,62 +883,61 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'setattr': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc50048b80000000000000000498b54c50048"
-            "be0000000000000000ff150000000085c0780658e90000000058e900000000"
+            "50498bbd00000000498b950000000048be0000000000000000ff150000000085"
+            "c0780658e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 43, 'PyObject_SetAttr', -4),
-            ('code', 'R_X86_64_PLT32', 53, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 59, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 27, 'PyObject_SetAttr', -4),
+            ('code', 'R_X86_64_PLT32', 37, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 43, '_JIT_ERROR', -4),
         ),
     ),
     'setitem': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc50048b80000000000000000498b74c50048"
-            "b80000000000000000498b54c500ff150000000085c0780658e90000000058e9"
-            "00000000"
+            "50498bbd00000000498bb500000000498b9500000000ff150000000085c07806"
+            "58e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 48, 'PyObject_SetItem', -4),
-            ('code', 'R_X86_64_PLT32', 58, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 64, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 18, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 24, 'PyObject_SetItem', -4),
+            ('code', 'R_X86_64_PLT32', 34, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_ERROR', -4),
         ),
     ),
     'store_local': (
         bytes.fromhex(
-            "48b80000000000000000498b7cc44848b90000000000000000498b4ccd004989"
-            "4cc4484885ff0f8400000000488b0785c00f880000000048ffc84889070f8500"
-            "00000050ff15000000004883c408e900000000"
+            "498bbc2400000000498b850000000049898424000000004885ff0f8400000000"
+            "488b0785c00f880000000048ffc84889070f850000000050ff15000000004883"
+            "c408e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 19, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 39, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 63, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 70, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 79, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 58, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 67, '_JIT_CONTINUE', -4),
         ),
     ),
     'store_slot_raw': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000498944cc48e900"
-            "000000"
+            "498b85000000004989842400000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
         ),
     ),
     'tj_call': (
@@ -1015,79 +1031,77 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tuple_getitem': (
         bytes.fromhex(
-            "48b80000000000000000498b44c50048b90000000000000000498b54cd00488b"
-            "70104889d148c1f93f4821f14801d14839f10f8300000000488b44c8188b08ff"
-            "c17402890848b90000000000000000498944cd00e900000000"
+            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
+            "39f10f8300000000488b44c8188b08ffc17402890849898500000000e9000000"
+            "00"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 71, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 85, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 56, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 61, '_JIT_CONTINUE', -4),
         ),
     ),
     'tuple_iter_next': (
         bytes.fromhex(
-            "48b80000000000000000498b44c500488b48184885c90f8400000000488b5010"
-            "483b51100f8d00000000488d720148897010488b44d1188b08ffc17402890848"
-            "b90000000000000000498944cd00e900000000"
+            "498b8500000000488b48184885c90f8400000000488b5010483b51100f8d0000"
+            "0000488d720148897010488b44d1188b08ffc17402890849898500000000e900"
+            "000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 24, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 38, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 65, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 79, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 30, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 58, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 63, '_JIT_CONTINUE', -4),
         ),
     ),
     'unbox_float': (
         bytes.fromhex(
-            "48b80000000000000000498b44c500488b401048b90000000000000000498944"
-            "cd00e900000000"
+            "498b8500000000488b401049898500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 21, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 35, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 19, '_JIT_CONTINUE', -4),
         ),
     ),
     'unbox_int': (
         bytes.fromhex(
-            "5048b80000000000000000498b7cc500488b47104883f80f7635c74424040000"
-            "0000488d742404ff1500000000837c24040075584883f8ff743c48b900000000"
-            "00000000498944cd0058e9000000008b4f1883e003ba010000004829c2480faf"
-            "d148b80000000000000000498954c50058e900000000498b4e704885c974bb48"
-            "8379080074b458e90000000058e900000000"
+            "50498bbd00000000488b47104883f80f762dc744240400000000488d742404ff"
+            "1500000000837c24040075484883f8ff742c4989850000000058e9000000008b"
+            "4f1883e003ba010000004829c2480fafd14989950000000058e900000000498b"
+            "4e704885c974cb488379080074c458e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 41, 'PyLong_AsLongLongAndOverflow', -4),
-            ('code', 'R_X86_64_64', 60, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 75, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 99, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 114, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 136, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_PLT32', 142, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 33, 'PyLong_AsLongLongAndOverflow', -4),
+            ('code', 'R_X86_64_32S', 53, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 59, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 84, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 90, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 112, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 118, '_JIT_EXIT', -4),
         ),
     ),
     'xdecref': (
         bytes.fromhex(
-            "48b80000000000000000498b7cc5004885ff0f8400000000488b0785c00f8800"
-            "00000048ffc84889070f850000000050ff15000000004883c408e900000000"
+            "498bbd000000004885ff0f8400000000488b0785c00f880000000048ffc84889"
+            "070f850000000050ff15000000004883c408e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 20, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 31, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 43, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 50, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 59, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 12, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 35, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 42, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
         ),
     ),
 }

@@ -27,21 +27,21 @@ trace_entry(_PyInterpreterFrame *frame, PyThreadState *tstate)
 
 STENCIL(load_slot)
 {
-    SET_OBJ(0, frame->localsplus[OP(1)]);
+    SET_OBJ(0, SLOT(1));
     CONTINUE();
 }
 
 STENCIL(store_local)
 {
-    PyObject *old = frame->localsplus[OP(1)];
-    frame->localsplus[OP(1)] = R_OBJ(0);
+    PyObject *old = SLOT(1);
+    SLOT(1) = R_OBJ(0);
     Py_XDECREF(old);
     CONTINUE();
 }
 
 STENCIL(store_slot_raw)
 {
-    frame->localsplus[OP(1)] = R_OBJ(0);
+    SLOT(1) = R_OBJ(0);
     CONTINUE();
 }
 
@@ -348,6 +348,25 @@ STENCIL(float_div)
     EXIT();
 }
 
+/* a ** b where CPython's float_pow reduces to C pow(): a finite and > 0, b
+ * finite, a finite normal (or zero) result (overflow is an OverflowError
+ * there).  Any
+ * other case exits: the interpreter raises, returns a complex, etc. */
+STENCIL(float_pow)
+{
+    double a = R_F64(1), b = R_F64(2);
+    if (a > 0.0 && a <= DBL_MAX && b >= -DBL_MAX && b <= DBL_MAX) {
+        double r = pow(a, b);
+        /* subnormal results: whether pow set ERANGE (then CPython raises)
+         * is libm's business; leave them to the interpreter */
+        if ((r >= DBL_MIN && r <= DBL_MAX) || r == 0.0) {
+            SET_F64(0, r);
+            CONTINUE();
+        }
+    }
+    EXIT();
+}
+
 STENCIL(float_neg)
 {
     /* flip the sign bit: exactly -x for every double, NaN included */
@@ -438,9 +457,9 @@ STENCIL(setitem)
 
 STENCIL(call_vector)
 {
-    uint64_t base = OP(1);
+    uint64_t *base = &R(1);
     PyObject *r = PyObject_Vectorcall(
-        (PyObject *)(uintptr_t)regs[base], (PyObject *const *)&regs[base + 1],
+        (PyObject *)(uintptr_t)base[0], (PyObject *const *)&base[1],
         (size_t)OP(2) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (r != NULL) {
         SET_OBJ(0, r);
@@ -508,6 +527,34 @@ STENCIL(list_setitem)
     }
     PyObject *old = seq->ob_item[i];
     seq->ob_item[i] = R_OBJ(2);
+    Py_DECREF(old);
+    CONTINUE();
+}
+
+/* seq[idx] = float(value): when the old item is an exact float that only the
+ * list refers to, its value is replaced in place (unobservable; CPython's own
+ * float ops reuse a dying operand the same way), else a new float is stored. */
+STENCIL(list_setitem_float)
+{
+    PyListObject *seq = (PyListObject *)R_OBJ(0);
+    int64_t i = R_I64(1);
+    int64_t n = Py_SIZE(seq);
+    if (i < 0) {
+        i += n;
+    }
+    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
+        EXIT();
+    }
+    PyObject *old = seq->ob_item[i];
+    if (Py_IS_TYPE(old, &PyFloat_Type) && Py_REFCNT(old) == 1) {
+        ((PyFloatObject *)old)->ob_fval = R_F64(2);
+        CONTINUE();
+    }
+    PyObject *v = PyFloat_FromDouble(R_F64(2));
+    if (v == NULL) {
+        ERROR();
+    }
+    seq->ob_item[i] = v;
     Py_DECREF(old);
     CONTINUE();
 }

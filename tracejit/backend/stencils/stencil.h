@@ -14,6 +14,11 @@
  *   _JIT_OPERAND0..3  64-bit operand values (the *address* of the symbol is
  *                  the value; -mcmodel=medium -mlarge-data-threshold=0 makes
  *                  these movabs imm64 / R_X86_64_64 relocations)
+ *   _JIT_OFFSET0..3  operand k times 8 as a 32-bit displacement (register
+ *                  and frame-slot offsets): declared in an explicit section,
+ *                  which clang treats as small data despite the threshold, so
+ *                  `regs + offset` folds into one addressing mode
+ *                  (R_X86_64_32S / R_X86_64_32) instead of movabs + index
  * Hole symbols are hidden so that jumps to them are direct rel32 jumps;
  * C-API functions keep default visibility and, with -fno-plt, are called
  * through the per-trace GOT.
@@ -23,6 +28,8 @@
 
 /* Python.h first: pyconfig.h sets the feature macros (_GNU_SOURCE). */
 #include "Python.h"
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "pycore_ceval.h"
@@ -51,6 +58,16 @@ extern HIDDEN char _JIT_OPERAND1[];
 extern HIDDEN char _JIT_OPERAND2[];
 extern HIDDEN char _JIT_OPERAND3[];
 
+#define OFFSET_SYMBOL(k) \
+    extern HIDDEN char _JIT_OFFSET##k[8] __attribute__((section(".tj_offset")));
+OFFSET_SYMBOL(0)
+OFFSET_SYMBOL(1)
+OFFSET_SYMBOL(2)
+OFFSET_SYMBOL(3)
+
+/* Operand k times 8 (a byte offset that fits a displacement). */
+#define OFF(k) ((uintptr_t)_JIT_OFFSET##k)
+
 /* Operand k as a 64-bit value. */
 #define OP(k) ((uint64_t)(uintptr_t)_JIT_OPERAND##k)
 /* Operand k as a value the compiler cannot see through: used for function
@@ -65,7 +82,9 @@ opaque_u64(uint64_t v)
 }
 
 /* Register named by operand k. */
-#define R(k) (regs[OP(k)])
+#define R(k) (*(uint64_t *)((char *)regs + OFF(k)))
+/* Frame slot (localsplus index) named by operand k. */
+#define SLOT(k) (*(PyObject **)((char *)frame->localsplus + OFF(k)))
 #define R_OBJ(k) ((PyObject *)(uintptr_t)R(k))
 #define R_I64(k) ((int64_t)R(k))
 #define SET_OBJ(k, v) (R(k) = (uint64_t)(uintptr_t)(v))
