@@ -128,6 +128,7 @@ OPERANDS: Final[dict[str, str]] = {
     "setitem": "rrr",
     "call_vector": "rri",
     "len": "rr",
+    "ob_size": "rr",
     "list_getitem": "rrr",
     "tuple_getitem": "rrr",
     "list_setitem": "rrr",

@@ -149,6 +149,7 @@ OPS: dict[str, OpInfo] = _ops(
         doc="Vectorcall callable(args...) (first operand is the callable).",
     ),
     OpInfo("len", I, (O,), raises=True, escapes=True, doc="len(o) as int64."),
+    OpInfo("ob_size", I, (O,), doc="Length of an object proven an exact list or tuple."),
     OpInfo(
         "list_getitem", O, (O, I), guard=True,
         doc="New reference to an exact list's item; exit if out of range.",

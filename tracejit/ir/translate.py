@@ -756,8 +756,14 @@ class Translator:
         if isinstance(callable_.ref, Const) and callable_.ref.value is builtins.len \
                 and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
                 and argc == 1:
+            seen = r.inputs[2]  # inputs: callable, self_or_null, arg
+            if seen in (list, tuple) and args[0].ref.type is Type.OBJ:
+                self.guard_type(args[0], seen, snap)
             ao, new = self.as_obj(args[0], snap)
-            n = self.emitv("len", [ao], Type.INT, snap)
+            if self.pytype(args[0]) in (list, tuple):
+                n = self.emitv("ob_size", [ao], Type.INT)
+            else:
+                n = self.emitv("len", [ao], Type.INT, snap)
             self.release_obj(ao, new)
             self.release(args[0])
             self.push(n)
@@ -790,7 +796,7 @@ class Translator:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND,
                                    f"UNPACK_SEQUENCE of {t.__name__}")
         n = r.instr.arg
-        length = self.emitv("len", [seq.ref], Type.INT, snap)
+        length = self.emitv("ob_size", [seq.ref], Type.INT)
         same = self.emitv("int_eq", [length, Const(n, Type.INT)], Type.BOOL)
         self.emit("guard_true", [same], None, snap)
         getitem = "tuple_getitem" if t is tuple else "list_getitem"

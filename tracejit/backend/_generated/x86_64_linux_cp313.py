@@ -841,6 +841,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
         ),
     ),
+    'ob_size': (
+        bytes.fromhex(
+            "498b8500000000488b401049898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 19, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'range_iter_next': (
         bytes.fromhex(
             "498b8500000000488b48204885c90f8e00000000488b5010488b70184801d648"

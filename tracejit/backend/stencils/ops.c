@@ -468,6 +468,13 @@ STENCIL(call_vector)
     ERROR();
 }
 
+/* Py_SIZE of an object proven to be an exact list or tuple. */
+STENCIL(ob_size)
+{
+    SET_I64(0, Py_SIZE(R_OBJ(1)));
+    CONTINUE();
+}
+
 STENCIL(len)
 {
     Py_ssize_t n = PyObject_Size(R_OBJ(1));
