@@ -660,13 +660,13 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'int_to_float': (
         bytes.fromhex(
-            "f2490f2a8500000000f2410f118500000000e900000000"
+            "498b85000000000f57c0f2480f2ac0f2410f118500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 19, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 20, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 25, '_JIT_CONTINUE', -4),
         ),
     ),
     'int_xor': (
