@@ -1552,6 +1552,28 @@ program(
 )
 
 
+program(
+    "float_locals_written_at_exit",
+    """
+    def run(n, x, seen):
+        y = x            # y and x share the float object at first
+        t = 0
+        for i in range(n):
+            x = x * 1.5 + 1.0
+            t = t + 0.25
+            if i == n - 3:
+                seen.append(x)   # a second reference to the current value
+        return x, y, t
+    seen = []
+    a = 2.0
+    print(run(40, a, seen), seen, a)
+    print(run(40, 7, seen), seen)
+    for k in range(5):
+        print(run(30 + k, 1.0, []))
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

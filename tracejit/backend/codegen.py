@@ -280,7 +280,16 @@ class CodeGen:
         out: list[MachineInstr | Label] = [label]
         boxed: dict[int, int] = {}
         oom = Label(f"oom{index}")
+        uses: dict[int, int] = {}
+        for e in list(snap.locals.values()) + snap.stack:
+            if isinstance(e.ref, Value):
+                uses[e.ref.id] = uses.get(e.ref.id, 0) + 1
         for slot, entry in sorted(snap.locals.items()):
+            ref = entry.ref
+            if ref.type is Type.FLOAT and isinstance(ref, Value) and uses[ref.id] == 1:
+                # boxed straight into the slot, reusing a float only the frame holds
+                out.append(MachineInstr("store_local_float", (self.reg(ref), slot), error=oom))
+                continue
             r = self.materialize(entry, out, boxed, oom)
             out.append(MachineInstr("store_local", (r, slot)))
         first = self.nlocalsplus + self.base

@@ -940,6 +940,29 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 67, '_JIT_CONTINUE', -4),
         ),
     ),
+    'store_local_float': (
+        bytes.fromhex(
+            "50498b9c24000000004885db742a48b8000000000000000048394308751a4883"
+            "3b017514f2410f108500000000f20f11431058e900000000f2410f1085000000"
+            "00ff15000000004885c07425498d8c24000000004889014885db740f488b0385"
+            "c0780848ffc8488903740c58e90000000058e9000000004889dfff1500000000"
+            "58e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_64', 16, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_32S', 41, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 61, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 67, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_32S', 80, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_PLT32', 109, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 115, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 124, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 130, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'store_slot_raw': (
         bytes.fromhex(
             "498b85000000004989842400000000e900000000"

@@ -39,6 +39,24 @@ STENCIL(store_local)
     CONTINUE();
 }
 
+/* Write an unboxed float into a frame slot (exit stubs): an old exact float
+ * only the frame refers to is updated in place, else a new float replaces it. */
+STENCIL(store_local_float)
+{
+    PyObject *old = SLOT(1);
+    if (old != NULL && Py_IS_TYPE(old, &PyFloat_Type) && Py_REFCNT(old) == 1) {
+        ((PyFloatObject *)old)->ob_fval = R_F64(0);
+        CONTINUE();
+    }
+    PyObject *v = PyFloat_FromDouble(R_F64(0));
+    if (v == NULL) {
+        ERROR();
+    }
+    SLOT(1) = v;
+    Py_XDECREF(old);
+    CONTINUE();
+}
+
 STENCIL(store_slot_raw)
 {
     SLOT(1) = R_OBJ(0);
