@@ -1574,6 +1574,35 @@ program(
 )
 
 
+program(
+    "globals_and_builtins_rebound_midloop",
+    """
+    import builtins
+    K = 3
+    def f(n):
+        out = 0
+        for i in range(n):
+            out += abs(-i) + K + len('ab')
+            if i == 50:
+                globals()['abs'] = lambda x: 1000       # shadows the builtin
+            if i == 80:
+                del globals()['abs']
+            if i == 90:
+                builtins.len = lambda x: 7
+            if i == 95:
+                builtins.len = real_len
+            if i == 120:
+                globals()['K'] = 10
+            if i == 130:
+                globals()['unrelated'] = i              # another key: same values
+        return out
+    real_len = len
+    print(f(200))
+    print(f(200))
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

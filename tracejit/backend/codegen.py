@@ -48,6 +48,10 @@ _DIRECT = {
 }
 
 
+# A dict version no dict has (versions are multiples of 1 << 12 plus watcher bits).
+_NO_VERSION = (1 << 64) - 1
+
+
 def _pyapi_address(name: str) -> int:
     return ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value or 0
 
@@ -195,6 +199,15 @@ class CodeGen:
             self.emit("dict_lookup_global", dst + (
                 self.obj_addr(op.attrs["globals"]), self.obj_addr(op.attrs["builtins"]),
                 self.obj_addr(op.attrs["name"])), op, guard=True, raises=True)
+        elif name == "guard_global":
+            # {globals version, builtins version, object}: versions that never match
+            cell = (ctypes.c_uint64 * 3)(_NO_VERSION, _NO_VERSION, id(op.attrs["obj"]))
+            self.keepalive.append(cell)
+            self.emit("guard_global", (
+                ctypes.addressof(cell), self.obj_addr(op.attrs["globals"]),
+                self.obj_addr(op.attrs["builtins"]), self.obj_addr(op.attrs["name"])),
+                op)
+            self.obj_addr(op.attrs["obj"])
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))
         else:

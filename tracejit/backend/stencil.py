@@ -142,6 +142,7 @@ OPERANDS: Final[dict[str, str]] = {
     "set_ip": "i",
     "check_instrumentation": "",
     "dict_lookup_global": "riii",
+    "guard_global": "iiii",
     "check_eval_breaker": "",
     "jump": "",
     "exit_count": "i",

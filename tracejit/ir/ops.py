@@ -183,6 +183,11 @@ OPS: dict[str, OpInfo] = _ops(
         "load_global", O, (), ("globals", "builtins", "name"), guard=True, raises=True,
         doc="Borrowed lookup of `name` in globals then builtins; exit if missing.",
     ),
+    OpInfo(
+        "guard_global", V, (), ("globals", "builtins", "name", "obj"), guard=True, raises=True,
+        doc="Exit unless `name` (globals, then builtins) is `obj`; no lookup while "
+        "neither dict changed since the last check.",
+    ),
     # Loop structure.
     OpInfo(
         "label", V, (), varargs=True,

@@ -650,9 +650,8 @@ class Translator:
     def op_load_global(self, r: Record) -> None:
         snap = self.snapshot()
         frame = self.rec.frame
-        v = self.emitv("load_global", [], Type.OBJ, snap, globals=frame.f_globals,
-                       builtins=frame.f_builtins, name=str(r.instr.argval))
-        self.emit("guard_is", [v], None, snap, obj=r.seen)
+        self.emit("guard_global", [], None, snap, globals=frame.f_globals,
+                  builtins=frame.f_builtins, name=str(r.instr.argval), obj=r.seen)
         self.push(Const(r.seen, Type.OBJ))
         if r.instr.arg & 1:
             self.push(Const(NULL, Type.OBJ))

@@ -63,6 +63,13 @@ class CompiledTrace:
     def free(self) -> None:
         self.compiled.free()
 
+    def drop_ir(self) -> None:
+        """Forget the IR and machine-op list once the code is mapped: a huge
+        function grows hundreds of traces, and thousands of live IR objects
+        each make every full garbage collection of the program slower."""
+        self.trace = Trace(self.trace.name, consts=self.trace.consts)  # consts stay alive
+        self.lowered.code = []
+
 
 # Exception-table entries: (start, end, target, depth, lasti), bytes.
 Handler = tuple[int, int, int, int, bool]

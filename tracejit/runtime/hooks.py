@@ -428,6 +428,7 @@ def _finish_recording(rec: Recording) -> None:
         STATS.aborts[AbortReason.SEGMENTING.value] += 1
     STATS.code_bytes = cache.bytes
     jitlog.compiled(t)
+    t.drop_ir()
 
 
 def _set_exit_policy(t: CompiledTrace) -> None:

@@ -382,6 +382,36 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 15, '_JIT_CONTINUE', -4),
         ),
     ),
+    'guard_global': (
+        bytes.fromhex(
+            "5548b80000000000000000488b1848b800000000000000004c8b3848bd000000"
+            "0000000000483b5d00750f48b800000000000000004c3b38747448bf00000000"
+            "0000000048be0000000000000000ff15000000004885c0752f498b46704885c0"
+            "74074883780800756148bf000000000000000048be0000000000000000ff1500"
+            "0000004885c0742c48b90000000000000000483b0174065de90000000048895d"
+            "0048b800000000000000004c89385de900000000498b46704885c07407488378"
+            "080075065de9000000005de900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 24),
+            ('code', 'R_X86_64_64', 16, '_JIT_OPERAND2', 24),
+            ('code', 'R_X86_64_64', 29, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 45, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 60, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 70, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 80, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 107, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 117, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 127, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 138, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_PLT32', 153, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 163, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_PLT32', 176, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 198, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 204, '_JIT_ERROR', -4),
+        ),
+    ),
     'guard_is': (
         bytes.fromhex(
             "48b80000000000000000493985000000000f8500000000e900000000"

@@ -683,6 +683,48 @@ STENCIL(dict_lookup_global)
     CONTINUE();
 }
 
+/* globals[name] (else builtins[name]) is the object the trace was recorded
+ * with.  OP0 is a writable cell {globals version, builtins version, object}:
+ * while neither dict changed since the last check (ma_version_tag changes on
+ * every mutation) nothing is looked up; otherwise look up, compare and
+ * remember the new versions.  Exit if the name now means another object or
+ * is missing; error exit if the lookup raised. */
+STENCIL(guard_global)
+{
+    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
+    PyDictObject *g = (PyDictObject *)(uintptr_t)OP(1);
+    PyDictObject *b = (PyDictObject *)(uintptr_t)OP(2);
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    uint64_t gv = g->ma_version_tag, bv = b->ma_version_tag;
+_Py_COMP_DIAG_POP
+    if (gv == cell[0] && bv == cell[1]) {
+        CONTINUE();
+    }
+    PyObject *name = (PyObject *)(uintptr_t)OP(3);
+    PyObject *v = PyDict_GetItemWithError((PyObject *)g, name);
+    if (v == NULL) {
+        if (UNLIKELY(_PyErr_Occurred(tstate))) {
+            ERROR();
+        }
+        v = PyDict_GetItemWithError((PyObject *)b, name);
+        if (v == NULL) {
+            if (UNLIKELY(_PyErr_Occurred(tstate))) {
+                ERROR();
+            }
+            EXIT();
+        }
+    }
+    if (v != (PyObject *)(uintptr_t)cell[2]) {
+        EXIT();
+    }
+    /* versions read before the lookups: a lookup that ran code and changed
+     * a dict leaves a stale version, so the next check looks up again */
+    cell[0] = gv;
+    cell[1] = bv;
+    CONTINUE();
+}
+
 /* ---- control ------------------------------------------------------------ */
 
 /* Exit when the interpreter has work pending (signals, GIL drop requests,
