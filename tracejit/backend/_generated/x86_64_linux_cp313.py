@@ -77,19 +77,22 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'call_vector': (
         bytes.fromhex(
-            "50498bbd00000000498db50000000048b8000000000000000048ba0000000000"
-            "0000804809c231c9ff15000000004885c0740d4989850000000058e900000000"
-            "58e900000000"
+            "5048b9ffffffffffffff7f498bb500000000498d950000000048b80000000000"
+            "000000488b7e08f687a9000000087440488b7f384c8b043e4d85c0743348ffc1"
+            "4809c14889f74889f34889d64889ca31c941ffd04c89f74889de4889c231c9ff"
+            "15000000004885c0751a58e9000000004821c14c89f74531c0ff150000000048"
+            "85c074e64989850000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 8),
-            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 42, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_32S', 54, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 60, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 66, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 21, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_64', 27, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 97, '_Py_CheckFunctionResult', -4),
+            ('code', 'R_X86_64_PLT32', 108, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 123, '_PyObject_MakeTpCall', -4),
+            ('code', 'R_X86_64_32S', 135, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 141, '_JIT_CONTINUE', -4),
         ),
     ),
     'check_eval_breaker': (

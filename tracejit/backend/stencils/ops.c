@@ -483,9 +483,9 @@ STENCIL(setitem)
 STENCIL(call_vector)
 {
     uint64_t *base = &R(1);
-    PyObject *r = PyObject_Vectorcall(
-        (PyObject *)(uintptr_t)base[0], (PyObject *const *)&base[1],
-        (size_t)OP(2) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *r = vectorcall_tstate(
+        tstate, (PyObject *)(uintptr_t)base[0], (PyObject *const *)&base[1],
+        (size_t)OP(2) | PY_VECTORCALL_ARGUMENTS_OFFSET);
     if (r != NULL) {
         SET_OBJ(0, r);
         CONTINUE();

@@ -32,6 +32,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "pycore_call.h"
 #include "pycore_ceval.h"
 #include "pycore_code.h"
 #include "pycore_frame.h"
@@ -113,6 +114,24 @@ double_to_bits(double d)
     union { uint64_t u; double d; } v;
     v.d = d;
     return v.u;
+}
+
+/* _PyObject_VectorcallTstate without its memcpy (-fno-builtin would make that
+ * a libc call): the thread state is at hand, where PyObject_Vectorcall looks
+ * it up in thread-local storage (a __tls_get_addr call from libpython). */
+ALWAYS_INLINE PyObject *
+vectorcall_tstate(PyThreadState *tstate, PyObject *callable, PyObject *const *args,
+                  size_t nargsf)
+{
+    PyTypeObject *tp = Py_TYPE(callable);
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HAVE_VECTORCALL)) {
+        return _PyObject_MakeTpCall(tstate, callable, args, PyVectorcall_NARGS(nargsf), NULL);
+    }
+    vectorcallfunc func = *(vectorcallfunc *)((char *)callable + tp->tp_vectorcall_offset);
+    if (func == NULL) {
+        return _PyObject_MakeTpCall(tstate, callable, args, PyVectorcall_NARGS(nargsf), NULL);
+    }
+    return _Py_CheckFunctionResult(tstate, callable, func(callable, args, nargsf, NULL), NULL);
 }
 
 #define R_F64(k) bits_to_double(R(k))
