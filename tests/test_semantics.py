@@ -713,14 +713,6 @@ def test_global_deleted_midloop_raises_name_error(tmp_path: Path) -> None:
 # interpreter would raise.  The loop must also have been compiled and entered
 # before the tool was turned on.
 
-TOOL_SWITCHED_ON_MIDLOOP_REASON = (
-    "BUG: a tracer/profiler/debugger/monitoring tool turned on by a function called "
-    "from a native loop gets no events from the rest of that loop: the trace keeps "
-    "running natively (no 'line'/JUMP events for the loop's own code, so no "
-    "breakpoint there is hit; no 'c_call' for builtins it calls); only the Python "
-    "functions it calls report events"
-)
-
 
 def test_settrace_and_setprofile_on_before_compiled_loop(tmp_path: Path) -> None:
     """A loop compiled and entered earlier, called again with sys.settrace and
@@ -757,7 +749,6 @@ def test_settrace_and_setprofile_on_before_compiled_loop(tmp_path: Path) -> None
     check(source, tmp_path, entered=("a", "b"), plain_shows="line f ")
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
 def test_settrace_switched_on_midloop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
@@ -789,7 +780,6 @@ def test_settrace_switched_on_midloop(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "on"), plain_shows="call g ")
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
 def test_setprofile_switched_on_midloop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
@@ -918,8 +908,14 @@ def test_opcode_trace_events(tmp_path: Path) -> None:
     check(source, tmp_path, compiles=False, plain_shows="('opcode', ")
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON + "; pdb's first "
-                   "stop differs too ('--Return--', see test_opcode_trace_events)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="JIT-visible difference caused by CPython 3.13.0: pdb's first stop is "
+    "'--Return--' at the end of stop() instead of the set_trace() line, because with "
+    "any sys.monitoring tool holding global JUMP events (the JIT's) no 'opcode' trace "
+    "events reach the frame (see test_opcode_trace_events).  The rest (breakpoint in "
+    "the native loop, the values of i and s at the next iterations) matches",
+)
 def test_pdb_started_from_native_loop(tmp_path: Path) -> None:
     """pdb entered from a function the native loop calls, a breakpoint set in the
     loop, then `p i, s` at the next two iterations."""
@@ -944,14 +940,6 @@ def test_pdb_started_from_native_loop(tmp_path: Path) -> None:
           plain_shows="(Pdb) (202, 40602)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the loop's frame is not written back before the trace calls out, so "
-    "locals the trace keeps in registers are stale when read through the frame: "
-    "locals(), eval() and inspect.currentframe().f_locals in the loop body, and "
-    "sys._getframe(1).f_locals in a called function (what debuggers and `up` in pdb "
-    "show) see their values from when the trace was entered",
-)
 def test_frame_locals_seen_by_introspection_in_native_loop(tmp_path: Path) -> None:
     source = """
     import inspect, sys, _tjsem
@@ -993,12 +981,6 @@ def test_frame_locals_seen_by_introspection_in_native_loop(tmp_path: Path) -> No
     check(source, tmp_path, entered=("a", "b"), plain_shows="(44850, 300) 300 300")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a write to the native loop's frame locals by a called function "
-    "(sys._getframe(1).f_locals['s'] = ..., write-through since 3.13's PEP 667; what a "
-    "debugger's `!s = ...` does) is lost: the trace keeps using its register copy",
-)
 def test_frame_locals_written_by_callee_during_native_loop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
@@ -1016,6 +998,102 @@ def test_frame_locals_written_by_callee_during_native_loop(tmp_path: Path) -> No
     _tjsem.snap("b")
     """
     check(source, tmp_path, entered=("a", "b"), plain_shows="-966475")
+
+
+def test_frame_locals_rebound_by_callee_loop_invariant_and_floats(tmp_path: Path) -> None:
+    """A callee rebinds a local the loop only reads (a loop invariant the trace
+    would otherwise load once) and a float the trace keeps unboxed; a function
+    trace (not a loop) sees the write too."""
+    source = """
+    import sys, _tjsem
+    def poke(i, name, value):
+        if i == 150:
+            sys._getframe(1).f_locals[name] = value
+    def ints(n):
+        s = 0
+        step = 1
+        for i in range(n):
+            s += step
+            poke(i, "step", 3)
+        return s
+    def floats(n):
+        x = 0.5
+        for i in range(n):
+            x = x * 1.01 + 0.25
+            poke(i, "x", -2.0)
+        return x
+    def kinds(n):
+        s = 0
+        for i in range(n):
+            s += i
+            poke(i, "s", "now a str ")
+            if type(s) is str:
+                return s + str(i)
+        return s
+    _tjsem.snap("a")
+    print(ints(300), floats(300), kinds(300))
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="now a str 150")
+
+
+def test_stack_value_survives_callee_rebinding_its_local(tmp_path: Path) -> None:
+    """The interpreter's stack holds its own reference to a local pushed before a
+    call; a callee that rebinds the local (freeing the old object) must not leave
+    the native loop with a dangling pointer."""
+    source = """
+    import sys, _tjsem
+    def poke(i):
+        if i % 50 == 0:
+            sys._getframe(1).f_locals["w"] = "".join(["z", str(i)])
+        return "!"
+    def f(n):
+        out = []
+        w = "".join(["a", "b"])
+        for i in range(n):
+            out.append(w + poke(i))
+        return out[:2] + out[48:53] + out[-2:]
+    _tjsem.snap("a")
+    print(f(300))
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="'z50!'")
+
+
+def test_settrace_switched_on_by_property_in_native_loop(tmp_path: Path) -> None:
+    """A tool turned on by code that is not a call (a property getter run by
+    LOAD_ATTR): the loop leaves native code at the next instruction."""
+    source = """
+    import sys, _tjsem
+    events = []
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name == "f":
+            events.append((event, frame.f_lineno))
+        return tracer
+    class C:
+        def __init__(self, k):
+            self.k = k
+            self.n = 0
+        @property
+        def value(self):
+            self.n += 1
+            if self.n == self.k:
+                _tjsem.snap("on")
+                sys.settrace(tracer)
+                sys._getframe(1).f_trace = tracer
+            return self.n
+    def f(c, n):
+        s = 0
+        for i in range(n):
+            s += c.value
+            s ^= i
+        return s
+    _tjsem.snap("a")
+    print(f(C(200), 300))
+    sys.settrace(None)
+    print(len(events), events[:6], events[-3:])
+    """
+    check(source, tmp_path, entered=("a", "on"), plain_shows="('line', ")
 
 
 def _coverage_installed() -> bool:
@@ -1066,7 +1144,6 @@ M.register_callback(TOOL, E.PY_START,
 """
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
 def test_monitoring_line_jump_events_switched_on_midloop(tmp_path: Path) -> None:
     source = MONITORING_PRELUDE + """
 def switch_on(i, k):

@@ -28,7 +28,7 @@ import operator
 from dataclasses import dataclass
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.ir.ops import Type
+from tracejit.ir.ops import CALLS_OUT, Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.record import (
@@ -88,6 +88,15 @@ _BINOPS: dict[int, tuple[str, str | None, str | None]] = {
     25: ("PyNumber_InPlaceXor", "int_xor", None),
 }
 _CMP = ["lt", "le", "eq", "ne", "gt", "ge"]
+
+# Exact builtin types whose arithmetic, comparisons and formatting (between
+# two of them) run no Python code: generic ops on them are not call-outs.
+_SCALARS = frozenset({int, float, bool, complex, str})
+# Exact types whose truth value runs no Python code.
+_PLAIN_TRUTH = _SCALARS | {bytes, list, tuple, dict, set, frozenset, range, type(None)}
+# Exact containers whose iter() and [int/str/float] run no Python code.
+_PLAIN_CONTAINERS = frozenset({list, tuple, str, bytes, range, dict, set, frozenset})
+_PLAIN_KEYS = frozenset({int, bool, float, str})
 _PYCMP = [operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge]
 
 
@@ -115,20 +124,76 @@ class Translator:
         self.ptype: dict[int, type] = {}  # Value id -> proven Python type
         self.pc = 0  # current instruction, code units
         self.record: Record | None = None
+        # Code ran since the last instruction boundary: check for tools there.
+        self.pending_check = False
 
     # ------------------------------------------------------------ emission
 
     def emit(self, opname: str, args: list[Ref], result: Type | None = None,
-             snapshot: Snapshot | None = None, **attrs: object) -> Value | None:
+             snapshot: Snapshot | None = None, calls: bool | None = None,
+             **attrs: object) -> Value | None:
+        """Append an op.  ``calls``: whether it can run arbitrary Python code
+        (default: the op is in CALLS_OUT; False where the operand types prove
+        it cannot).  Such code may read and write this frame's locals, so the
+        frame is brought up to date first and trusted again only after."""
+        if calls is None:
+            calls = opname in CALLS_OUT
+        if calls:
+            snapshot = self.sync_frame(snapshot)
         value = self.trace.new_value(result) if result is not None else None
         self.trace.ops.append(Op(opname, list(args), dict(attrs), value, snapshot))
+        if calls:
+            # The code may have rebound locals (f_locals is write-through since
+            # PEP 667) or turned a tool on: reload slots; check at the next
+            # instruction boundary.
+            self.known.clear()
+            self.pending_check = True
         return value
 
     def emitv(self, opname: str, args: list[Ref], result: Type,
-              snapshot: Snapshot | None = None, **attrs: object) -> Value:
-        v = self.emit(opname, args, result, snapshot, **attrs)
+              snapshot: Snapshot | None = None, calls: bool | None = None,
+              **attrs: object) -> Value:
+        v = self.emit(opname, args, result, snapshot, calls, **attrs)
         assert v is not None
         return v
+
+    def sync_frame(self, snapshot: Snapshot | None) -> Snapshot | None:
+        """Before code runs that may look at the frame (locals(), f_locals, eval,
+        debuggers): store the unboxed locals, and own the stack entries borrowed
+        from frame slots (the code may rebind the slot and free the object).
+        Returns ``snapshot`` without the locals now in the frame: an exit after
+        the code ran must not overwrite what it wrote there."""
+        for slot, ref in sorted(self.virtual.items()):
+            obj, owned = self.as_obj(SV(ref), snapshot)
+            if not owned:
+                self.emit("incref", [obj])
+            self.emit("store_local", [obj], None, slot=slot)
+        self.virtual.clear()
+        owned_now: list[int] = []
+        for i, sv in enumerate(self.stack):
+            if sv.slot is not None and not sv.owned and sv.ref.type is Type.OBJ:
+                self.stack[i] = self.own(sv)
+                owned_now.append(i)
+        if snapshot is None:
+            return None
+        snap = Snapshot(snapshot.pc, list(snapshot.stack), {}, snapshot.entry)
+        for i in owned_now:
+            j = i - self.base
+            if 0 <= j < len(snap.stack) and snap.stack[j].ref is self.stack[i].ref:
+                snap.stack[j] = SnapEntry(self.stack[i].ref, True)
+        return snap
+
+    def step(self, record: Record) -> None:
+        """Translate one recorded instruction."""
+        self.record = record
+        self.pc = record.instr.start // 2
+        if self.pending_check:
+            # Code that ran in the previous instruction may have turned on a
+            # tool that watches this code: the interpreter runs the rest then.
+            self.pending_check = False
+            self.emit("check_instrumentation", [], None, self.snapshot())
+        handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
+        handler(record)
 
     def snapshot(self, pc: int | None = None, stack: list[SV] | None = None) -> Snapshot:
         entries = stack if stack is not None else self.stack
@@ -276,7 +341,7 @@ class Translator:
                 initial.append(self.emitv("unbox_float", [v], Type.FLOAT))
             else:
                 initial.append(self.emitv("is_true", [v], Type.BOOL,
-                                          Snapshot(header_pc, entry=True)))
+                                          Snapshot(header_pc, entry=True), calls=False))
         label = Op("label", [])
         for (slot, t), _init in zip(sorted(self.carried.items()), initial, strict=True):
             p = self.trace.new_value(t)
@@ -287,10 +352,7 @@ class Translator:
         self.trace.ops.append(label)
         self.emit("check_eval_breaker", [], None, self.entry_snapshot(header_pc))
         for record in rec.records:
-            self.record = record
-            self.pc = record.instr.start // 2
-            handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
-            handler(record)
+            self.step(record)
         raise AssertionError("recording did not end with a back-edge")
 
     def entry_snapshot(self, pc: int) -> Snapshot:
@@ -323,10 +385,7 @@ class Translator:
             self.emit("guard_type", [sv.ref], None, self.entry_snapshot(start), type=st)
             self.ptype[sv.ref.id] = st
         for record in rec.records:
-            self.record = record
-            self.pc = record.instr.start // 2
-            handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
-            handler(record)
+            self.step(record)
         end = rec.end
         assert end is not None
         self.pc = end.pc // 2
@@ -445,15 +504,15 @@ class Translator:
             raise RecordingAborted(AbortReason.STACK_SHAPE)
         self.stack[-1], self.stack[-n] = self.stack[-n], self.stack[-1]
 
-    def _generic_binary(self, fn: str, a: SV, b: SV, snap: Snapshot) -> None:
+    def _generic_binary(self, fn: str, a: SV, b: SV, snap: Snapshot, calls: bool) -> None:
         ao, a_new = self.as_obj(a, snap)
         bo, b_new = self.as_obj(b, snap)
         if fn in ("pow", "ipow"):
             # PyNumber_Power takes a third (modulo) argument: call operator.pow.
             func = Const(getattr(operator, fn), Type.OBJ)
-            res = self.emitv("call", [func, ao, bo], Type.OBJ, snap)
+            res = self.emitv("call", [func, ao, bo], Type.OBJ, snap, calls)
         else:
-            res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, fn=fn)
+            res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, calls, fn=fn)
         self.release_obj(ao, a_new)
         self.release_obj(bo, b_new)
         self.release(a)
@@ -482,7 +541,7 @@ class Translator:
             self.release(b)
             self.push(res)
             return
-        self._generic_binary(fn, a, b, snap)
+        self._generic_binary(fn, a, b, snap, not {ta, tb} <= _SCALARS)
 
     def op_compare_op(self, r: Record) -> None:
         snap = self.snapshot()
@@ -508,14 +567,15 @@ class Translator:
             return
         ao, a_new = self.as_obj(a, snap)
         bo, b_new = self.as_obj(b, snap)
-        res = self.emitv("richcompare", [ao, bo], Type.OBJ, snap, op=cmp)
+        plain = {ta, tb} <= _SCALARS  # and the result is a bool
+        res = self.emitv("richcompare", [ao, bo], Type.OBJ, snap, not plain, op=cmp)
         self.release_obj(ao, a_new)
         self.release_obj(bo, b_new)
         self.release(a)
         self.release(b)
         if to_bool:
             after = self.snapshot(stack=self.stack + [SV(res, True)])
-            flag = self.emitv("is_true", [res], Type.BOOL, after)
+            flag = self.emitv("is_true", [res], Type.BOOL, after, not plain)
             self.emit("decref", [res])
             self.push(flag)
         else:
@@ -553,7 +613,8 @@ class Translator:
             self.release(a)
         else:
             ao, new = self.as_obj(a, snap)
-            res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Negative")
+            res = self.emitv("call_unary", [ao], Type.OBJ, snap, t not in _SCALARS,
+                             fn="PyNumber_Negative")
             self.release_obj(ao, new)
             self.release(a)
             self.push(res, True)
@@ -568,7 +629,8 @@ class Translator:
             self.release(a)
         else:
             ao, new = self.as_obj(a, snap)
-            res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Invert")
+            res = self.emitv("call_unary", [ao], Type.OBJ, snap, t not in _SCALARS,
+                             fn="PyNumber_Invert")
             self.release_obj(ao, new)
             self.release(a)
             self.push(res, True)
@@ -594,7 +656,7 @@ class Translator:
         elif t is type(None):
             flag = Const(False, Type.BOOL)
         else:
-            flag = self.emitv("is_true", [ref], Type.BOOL, snap)
+            flag = self.emitv("is_true", [ref], Type.BOOL, snap, t not in _PLAIN_TRUTH)
         self.release(sv)
         return flag
 
@@ -704,7 +766,8 @@ class Translator:
             self.release(sub)
             self.push(res, True)
             return
-        self._generic_binary("PyObject_GetItem", container, sub, snap)
+        self._generic_binary("PyObject_GetItem", container, sub, snap,
+                             tc not in _PLAIN_CONTAINERS or ts not in _PLAIN_KEYS)
 
     def op_store_subscr(self, r: Record) -> None:
         snap = self.snapshot()
@@ -770,9 +833,6 @@ class Translator:
         for sv in everything:
             self.release(sv)
         self.push(res, True)
-        # The callee may have turned a tool on: the interpreter takes over then.
-        self.emit("check_instrumentation", [], None,
-                  self.snapshot(pc=r.instr.next_offset // 2))
 
     def op_unpack_sequence(self, r: Record) -> None:
         snap = self.snapshot()
@@ -782,7 +842,7 @@ class Translator:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND,
                                    f"UNPACK_SEQUENCE of {t.__name__}")
         n = r.instr.arg
-        length = self.emitv("len", [seq.ref], Type.INT, snap)
+        length = self.emitv("len", [seq.ref], Type.INT, snap, calls=False)
         same = self.emitv("int_eq", [length, Const(n, Type.INT)], Type.BOOL)
         self.emit("guard_true", [same], None, snap)
         getitem = "tuple_getitem" if t is tuple else "list_getitem"
@@ -796,8 +856,12 @@ class Translator:
     def op_get_iter(self, r: Record) -> None:
         snap = self.snapshot()
         sv = self.pop()
+        # iter() of a plain container runs no Python code (worth a guard).
+        t = self.guard_type(sv, r.inputs[0], snap) if r.inputs[0] in _PLAIN_CONTAINERS \
+            else None
         obj, new = self.as_obj(sv, snap)
-        it = self.emitv("call_unary", [obj], Type.OBJ, snap, fn="PyObject_GetIter")
+        it = self.emitv("call_unary", [obj], Type.OBJ, snap, t not in _PLAIN_CONTAINERS,
+                        fn="PyObject_GetIter")
         self.release_obj(obj, new)
         self.release(sv)
         self.push(it, True)
@@ -806,7 +870,8 @@ class Translator:
         if r.instr.arg != 0:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_LIST with items")
         # list() of the type object itself (not a name lookup): a new empty list.
-        self.push(self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot()), True)
+        self.push(self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot(),
+                             calls=False), True)
 
     def op_for_iter(self, r: Record) -> None:
         it = self.stack[-1]

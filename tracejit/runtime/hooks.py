@@ -440,8 +440,8 @@ def _set_exit_policy(t: CompiledTrace) -> None:
             if handler is not None:
                 _, _, target, depth, lasti = handler
                 t.native.set_handler(info.index, target, depth, lasti)
-        elif info.entry:
-            continue
+        elif info.entry or info.op == "check_instrumentation":
+            continue  # the trace does not apply now (a tool watches the code)
         elif info.op == "exit":
             if end is not None and end.kind == "segment":
                 t.native.hot_at[info.index] = 1  # a segment's end always grows on

@@ -96,24 +96,30 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'check_eval_breaker': (
         bytes.fromhex(
-            "498b461884c00f8500000000498b0c24483b81a80000000f8500000000e90000"
-            "0000"
+            "498b461884c00f8500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_PLT32', 8, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 25, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 30, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 13, '_JIT_CONTINUE', -4),
         ),
     ),
     'check_instrumentation': (
         bytes.fromhex(
-            "498b4618482500ffffff498b0c24483b81a80000000f8500000000e900000000"
+            "498b4e10f30f7e8170f20200660f6e8978f202000fb6817df20200660f70d055"
+            "660febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f"
+            "7ed2660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f7ece"
+            "09d6400ab17cf202000a817ef20200498b0c244008f0488b89b00000004885c9"
+            "7434f30f7e410a660f70c855660febc8660f6fc1660f72d010660febc1660f6f"
+            "c8660f71d108660febc8660f7eca0a51120a411308d0a8df0f85000000004983"
+            "7e58000f850000000049837e50000f8500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 186, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 197, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 208, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 213, '_JIT_CONTINUE', -4),
         ),
     ),
     'const': (

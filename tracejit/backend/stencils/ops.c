@@ -607,25 +607,44 @@ STENCIL(dict_lookup_global)
 /* ---- control ------------------------------------------------------------ */
 
 /* Exit when the interpreter has work pending (signals, GIL drop requests,
- * async exceptions) or when monitoring changed since the code was
- * instrumented (a tool was turned on: the interpreter must run the rest). */
+ * async exceptions).  Monitoring changes need no check here: CPython
+ * re-instruments every executing code object at once, so versions never
+ * differ; another thread can only turn a tool on after this one dropped the
+ * GIL (at this exit or inside a call-out, checked by check_instrumentation). */
 STENCIL(check_eval_breaker)
 {
     uintptr_t breaker = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker);
-    if (!(breaker & _PY_EVAL_EVENTS_MASK) &&
-        (breaker & ~(uintptr_t)_PY_EVAL_EVENTS_MASK) ==
-            _PyFrame_GetCode(frame)->_co_instrumentation_version) {
+    if (!(breaker & _PY_EVAL_EVENTS_MASK)) {
         CONTINUE();
     }
     EXIT();
 }
 
-/* After a call: exit (to the next instruction) if monitoring changed. */
+/* Whether a monitoring tool other than ours (settrace and setprofile are tools
+ * too) wants events globally or in this code: then the interpreter runs it. */
+#define TJ_OUR_TOOL (1u << 5) /* sys.monitoring.OPTIMIZER_ID */
+ALWAYS_INLINE int
+tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
+{
+    uint8_t any = 0;
+    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
+        any |= tstate->interp->monitors.tools[e];
+    }
+    if (co->_co_monitoring != NULL) {
+        for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
+            any |= co->_co_monitoring->active_monitors.tools[e];
+        }
+    }
+    return (any & ~TJ_OUR_TOOL) != 0;
+}
+
+/* After code ran (a call-out): exit, at the next instruction, if another
+ * tool now watches this code.  A version comparison cannot tell: CPython
+ * re-instruments executing code at once, and local events keep versions. */
 STENCIL(check_instrumentation)
 {
-    uintptr_t breaker = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker);
-    if ((breaker & ~(uintptr_t)_PY_EVAL_EVENTS_MASK) ==
-            _PyFrame_GetCode(frame)->_co_instrumentation_version) {
+    if (!tj_other_tools(tstate, _PyFrame_GetCode(frame)) &&
+        tstate->c_tracefunc == NULL && tstate->c_profilefunc == NULL) {
         CONTINUE();
     }
     EXIT();
@@ -772,24 +791,6 @@ tj_tell(tj_state *st, tj_trace *t, int code)
     PyObject *res = PyObject_Vectorcall(st->on_exit, argv, 2, NULL);
     Py_DECREF(n);
     return res;
-}
-
-/* Whether a monitoring tool other than ours (settrace and setprofile are tools
- * too) wants events globally or in this code: then the interpreter runs it. */
-#define TJ_OUR_TOOL (1u << 5) /* sys.monitoring.OPTIMIZER_ID */
-ALWAYS_INLINE int
-tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
-{
-    uint8_t any = 0;
-    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
-        any |= tstate->interp->monitors.tools[e];
-    }
-    if (co->_co_monitoring != NULL) {
-        for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
-            any |= co->_co_monitoring->active_monitors.tools[e];
-        }
-    }
-    return (any & ~TJ_OUR_TOOL) != 0;
 }
 
 PyObject *
