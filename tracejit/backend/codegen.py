@@ -190,9 +190,10 @@ class CodeGen:
                 self.emit("copy", (block + i, self.reg(a)))
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
         elif name == "load_global":
-            self.emit("dict_lookup_global", dst + (
-                self.obj_addr(op.attrs["globals"]), self.obj_addr(op.attrs["builtins"]),
-                self.obj_addr(op.attrs["name"])), op, guard=True, raises=True)
+            # In the frame's globals and builtins (see the stencil), not the
+            # dicts seen while recording.
+            self.emit("frame_lookup_global", dst + (self.obj_addr(op.attrs["name"]),), op,
+                      guard=True, raises=True)
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))
         else:

@@ -131,6 +131,7 @@ OPERANDS: Final[dict[str, str]] = {
     "set_ip": "i",
     "check_instrumentation": "",
     "dict_lookup_global": "riii",
+    "frame_lookup_global": "ri",
     "check_eval_breaker": "",
     "jump": "",
     "exit_count": "i",

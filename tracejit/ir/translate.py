@@ -164,6 +164,7 @@ class Translator:
         Returns ``snapshot`` without the locals now in the frame: an exit after
         the code ran must not overwrite what it wrote there."""
         for slot, ref in sorted(self.virtual.items()):
+            assert snapshot is not None  # ops that call out can raise
             obj, owned = self.as_obj(SV(ref), snapshot)
             if not owned:
                 self.emit("incref", [obj])

@@ -346,6 +346,25 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
         ),
     ),
+    'frame_lookup_global': (
+        bytes.fromhex(
+            "50498b7c241848be0000000000000000ff15000000004885c0752a498b467048"
+            "85c0740748837808007545498b7c242048be0000000000000000ff1500000000"
+            "4885c0741548b90000000000000000498944cd0058e900000000498b46704885"
+            "c074074883780800750658e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 8, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 60, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 71, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 86, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 108, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 114, '_JIT_ERROR', -4),
+        ),
+    ),
     'getattr': (
         bytes.fromhex(
             "5048b80000000000000000498b7cc50048be0000000000000000ff1500000000"
@@ -950,36 +969,38 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             "004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faff24831fe"
             "48bf0000000000000000488b3f49b800000000000000004d8b08eb0c0f1f4000"
             "48ffc64d85d274824821fe4989f049c1e0054f8b14014939ca75e54d01c84939"
-            "500875dc4d8b60104d85e40f8452010000488b58484885db0f844cffffff4839"
-            "0b0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb6967df2"
+            "500875dc498b58104885db0f8480010000488b78484885ff0f844cffffff4839"
+            "0f0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb6967df2"
             "0200660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d2"
-            "08660febd0660f7ed7660f6fc1660f72d010660febc1660f6fc8660f71d10866"
-            "0febc866410f7ec84109f8440a867cf202000a967ef202004408c2488b89b000"
-            "00004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d010660f"
-            "ebc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2f6c2df"
-            "0f8584feffff48b9000000000000000048ff0149ff4424308b683cc7403c0000"
-            "00004889df4889c64989c541ff14244189c641896d3c85c078794c89ee498b44"
-            "24104489f74c8b3cf84d85ff0f843f01000048b8000000000000000048ff0049"
-            "ff4730c7463c000000004889df41ff174189c64c89ee41896d3c4d89fc85c079"
-            "bceb33498b40184883f8020f8cf9fdffff48ffc84989401848b8000000000000"
-            "00008b08ffc10f84100200008908e9090200004d89e741f7d6498b47204a833c"
-            "f0000f84f2010000ff15000000004885c00f84e3010000498b47204e8b24f0ff"
-            "15000000004885c00f84cc0100004889c7ff150000000085c00f88bb010000ff"
-            "1500000000488904244c8b2b488b4338488944240849634548488d04c34883c0"
-            "484c89e148c1e9200fb7c94c8d34c848634340488d2cc34883c5484c39f50f86"
-            "ee0000004c8d3cc5f8ffffffeb114883c5f84983c7f84c39f50f86d300000048"
-            "8b7df848c745f8000000004c89f848c1e8038943404885ff74d4488b0785c078"
-            "cd48ffc848890775c5ff1500000000ebbd498b442408498b4c2418488b04f848"
-            "3b04f90f82effeffffff15000000004885c00f84020100004889c3498b442428"
-            "488944241048895c241848b80000000000000000488b38488d742410ba020000"
-            "0031c9ff15000000004989c6488b0385c0781148ffc848890375094889dfff15"
-            "000000004d85f60f84ad000000498b0685c00f8880feffff48ffc84989060f85"
-            "74feffff4c89f7ff1500000000e966feffff4981c5c8000000490fbae430731e"
-            "488b7c24084c29ef48d1ffff15000000004885c07443488945004883c508488d"
-            "4348488b0c2448894d004829c54883c50848c1ed03896b404489e0c1e81f4401"
-            "e0d1f84898488d0445000000004c01e848894338e9fffdffff488b0424488b00"
-            "85c0781648ffc8488b0c24488901750a488b3c24ff150000000031c04883c428"
-            "5b415c415d415e415f5dc3"
+            "08660febd066410f7ed1660f6fc1660f72d010660febc1660f6fc8660f71d108"
+            "660febc866410f7ec84509c8440a867cf202000a967ef202004408c2488b89b0"
+            "0000004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d01066"
+            "0febc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2f6c2"
+            "df0f8583feffff48b9000000000000000048ff0148ff43308b683cc7403c0000"
+            "000049bf000000000000000049ff0748893c244889c64989c5ff134189c6498b"
+            "07488d48ff49890f41896d3c4585f60f888c0000004c89ee488b4b104489f74c"
+            "8b24f94d85e4488b0c240f845901000048ba000000000000000048ff0249ff44"
+            "2430c7463c000000004989074889cf41ff14244189c64c89ee498b07488d48ff"
+            "49890f41896d3c4c89e34585f679a9eb33498b40184883f8020f8ccbfdffff48"
+            "ffc84989401848b800000000000000008b08ffc10f841d0200008908e9160200"
+            "004989dc41f7d6498b4424204a833cf0000f84fe010000ff15000000004885c0"
+            "0f84ef010000498b4424204e8b24f0ff15000000004885c00f84d70100004889"
+            "c7ff150000000085c00f88c6010000ff15000000004889442408488b14244c8b"
+            "2a4c8b7a3849634548488d04c24883c0484c89e148c1e9200fb7c94c8d34c848"
+            "634240488d2cc24883c5484c39f50f86f3000000488d1cc5f8ffffff488b0c24"
+            "eb114883c5f84883c3f84c39f50f86d4000000488b7df848c745f80000000048"
+            "89d848c1e8038941404885ff74d4488b0785c078cd48ffc848890775c5ff1500"
+            "000000488b0c24ebb9488b4308488b4b18488b04f8483b04f90f82e7feffffff"
+            "15000000004885c00f84070100004989c7488b432848894424104c897c241848"
+            "b80000000000000000488b38488d742410ba0200000031c9ff15000000004989"
+            "c6498b0785c0781148ffc849890775094c89ffff15000000004d85f60f84b300"
+            "0000498b0685c00f8879feffff48ffc84989060f856dfeffff4c89f7ff150000"
+            "0000e95ffeffff4981c5c8000000490fbae430731c4d29ef49d1ff4c89ffff15"
+            "000000004885c07448488945004883c508488b0c24488d4148488b5424084889"
+            "55004829c54883c50848c1ed038969404489e0c1e81f4401e0d1f84898488d04"
+            "45000000004c01e848894138e9f5fdffff488b442408488b0085c0781848ffc8"
+            "488b4c2408488901750b488b7c2408ff150000000031c04883c4285b415c415d"
+            "415e415f5dc3"
         ),
         b"",
         (
@@ -990,21 +1011,22 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 143, 'PyObject_Vectorcall', -4),
             ('code', 'R_X86_64_64', 194, '_JIT_OPERAND0', 8),
             ('code', 'R_X86_64_64', 207, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 488, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 564, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_64', 634, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 682, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 705, 'PyEval_GetFrame', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 723, 'PyTraceBack_Here', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 737, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 875, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 907, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 940, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 965, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 992, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1033, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1069, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1174, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 489, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 516, '_JIT_OPERAND0', 56),
+            ('code', 'R_X86_64_64', 594, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_64', 680, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 729, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 753, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 771, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 785, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 927, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 961, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 993, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 1018, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1045, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1086, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1120, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1233, '_Py_Dealloc', -4),
         ),
     ),
     'trace_entry': (

@@ -604,6 +604,30 @@ STENCIL(dict_lookup_global)
     CONTINUE();
 }
 
+/* The same lookup in the frame's own globals and builtins (OP1 = name): the
+ * trace holds no reference to them (a trace must not keep a dead module's
+ * dict, and with it its functions and code, alive), and a code object run
+ * with other globals looks its names up where the interpreter would. */
+STENCIL(frame_lookup_global)
+{
+    PyObject *name = (PyObject *)(uintptr_t)OP(1);
+    PyObject *v = PyDict_GetItemWithError(frame->f_globals, name);
+    if (v == NULL) {
+        if (UNLIKELY(_PyErr_Occurred(tstate))) {
+            ERROR();
+        }
+        v = PyDict_GetItemWithError(frame->f_builtins, name);
+        if (v == NULL) {
+            if (UNLIKELY(_PyErr_Occurred(tstate))) {
+                ERROR();
+            }
+            EXIT();  /* missing: the interpreter raises NameError */
+        }
+    }
+    SET_OBJ(0, v);
+    CONTINUE();
+}
+
 /* ---- control ------------------------------------------------------------ */
 
 /* Exit when the interpreter has work pending (signals, GIL drop requests,
@@ -717,6 +741,8 @@ typedef struct {
     uint64_t busy;        /* nonzero while recording: all events go to fallback */
     uint64_t native_entries;
     uint64_t transfers;
+    uint64_t depth;       /* traces running now (all threads): nonzero while
+                             machine code may be on a C stack */
 } tj_state;
 
 /* An exception-table entry, packed: handler target (bytes) in bits 0-31,
@@ -832,7 +858,9 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
          * callback as tracing (which silences events) until it returns. */
         int tracing = tstate->tracing;
         tstate->tracing = 0;
+        st->depth++;
         int r = t->entry(frame, tstate);
+        st->depth--;
         tstate->tracing = tracing;
         if (r >= 0) {
             tj_trace *next = t->links[r];
