@@ -88,9 +88,14 @@ class NativeTrace:
     def entries(self) -> int:
         return int(self.struct.entries)
 
-    def set_handler(self, exit_index: int, target: int, depth: int, lasti: bool) -> None:
-        """Error exit `exit_index` unwinds to this exception-table entry."""
-        self.unwind[exit_index] = (target | (depth << 32) | (int(lasti) << 48) | (1 << 63))
+    def set_handler(self, exit_index: int, target: int, depth: int, lasti: bool,
+                    raise_delta: int = 0) -> None:
+        """Error exit `exit_index` unwinds to this exception-table entry.
+        ``raise_delta``: the code unit a RAISE event reports, relative to the
+        failing instruction's start (-1 .. 8190; see tj_unwind)."""
+        assert -1 <= raise_delta < (1 << 13) - 1
+        self.unwind[exit_index] = (target | (depth << 32) | (int(lasti) << 48)
+                                   | ((raise_delta + 1) << 49) | (1 << 63))
 
     def link(self, exit_index: int, target: NativeTrace | None) -> None:
         self.links[exit_index] = target.address if target is not None else None

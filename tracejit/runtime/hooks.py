@@ -606,6 +606,23 @@ def _finish_recording(rec: Recording) -> None:
     STATS.code_bytes = cache.bytes
 
 
+def _raise_delta(code: types.CodeType, pc: int, op: str) -> int:
+    """Where CPython 3.13's RAISE event says an instruction failed, relative to
+    the instruction's start (code units): one unit before it when a Python
+    callee's exception comes back into the frame (the interpreter resumes with
+    the error at the CALL; a call from a trace is assumed to be one), else the
+    instruction's last unit (its inline caches included)."""
+    if op == "call":
+        return -1
+    instrs = code_info(code).instrs
+    ins = instrs.get(pc * 2)
+    while ins is not None and ins.opname == "EXTENDED_ARG":
+        ins = instrs.get(ins.next_offset)
+    if ins is None:
+        return 0
+    return max(0, min(ins.next_offset // 2 - 1 - pc, (1 << 13) - 2))
+
+
 def _set_exit_policy(t: CompiledTrace) -> None:
     """Which exits call back when hot (to grow a bridge) and which unwind."""
     hot = hot_threshold(STATE.params.trace_eagerness)
@@ -615,7 +632,8 @@ def _set_exit_policy(t: CompiledTrace) -> None:
             handler = handler_at(t.code, info.pc * 2)
             if handler is not None:
                 _, _, target, depth, lasti = handler
-                t.native.set_handler(info.index, target, depth, lasti)
+                t.native.set_handler(info.index, target, depth, lasti,
+                                     _raise_delta(t.code, info.pc, info.op))
         elif info.entry or info.op == "check_instrumentation":
             continue  # the trace does not apply now (a tool watches the code)
         elif info.op == "exit":

@@ -746,26 +746,55 @@ typedef struct {
 } tj_state;
 
 /* An exception-table entry, packed: handler target (bytes) in bits 0-31,
- * stack depth in bits 32-47, lasti flag in bit 48, bit 63 set. */
+ * stack depth in bits 32-47, lasti flag in bit 48, bit 63 set (and the RAISE
+ * offset below). */
 #define TJ_UNWIND_TARGET(u) ((int)((u) & 0xffffffffu))
 #define TJ_UNWIND_DEPTH(u) ((int)(((u) >> 32) & 0xffffu))
 #define TJ_UNWIND_LASTI(u) ((int)(((u) >> 48) & 1u))
+/* bits 49-62: the code unit a RAISE event reports, relative to the failing
+ * instruction, plus one (see _raise_delta in runtime/hooks.py) */
+#define TJ_UNWIND_RAISE_DELTA(u) ((long)(((u) >> 49) & 0x3fffu) - 1)
 
 /* What the interpreter's exception_unwind does, for the handler of the
  * instruction that failed (instr_ptr, set by the exit): the interpreter
  * itself would look the handler up at the back-edge or RESUME that entered
- * native code.  Returns 0 when the frame continues at the handler. */
+ * native code.  Returns 0 when the frame continues at the handler.
+ *
+ * With `events` (a tool was turned on by the call-out that failed: tools
+ * already on keep native code out), it also raises the RAISE and
+ * EXCEPTION_HANDLED events the interpreter would, for this frame, at the
+ * failing instruction and the handler. */
 ALWAYS_INLINE int
-tj_unwind(_PyInterpreterFrame *frame, uint64_t u)
+tj_fire_exception_event(PyThreadState *tstate, int event, PyCodeObject *co, long index)
+{
+    PyMonitoringState ms;
+    ms.active = tstate->interp->monitors.tools[event] & (uint8_t)~TJ_OUR_TOOL;
+    ms.opaque = 0;
+    if (!ms.active) {
+        return 0;
+    }
+    int32_t offset = (int32_t)(index * (long)sizeof(_Py_CODEUNIT));
+    if (event == PY_MONITORING_EVENT_RAISE) {
+        return _PyMonitoring_FireRaiseEvent(&ms, (PyObject *)co, offset);
+    }
+    return _PyMonitoring_FireExceptionHandledEvent(&ms, (PyObject *)co, offset);
+}
+
+ALWAYS_INLINE int
+tj_unwind(PyThreadState *tstate, _PyInterpreterFrame *frame, uint64_t u, int events)
 {
     PyFrameObject *f = PyEval_GetFrame();
     if (f == NULL || PyTraceBack_Here(f) < 0) {
         return -1;
     }
-    PyObject *exc = PyErr_GetRaisedException();
     PyCodeObject *co = _PyFrame_GetCode(frame);
     _Py_CODEUNIT *code0 = _PyCode_CODE(co);
     long lasti = (long)(frame->instr_ptr - code0);
+    if (events && tj_fire_exception_event(tstate, PY_MONITORING_EVENT_RAISE, co,
+                                          lasti + TJ_UNWIND_RAISE_DELTA(u)) < 0) {
+        return -1;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
     PyObject **base = frame->localsplus + co->co_nlocalsplus + TJ_UNWIND_DEPTH(u);
     PyObject **top = frame->localsplus + frame->stacktop;
     while (top > base) {
@@ -786,6 +815,18 @@ tj_unwind(_PyInterpreterFrame *frame, uint64_t u)
     }
     *top++ = exc;
     frame->stacktop = (int)(top - frame->localsplus);
+    if (events) {
+        /* The event takes the exception from the error indicator. */
+        PyErr_SetRaisedException(Py_NewRef(exc));
+        if (tj_fire_exception_event(tstate, PY_MONITORING_EVENT_EXCEPTION_HANDLED, co,
+                                    TJ_UNWIND_TARGET(u) / 2) < 0) {
+            return -1;
+        }
+        PyObject *again = PyErr_GetRaisedException();
+        if (again != NULL) {
+            Py_DECREF(again);
+        }
+    }
     frame->instr_ptr = code0 + TJ_UNWIND_TARGET(u) / 2;
     return 0;
 }
@@ -880,7 +921,9 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
             return Py_NewRef(Py_None);
         }
         int k = -r - 1;
-        if (t->unwind[k] && PyErr_Occurred() && tj_unwind(frame, t->unwind[k]) == 0) {
+        if (t->unwind[k] && PyErr_Occurred() &&
+            tj_unwind(tstate, frame, t->unwind[k],
+                      tj_other_tools(tstate, (PyCodeObject *)args[0])) == 0) {
             return Py_NewRef(Py_None);
         }
         return NULL;
