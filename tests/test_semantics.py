@@ -753,6 +753,35 @@ def test_guarded_global_dies_and_its_address_is_reused(tmp_path: Path) -> None:
     assert jit.stats["traces_evicted"] >= 30, jit.stats
 
 
+def test_global_callable_rebound_while_its_arguments_run(tmp_path: Path) -> None:
+    """`h(g(i))`: h is loaded (and guarded) before g runs; g rebinds h and the old
+    function dies as far as the module is concerned.  The interpreter's stack
+    still holds the old h and calls it; so must the trace (which holds guarded
+    globals only weakly)."""
+    source = """
+    import _tjsem
+    def make(k):
+        def h(x):
+            return x * k
+        return h
+    h = make(1)
+    def g(i):
+        global h
+        if i % 50 == 49:
+            h = make(i)
+        return i
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += h(g(i))
+        return s
+    _tjsem.snap("a")
+    print([f(300) for _ in range(3)])
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="[")
+
+
 # ============================================================== 4. tools
 #
 # A native loop executes no bytecode, so it raises no events itself: tools

@@ -261,7 +261,8 @@ class CodeGen:
         if ref.type is Type.OBJ:
             r = self.reg(ref)
             if isinstance(ref, Const):
-                if ref.value is not NULL:
+                # owned: the trace took a reference to it (across a call-out)
+                if ref.value is not NULL and not entry.owned:
                     out.append(MachineInstr("incref", (r,)))
             elif not entry.owned:
                 out.append(MachineInstr("incref", (r,)))

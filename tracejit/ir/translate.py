@@ -160,7 +160,8 @@ class Translator:
     def sync_frame(self, snapshot: Snapshot | None) -> Snapshot | None:
         """Before code runs that may look at the frame (locals(), f_locals, eval,
         debuggers): store the unboxed locals, and own the stack entries borrowed
-        from frame slots (the code may rebind the slot and free the object).
+        from frame slots (the code may rebind the slot and free the object) or
+        constants held weakly (the code may rebind the global).
         Returns ``snapshot`` without the locals now in the frame: an exit after
         the code ran must not overwrite what it wrote there."""
         for slot, ref in sorted(self.virtual.items()):
@@ -172,7 +173,11 @@ class Translator:
         self.virtual.clear()
         owned_now: list[int] = []
         for i, sv in enumerate(self.stack):
-            if sv.slot is not None and not sv.owned and sv.ref.type is Type.OBJ:
+            if sv.owned or sv.ref.type is not Type.OBJ:
+                continue
+            if sv.slot is not None or (isinstance(sv.ref, Const) and _held_weakly(sv.ref.value)):
+                # A constant the trace holds weakly (a guarded global's value) is
+                # kept alive by the interpreter's stack across the code too.
                 self.stack[i] = self.own(sv)
                 owned_now.append(i)
         if snapshot is None:
@@ -290,7 +295,9 @@ class Translator:
         return obj, True
 
     def release(self, sv: SV) -> None:
-        if sv.owned and sv.ref.type is Type.OBJ and isinstance(sv.ref, Value):
+        # Constants are owned only after sync_frame took a reference to them.
+        if sv.owned and sv.ref.type is Type.OBJ and (
+                isinstance(sv.ref, Value) or sv.ref.value is not NULL):
             self.emit("decref", [sv.ref])
 
     def release_obj(self, ref: Ref, owned: bool) -> None:
@@ -496,6 +503,8 @@ class Translator:
         if sv.ref.type is Type.OBJ and not isinstance(sv.ref, Const):
             self.emit("incref", [sv.ref])
             self.push(sv.ref, True)
+        elif sv.ref.type is Type.OBJ:
+            self.push(sv.ref)  # a constant, borrowed (even if the original is owned)
         else:
             self.push(sv.ref, sv.owned, sv.slot)
 
@@ -642,6 +651,7 @@ class Translator:
         if ref.type is Type.BOOL:
             return ref
         if isinstance(ref, Const):
+            self.release(sv)
             return Const(bool(ref.value), Type.BOOL)
         if ref.type is Type.INT:
             return self.emitv("int_ne", [ref, Const(0, Type.INT)], Type.BOOL)
@@ -701,6 +711,7 @@ class Translator:
         if isinstance(sv.ref, Const):
             if (sv.ref.value is None) != is_none:
                 raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "constant branch")
+            self.release(sv)
             return
         if sv.ref.type is not Type.OBJ:
             if is_none:
@@ -816,6 +827,7 @@ class Translator:
             n = self.emitv("len", [ao], Type.INT, snap)
             self.release_obj(ao, new)
             self.release(args[0])
+            self.release(callable_)
             self.push(n)
             return
         operands: list[Ref] = []
@@ -922,6 +934,12 @@ def _plain_method(owner_type: type, name: str) -> object | None:
             found = klass.__dict__[name]
             return found if type(found) is _METHOD_DESCRIPTOR else None
     return None
+
+
+def _held_weakly(value: object) -> bool:
+    """Whether a compiled trace holds this constant weakly (runtime/hooks.py
+    _hold_weakly): objects whose type supports weak references."""
+    return value is not NULL and type(value).__weakrefoffset__ != 0
 
 
 class _LoopClosed(Exception):

@@ -556,6 +556,11 @@ def _finish_recording(rec: Recording) -> None:
         STATS.time_in_jit_s += time.perf_counter() - t0
         rec.records.clear()
     cache = STATE.cache
+    if parent is not None and cache.by_handle.get(parent[0].native.handle) is not parent[0]:
+        compiled.free()  # the parent was evicted meanwhile: nothing would reach it
+        STATS.aborts[AbortReason.BACKEND.value] += 1
+        jitlog.abort(rec.code, key, AbortReason.BACKEND.value, "parent trace evicted", False)
+        return
     handle = cache.new_handle()
     native = NativeTrace(compiled.address, lowered.counters, len(lowered.exits), handle)
     kind = "bridge" if parent is not None else rec.kind
