@@ -1686,11 +1686,6 @@ def test_traceback_minimal(tmp_path: Path) -> None:
     check(source, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a compiled trace holds extra references (+4 refcount) to the value "
-    "of a global loaded in the loop; it is not freed when the global is rebound",
-)
 def test_global_kept_alive_minimal(tmp_path: Path) -> None:
     source = """
     import gc

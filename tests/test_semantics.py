@@ -705,6 +705,83 @@ def test_global_deleted_midloop_raises_name_error(tmp_path: Path) -> None:
           plain_shows="NameError: name 'G' is not defined")
 
 
+def test_same_code_run_with_other_globals(tmp_path: Path) -> None:
+    """One code object (a function made again from the same compiled source)
+    run with different globals: a trace must look names up in the running
+    frame's globals, not the dict seen while recording."""
+    source = """
+    import _tjsem
+    src = compile("def f(n):\\n    s = 0\\n    for i in range(n):\\n        s += K\\n"
+                  "    return s\\n", "<gen>", "exec")
+    out = []
+    _tjsem.snap("a")
+    for K in (1, 2, 3, 4):
+        ns = {"K": K}
+        exec(src, ns)
+        out.append(ns["f"](300))
+    _tjsem.snap("b")
+    print(out)
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="[300, 600, 900, 1200]")
+
+
+def test_guarded_global_dies_and_its_address_is_reused(tmp_path: Path) -> None:
+    """A trace guards a global function by identity; the function is replaced
+    and freed, and new functions are allocated (possibly at its address): the
+    trace is dropped when the old function dies, never run against a stranger."""
+    source = """
+    import _tjsem
+    def make(k):
+        def h(x):
+            return x + k
+        return h
+    h = make(1)
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += h(i)
+        return s
+    _tjsem.snap("a")
+    out = [f(300)]
+    for k in range(2, 40):
+        h = make(k)        # the old h dies here
+        out.append(f(300))
+    _tjsem.snap("b")
+    print(out[:3], sum(out))
+    """
+    plain, jit = check(source, tmp_path, entered=("a", "b"), plain_shows="[45150, 45450")
+    assert jit.stats["traces_evicted"] >= 30, jit.stats
+
+
+def test_global_callable_rebound_while_its_arguments_run(tmp_path: Path) -> None:
+    """`h(g(i))`: h is loaded (and guarded) before g runs; g rebinds h and the old
+    function dies as far as the module is concerned.  The interpreter's stack
+    still holds the old h and calls it; so must the trace (which holds guarded
+    globals only weakly)."""
+    source = """
+    import _tjsem
+    def make(k):
+        def h(x):
+            return x * k
+        return h
+    h = make(1)
+    def g(i):
+        global h
+        if i % 50 == 49:
+            h = make(i)
+        return i
+    def f(n):
+        s = 0
+        for i in range(n):
+            s += h(g(i))
+        return s
+    _tjsem.snap("a")
+    print([f(300) for _ in range(3)])
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="[")
+
+
 # ============================================================== 4. tools
 #
 # A native loop executes no bytecode, so it raises no events itself: tools
@@ -712,14 +789,6 @@ def test_global_deleted_midloop_raises_name_error(tmp_path: Path) -> None:
 # and tools turned on while a native loop runs must see exactly the events the
 # interpreter would raise.  The loop must also have been compiled and entered
 # before the tool was turned on.
-
-TOOL_SWITCHED_ON_MIDLOOP_REASON = (
-    "BUG: a tracer/profiler/debugger/monitoring tool turned on by a function called "
-    "from a native loop gets no events from the rest of that loop: the trace keeps "
-    "running natively (no 'line'/JUMP events for the loop's own code, so no "
-    "breakpoint there is hit; no 'c_call' for builtins it calls); only the Python "
-    "functions it calls report events"
-)
 
 
 def test_settrace_and_setprofile_on_before_compiled_loop(tmp_path: Path) -> None:
@@ -757,7 +826,6 @@ def test_settrace_and_setprofile_on_before_compiled_loop(tmp_path: Path) -> None
     check(source, tmp_path, entered=("a", "b"), plain_shows="line f ")
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
 def test_settrace_switched_on_midloop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
@@ -789,7 +857,6 @@ def test_settrace_switched_on_midloop(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "on"), plain_shows="call g ")
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
 def test_setprofile_switched_on_midloop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
@@ -918,8 +985,14 @@ def test_opcode_trace_events(tmp_path: Path) -> None:
     check(source, tmp_path, compiles=False, plain_shows="('opcode', ")
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON + "; pdb's first "
-                   "stop differs too ('--Return--', see test_opcode_trace_events)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="JIT-visible difference caused by CPython 3.13.0: pdb's first stop is "
+    "'--Return--' at the end of stop() instead of the set_trace() line, because with "
+    "any sys.monitoring tool holding global JUMP events (the JIT's) no 'opcode' trace "
+    "events reach the frame (see test_opcode_trace_events).  The rest (breakpoint in "
+    "the native loop, the values of i and s at the next iterations) matches",
+)
 def test_pdb_started_from_native_loop(tmp_path: Path) -> None:
     """pdb entered from a function the native loop calls, a breakpoint set in the
     loop, then `p i, s` at the next two iterations."""
@@ -944,14 +1017,6 @@ def test_pdb_started_from_native_loop(tmp_path: Path) -> None:
           plain_shows="(Pdb) (202, 40602)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the loop's frame is not written back before the trace calls out, so "
-    "locals the trace keeps in registers are stale when read through the frame: "
-    "locals(), eval() and inspect.currentframe().f_locals in the loop body, and "
-    "sys._getframe(1).f_locals in a called function (what debuggers and `up` in pdb "
-    "show) see their values from when the trace was entered",
-)
 def test_frame_locals_seen_by_introspection_in_native_loop(tmp_path: Path) -> None:
     source = """
     import inspect, sys, _tjsem
@@ -993,12 +1058,6 @@ def test_frame_locals_seen_by_introspection_in_native_loop(tmp_path: Path) -> No
     check(source, tmp_path, entered=("a", "b"), plain_shows="(44850, 300) 300 300")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a write to the native loop's frame locals by a called function "
-    "(sys._getframe(1).f_locals['s'] = ..., write-through since 3.13's PEP 667; what a "
-    "debugger's `!s = ...` does) is lost: the trace keeps using its register copy",
-)
 def test_frame_locals_written_by_callee_during_native_loop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
@@ -1016,6 +1075,102 @@ def test_frame_locals_written_by_callee_during_native_loop(tmp_path: Path) -> No
     _tjsem.snap("b")
     """
     check(source, tmp_path, entered=("a", "b"), plain_shows="-966475")
+
+
+def test_frame_locals_rebound_by_callee_loop_invariant_and_floats(tmp_path: Path) -> None:
+    """A callee rebinds a local the loop only reads (a loop invariant the trace
+    would otherwise load once) and a float the trace keeps unboxed; a function
+    trace (not a loop) sees the write too."""
+    source = """
+    import sys, _tjsem
+    def poke(i, name, value):
+        if i == 150:
+            sys._getframe(1).f_locals[name] = value
+    def ints(n):
+        s = 0
+        step = 1
+        for i in range(n):
+            s += step
+            poke(i, "step", 3)
+        return s
+    def floats(n):
+        x = 0.5
+        for i in range(n):
+            x = x * 1.01 + 0.25
+            poke(i, "x", -2.0)
+        return x
+    def kinds(n):
+        s = 0
+        for i in range(n):
+            s += i
+            poke(i, "s", "now a str ")
+            if type(s) is str:
+                return s + str(i)
+        return s
+    _tjsem.snap("a")
+    print(ints(300), floats(300), kinds(300))
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="now a str 150")
+
+
+def test_stack_value_survives_callee_rebinding_its_local(tmp_path: Path) -> None:
+    """The interpreter's stack holds its own reference to a local pushed before a
+    call; a callee that rebinds the local (freeing the old object) must not leave
+    the native loop with a dangling pointer."""
+    source = """
+    import sys, _tjsem
+    def poke(i):
+        if i % 50 == 0:
+            sys._getframe(1).f_locals["w"] = "".join(["z", str(i)])
+        return "!"
+    def f(n):
+        out = []
+        w = "".join(["a", "b"])
+        for i in range(n):
+            out.append(w + poke(i))
+        return out[:2] + out[48:53] + out[-2:]
+    _tjsem.snap("a")
+    print(f(300))
+    _tjsem.snap("b")
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="'z50!'")
+
+
+def test_settrace_switched_on_by_property_in_native_loop(tmp_path: Path) -> None:
+    """A tool turned on by code that is not a call (a property getter run by
+    LOAD_ATTR): the loop leaves native code at the next instruction."""
+    source = """
+    import sys, _tjsem
+    events = []
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name == "f":
+            events.append((event, frame.f_lineno))
+        return tracer
+    class C:
+        def __init__(self, k):
+            self.k = k
+            self.n = 0
+        @property
+        def value(self):
+            self.n += 1
+            if self.n == self.k:
+                _tjsem.snap("on")
+                sys.settrace(tracer)
+                sys._getframe(1).f_trace = tracer
+            return self.n
+    def f(c, n):
+        s = 0
+        for i in range(n):
+            s += c.value
+            s ^= i
+        return s
+    _tjsem.snap("a")
+    print(f(C(200), 300))
+    sys.settrace(None)
+    print(len(events), events[:6], events[-3:])
+    """
+    check(source, tmp_path, entered=("a", "on"), plain_shows="('line', ")
 
 
 def _coverage_installed() -> bool:
@@ -1066,7 +1221,6 @@ M.register_callback(TOOL, E.PY_START,
 """
 
 
-@pytest.mark.xfail(strict=True, reason=TOOL_SWITCHED_ON_MIDLOOP_REASON)
 def test_monitoring_line_jump_events_switched_on_midloop(tmp_path: Path) -> None:
     source = MONITORING_PRELUDE + """
 def switch_on(i, k):
@@ -1107,6 +1261,79 @@ for e in seen:
     print(*e)
 """
     check(source, tmp_path, entered=("a", "b"), plain_shows="jump f ")
+
+
+EXCEPTION_EVENTS_PRELUDE = """
+import sys, _tjsem
+M = sys.monitoring
+E = M.events
+TOOL = 2
+M.use_tool_id(TOOL, "semantics-test")
+seen = []
+def record(kind):
+    def callback(code, offset, exc):
+        seen.append((kind, code.co_name, offset, type(exc).__name__,
+                     sys._getframe(1).f_lineno))
+    return callback
+M.register_callback(TOOL, E.RAISE, record("raise"))
+M.register_callback(TOOL, E.EXCEPTION_HANDLED, record("handled"))
+M.register_callback(TOOL, E.PY_UNWIND, record("unwind"))
+def boom(i, k):
+    if i == k:
+        _tjsem.snap("on")
+        M.set_events(TOOL, E.RAISE | E.EXCEPTION_HANDLED | E.PY_UNWIND)
+        raise ValueError(i)
+    return i
+"""
+
+
+def test_exception_events_when_a_failing_call_turns_a_tool_on(tmp_path: Path) -> None:
+    """The call-out that fails is the one that turned the tool on, and the
+    loop's own handler catches the exception (unwound in native code): the
+    loop's frame reports RAISE and EXCEPTION_HANDLED as in the interpreter."""
+    source = EXCEPTION_EVENTS_PRELUDE + """
+def f(n, k):
+    s = 0
+    for i in range(n):
+        try:
+            s += boom(i, k)
+        except ValueError:
+            s -= 1
+    return s
+_tjsem.snap("a")
+print(f(300, 200))
+M.set_events(TOOL, 0)
+for e in seen:
+    print(*e)
+"""
+    check(source, tmp_path, entered=("a", "on"), plain_shows="handled f ")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="JIT-visible difference caused by CPython 3.13.0: when the exception a "
+    "native loop takes leaves the function and a tool turned on by the failing call "
+    "watches RAISE/PY_UNWIND, the interpreter raises them for the loop's frame with "
+    "a garbage offset: an error returned by a JUMP callback reaches its error path "
+    "with next_instr not set (the traceback's line is right)",
+)
+def test_exception_events_when_exception_leaves_native_loop(tmp_path: Path) -> None:
+    source = EXCEPTION_EVENTS_PRELUDE + """
+def g(n, k):
+    s = 0
+    for i in range(n):
+        s += boom(i, k)
+    return s
+_tjsem.snap("a")
+try:
+    g(300, 250)
+except ValueError as e:
+    print("escaped", e)
+M.set_events(TOOL, 0)
+for e in seen:
+    print(*e)
+"""
+    check(source, tmp_path, entered=("a", "on"), plain_shows="unwind g ")
 
 
 def test_monitoring_py_start_of_callees(tmp_path: Path) -> None:
@@ -1198,17 +1425,21 @@ def test_threads_run_the_same_native_loop(tmp_path: Path) -> None:
 
 def test_other_thread_inspects_native_loop_frame(tmp_path: Path) -> None:
     """A sampling thread reads the main thread's frame (sys._current_frames())
-    while it runs a native loop: it must see the loop variable advance."""
+    while it runs a native loop: it must see the loop variable advance.  (It
+    collects 20 distinct values, with a deadline: on a loaded machine the main
+    thread may not run between two samples, so a fixed number of samples was
+    flaky even in plain CPython; a stale frame shows a value or two per call.)"""
     source = """
     import sys, threading, time, _tjsem
     sys.setswitchinterval(0.001)
     main_id = threading.get_ident()
-    samples = []
+    samples = set()
+    deadline = time.monotonic() + 20
     def sampler():
-        while len(samples) < 20:
+        while len(samples) < 20 and time.monotonic() < deadline:
             fr = sys._current_frames()[main_id]
             if fr.f_code.co_name == "spin" and fr.f_locals.get("i") is not None:
-                samples.append(fr.f_locals["i"])
+                samples.add(fr.f_locals["i"])
             time.sleep(0.002)
     def spin(n):
         s = 0
@@ -1220,13 +1451,13 @@ def test_other_thread_inspects_native_loop_frame(tmp_path: Path) -> None:
     t = threading.Thread(target=sampler)
     t.start()
     _tjsem.snap("a")
-    while len(samples) < 20:
+    while t.is_alive():
         spin(200_000)
     _tjsem.snap("b")
     t.join()
-    print("distinct samples > 10:", len(set(samples)) > 10)
+    print("20 distinct samples:", len(samples) >= 20)
     """
-    check(source, tmp_path, entered=("a", "b"))
+    check(source, tmp_path, entered=("a", "b"), plain_shows="20 distinct samples: True")
 
 
 def test_generators_with_hot_loops(tmp_path: Path) -> None:
@@ -1355,13 +1586,6 @@ def test_exec_churn_plain_baseline_is_bounded(tmp_path: Path) -> None:
     _assert_bounded(marks[300]["rss_kb"], marks[600]["rss_kb"], 2048, "plain RSS (KB)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: traces of functions that died are never freed: the JIT keeps their "
-    "code objects (counters and code cache keyed by id(code)) and machine code, "
-    "8 KB of code_bytes and about 40 KB RSS per exec'd function, growing linearly "
-    "(the code_cache_size parameter is not enforced either)",
-)
 def test_exec_churn_memory_bounded(tmp_path: Path) -> None:
     plain, _ = _churn(tmp_path, jit=False)
     jit, marks = _churn(tmp_path, jit=True)

@@ -30,7 +30,8 @@ class Params:
     max_inline_depth: int = 8
     # Aborts at one location before it is blacklisted for good.
     max_aborts: int = 3
-    # Bytes of machine code kept before cold traces are evicted (not enforced yet).
+    # Bytes of mapped trace code (stats' code_bytes) kept: past it, the least
+    # recently entered root traces are evicted with their bridges.
     code_cache_size: int = 64 * 1024 * 1024
 
     def update(self, **changes: object) -> None:

@@ -24,6 +24,10 @@ class Stats:
     time_in_jit_s: float = 0.0
     aborts: Counter[str] = field(default_factory=Counter)
     code_bytes: int = 0
+    # Traces evicted to keep code_bytes under code_cache_size, and traces whose
+    # machine code was unmapped (evicted, or their code object died).
+    traces_evicted: int = 0
+    traces_freed: int = 0
 
     def reset(self) -> None:
         fresh = Stats()
@@ -41,6 +45,8 @@ class Stats:
             "time_in_jit_s": round(self.time_in_jit_s, 6),
             "aborts": dict(sorted(self.aborts.items())),
             "code_bytes": self.code_bytes,
+            "traces_evicted": self.traces_evicted,
+            "traces_freed": self.traces_freed,
         }
 
     def to_json(self) -> str:
@@ -57,6 +63,8 @@ class Stats:
             "trace_transfers",
             "guard_failures",
             "code_bytes",
+            "traces_evicted",
+            "traces_freed",
         ):
             lines.append(f"  {key:<18} {d[key]}")
         lines.append(f"  {'time_in_jit_s':<18} {d['time_in_jit_s']:.4f}")

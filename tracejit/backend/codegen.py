@@ -86,6 +86,7 @@ class Lowered:
     # Loop iterations run natively (counted at the label).
     iterations: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
     keepalive: list[object] = field(default_factory=list)
+    cells: list[ctypes.Array[ctypes.c_uint64]] = field(default_factory=list)
 
 
 class CodeGen:
@@ -100,6 +101,9 @@ class CodeGen:
         self.prologue: list[MachineInstr | Label] = []
         self.stubs: list[tuple[Label, Snapshot, bool, str]] = []
         self.keepalive: list[object] = []
+        # Writable memory the machine code uses (guard_global's caches): held
+        # strongly, never weakly like keepalive's objects.
+        self.cells: list[ctypes.Array[ctypes.c_uint64]] = []
         self.current_pc: int | None = None
 
     def new_reg(self) -> int:
@@ -196,18 +200,18 @@ class CodeGen:
                 self.emit("copy", (block + i, self.reg(a)))
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
         elif name == "load_global":
-            self.emit("dict_lookup_global", dst + (
-                self.obj_addr(op.attrs["globals"]), self.obj_addr(op.attrs["builtins"]),
-                self.obj_addr(op.attrs["name"])), op, guard=True, raises=True)
+            # In the frame's globals and builtins (see the stencil), not the
+            # dicts seen while recording.
+            self.emit("frame_lookup_global", dst + (self.obj_addr(op.attrs["name"]),), op,
+                      guard=True, raises=True)
         elif name == "guard_global":
-            # {globals version, builtins version, object}: versions that never match
-            cell = (ctypes.c_uint64 * 3)(_NO_VERSION, _NO_VERSION, id(op.attrs["obj"]))
-            self.keepalive.append(cell)
-            self.emit("guard_global", (
-                ctypes.addressof(cell), self.obj_addr(op.attrs["globals"]),
-                self.obj_addr(op.attrs["builtins"]), self.obj_addr(op.attrs["name"])),
-                op)
-            self.obj_addr(op.attrs["obj"])
+            # {globals version, builtins version, globals, builtins, object}: a
+            # version no dict has, so the first check looks up
+            cell = (ctypes.c_uint64 * 5)(_NO_VERSION, _NO_VERSION, 0, 0,
+                                         self.obj_addr(op.attrs["obj"]))
+            self.cells.append(cell)
+            self.emit("guard_global", (ctypes.addressof(cell), self.obj_addr(op.attrs["name"])),
+                      op)
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))
         else:
@@ -275,7 +279,8 @@ class CodeGen:
         if ref.type is Type.OBJ:
             r = self.reg(ref)
             if isinstance(ref, Const):
-                if ref.value is not NULL:
+                # owned: the trace took a reference to it (across a call-out)
+                if ref.value is not NULL and not entry.owned:
                     out.append(MachineInstr("incref", (r,)))
             elif not entry.owned:
                 out.append(MachineInstr("incref", (r,)))
@@ -345,7 +350,8 @@ class CodeGen:
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
             exits.append(ExitInfo(index, snap.pc, error, opname, snap.entry))
         code = self.prologue + self.body + stub_code
-        return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive)
+        return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive,
+                       self.cells)
 
 
 def lower_trace(trace: Trace, nlocalsplus: int, base: int) -> Lowered:

@@ -184,9 +184,9 @@ OPS: dict[str, OpInfo] = _ops(
         doc="Borrowed lookup of `name` in globals then builtins; exit if missing.",
     ),
     OpInfo(
-        "guard_global", V, (), ("globals", "builtins", "name", "obj"), guard=True, raises=True,
-        doc="Exit unless `name` (globals, then builtins) is `obj`; no lookup while "
-        "neither dict changed since the last check.",
+        "guard_global", V, (), ("name", "obj"), guard=True, raises=True,
+        doc="Exit unless `name` (the frame's globals, then builtins) is `obj`; no "
+        "lookup while neither dict changed since the last check.",
     ),
     # Loop structure.
     OpInfo(
@@ -197,10 +197,22 @@ OPS: dict[str, OpInfo] = _ops(
     OpInfo("jump", V, (), varargs=True, doc="Back to the label, passing the carried values."),
     OpInfo(
         "check_instrumentation", V, (), guard=True,
-        doc="After a call: exit if monitoring changed (a tool was turned on).",
+        doc="After code ran (a call-out): exit if another monitoring tool (settrace, "
+        "setprofile, sys.monitoring) now watches this code.",
     ),
     OpInfo("exit", V, (), guard=True, doc="Always leave the trace (the end of a segment)."),
 )
+
+# Ops that can run arbitrary Python code, not only a destructor (`escapes`
+# also covers releases).  Unless the translator proves the operands' types
+# make them code-free, the trace writes its unboxed locals into the frame
+# before such an op (the code may read them through the frame), forgets what
+# it knew about frame slots after it (the code may write them: f_locals is
+# write-through), and checks for monitoring tools at the next instruction.
+CALLS_OUT = frozenset({
+    "is_true", "call_unary", "call_binary", "richcompare", "getattr", "setattr", "setitem",
+    "call", "len", "iter_next_or_null", "iter_next",
+})
 
 # Ops whose results are loop-carried label parameters must be of these types.
 CARRIED_TYPES = (Type.INT, Type.FLOAT, Type.BOOL)

@@ -28,7 +28,7 @@ import operator
 from dataclasses import dataclass
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.ir.ops import Type
+from tracejit.ir.ops import CALLS_OUT, Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.record import (
@@ -88,6 +88,15 @@ _BINOPS: dict[int, tuple[str, str | None, str | None]] = {
     25: ("PyNumber_InPlaceXor", "int_xor", None),
 }
 _CMP = ["lt", "le", "eq", "ne", "gt", "ge"]
+
+# Exact builtin types whose arithmetic, comparisons and formatting (between
+# two of them) run no Python code: generic ops on them are not call-outs.
+_SCALARS = frozenset({int, float, bool, complex, str})
+# Exact types whose truth value runs no Python code.
+_PLAIN_TRUTH = _SCALARS | {bytes, list, tuple, dict, set, frozenset, range, type(None)}
+# Exact containers whose iter() and [int/str/float] run no Python code.
+_PLAIN_CONTAINERS = frozenset({list, tuple, str, bytes, range, dict, set, frozenset})
+_PLAIN_KEYS = frozenset({int, bool, float, str})
 _PYCMP = [operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge]
 
 
@@ -115,20 +124,82 @@ class Translator:
         self.ptype: dict[int, type] = {}  # Value id -> proven Python type
         self.pc = 0  # current instruction, code units
         self.record: Record | None = None
+        # Code ran since the last instruction boundary: check for tools there.
+        self.pending_check = False
 
     # ------------------------------------------------------------ emission
 
     def emit(self, opname: str, args: list[Ref], result: Type | None = None,
-             snapshot: Snapshot | None = None, **attrs: object) -> Value | None:
+             snapshot: Snapshot | None = None, calls: bool | None = None,
+             **attrs: object) -> Value | None:
+        """Append an op.  ``calls``: whether it can run arbitrary Python code
+        (default: the op is in CALLS_OUT; False where the operand types prove
+        it cannot).  Such code may read and write this frame's locals, so the
+        frame is brought up to date first and trusted again only after."""
+        if calls is None:
+            calls = opname in CALLS_OUT
+        if calls:
+            snapshot = self.sync_frame(snapshot)
         value = self.trace.new_value(result) if result is not None else None
         self.trace.ops.append(Op(opname, list(args), dict(attrs), value, snapshot))
+        if calls:
+            # The code may have rebound locals (f_locals is write-through since
+            # PEP 667) or turned a tool on: reload slots; check at the next
+            # instruction boundary.
+            self.known.clear()
+            self.pending_check = True
         return value
 
     def emitv(self, opname: str, args: list[Ref], result: Type,
-              snapshot: Snapshot | None = None, **attrs: object) -> Value:
-        v = self.emit(opname, args, result, snapshot, **attrs)
+              snapshot: Snapshot | None = None, calls: bool | None = None,
+              **attrs: object) -> Value:
+        v = self.emit(opname, args, result, snapshot, calls, **attrs)
         assert v is not None
         return v
+
+    def sync_frame(self, snapshot: Snapshot | None) -> Snapshot | None:
+        """Before code runs that may look at the frame (locals(), f_locals, eval,
+        debuggers): store the unboxed locals, and own the stack entries borrowed
+        from frame slots (the code may rebind the slot and free the object) or
+        constants held weakly (the code may rebind the global).
+        Returns ``snapshot`` without the locals now in the frame: an exit after
+        the code ran must not overwrite what it wrote there."""
+        for slot, ref in sorted(self.virtual.items()):
+            assert snapshot is not None  # ops that call out can raise
+            obj, owned = self.as_obj(SV(ref), snapshot)
+            if not owned:
+                self.emit("incref", [obj])
+            self.emit("store_local", [obj], None, slot=slot)
+        self.virtual.clear()
+        owned_now: list[int] = []
+        for i, sv in enumerate(self.stack):
+            if sv.owned or sv.ref.type is not Type.OBJ:
+                continue
+            if sv.slot is not None or (isinstance(sv.ref, Const) and _held_weakly(sv.ref.value)):
+                # A constant the trace holds weakly (a guarded global's value) is
+                # kept alive by the interpreter's stack across the code too.
+                self.stack[i] = self.own(sv)
+                owned_now.append(i)
+        if snapshot is None:
+            return None
+        snap = Snapshot(snapshot.pc, list(snapshot.stack), {}, snapshot.entry)
+        for i in owned_now:
+            j = i - self.base
+            if 0 <= j < len(snap.stack) and snap.stack[j].ref is self.stack[i].ref:
+                snap.stack[j] = SnapEntry(self.stack[i].ref, True)
+        return snap
+
+    def step(self, record: Record) -> None:
+        """Translate one recorded instruction."""
+        self.record = record
+        self.pc = record.instr.start // 2
+        if self.pending_check:
+            # Code that ran in the previous instruction may have turned on a
+            # tool that watches this code: the interpreter runs the rest then.
+            self.pending_check = False
+            self.emit("check_instrumentation", [], None, self.snapshot())
+        handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
+        handler(record)
 
     def snapshot(self, pc: int | None = None, stack: list[SV] | None = None) -> Snapshot:
         entries = stack if stack is not None else self.stack
@@ -224,7 +295,9 @@ class Translator:
         return obj, True
 
     def release(self, sv: SV) -> None:
-        if sv.owned and sv.ref.type is Type.OBJ and isinstance(sv.ref, Value):
+        # Constants are owned only after sync_frame took a reference to them.
+        if sv.owned and sv.ref.type is Type.OBJ and (
+                isinstance(sv.ref, Value) or sv.ref.value is not NULL):
             self.emit("decref", [sv.ref])
 
     def release_obj(self, ref: Ref, owned: bool) -> None:
@@ -276,7 +349,7 @@ class Translator:
                 initial.append(self.emitv("unbox_float", [v], Type.FLOAT))
             else:
                 initial.append(self.emitv("is_true", [v], Type.BOOL,
-                                          Snapshot(header_pc, entry=True)))
+                                          Snapshot(header_pc, entry=True), calls=False))
         label = Op("label", [])
         for (slot, t), _init in zip(sorted(self.carried.items()), initial, strict=True):
             p = self.trace.new_value(t)
@@ -287,10 +360,7 @@ class Translator:
         self.trace.ops.append(label)
         self.emit("check_eval_breaker", [], None, self.entry_snapshot(header_pc))
         for record in rec.records:
-            self.record = record
-            self.pc = record.instr.start // 2
-            handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
-            handler(record)
+            self.step(record)
         raise AssertionError("recording did not end with a back-edge")
 
     def entry_snapshot(self, pc: int) -> Snapshot:
@@ -323,10 +393,7 @@ class Translator:
             self.emit("guard_type", [sv.ref], None, self.entry_snapshot(start), type=st)
             self.ptype[sv.ref.id] = st
         for record in rec.records:
-            self.record = record
-            self.pc = record.instr.start // 2
-            handler = getattr(self, "op_" + BYTECODES[record.instr.opname].handler)
-            handler(record)
+            self.step(record)
         end = rec.end
         assert end is not None
         self.pc = end.pc // 2
@@ -436,6 +503,8 @@ class Translator:
         if sv.ref.type is Type.OBJ and not isinstance(sv.ref, Const):
             self.emit("incref", [sv.ref])
             self.push(sv.ref, True)
+        elif sv.ref.type is Type.OBJ:
+            self.push(sv.ref)  # a constant, borrowed (even if the original is owned)
         else:
             self.push(sv.ref, sv.owned, sv.slot)
 
@@ -445,15 +514,15 @@ class Translator:
             raise RecordingAborted(AbortReason.STACK_SHAPE)
         self.stack[-1], self.stack[-n] = self.stack[-n], self.stack[-1]
 
-    def _generic_binary(self, fn: str, a: SV, b: SV, snap: Snapshot) -> None:
+    def _generic_binary(self, fn: str, a: SV, b: SV, snap: Snapshot, calls: bool) -> None:
         ao, a_new = self.as_obj(a, snap)
         bo, b_new = self.as_obj(b, snap)
         if fn in ("pow", "ipow"):
             # PyNumber_Power takes a third (modulo) argument: call operator.pow.
             func = Const(getattr(operator, fn), Type.OBJ)
-            res = self.emitv("call", [func, ao, bo], Type.OBJ, snap)
+            res = self.emitv("call", [func, ao, bo], Type.OBJ, snap, calls)
         else:
-            res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, fn=fn)
+            res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, calls, fn=fn)
         self.release_obj(ao, a_new)
         self.release_obj(bo, b_new)
         self.release(a)
@@ -482,7 +551,7 @@ class Translator:
             self.release(b)
             self.push(res)
             return
-        self._generic_binary(fn, a, b, snap)
+        self._generic_binary(fn, a, b, snap, not {ta, tb} <= _SCALARS)
 
     def op_compare_op(self, r: Record) -> None:
         snap = self.snapshot()
@@ -508,14 +577,15 @@ class Translator:
             return
         ao, a_new = self.as_obj(a, snap)
         bo, b_new = self.as_obj(b, snap)
-        res = self.emitv("richcompare", [ao, bo], Type.OBJ, snap, op=cmp)
+        plain = {ta, tb} <= _SCALARS  # and the result is a bool
+        res = self.emitv("richcompare", [ao, bo], Type.OBJ, snap, not plain, op=cmp)
         self.release_obj(ao, a_new)
         self.release_obj(bo, b_new)
         self.release(a)
         self.release(b)
         if to_bool:
             after = self.snapshot(stack=self.stack + [SV(res, True)])
-            flag = self.emitv("is_true", [res], Type.BOOL, after)
+            flag = self.emitv("is_true", [res], Type.BOOL, after, not plain)
             self.emit("decref", [res])
             self.push(flag)
         else:
@@ -553,7 +623,8 @@ class Translator:
             self.release(a)
         else:
             ao, new = self.as_obj(a, snap)
-            res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Negative")
+            res = self.emitv("call_unary", [ao], Type.OBJ, snap, t not in _SCALARS,
+                             fn="PyNumber_Negative")
             self.release_obj(ao, new)
             self.release(a)
             self.push(res, True)
@@ -568,7 +639,8 @@ class Translator:
             self.release(a)
         else:
             ao, new = self.as_obj(a, snap)
-            res = self.emitv("call_unary", [ao], Type.OBJ, snap, fn="PyNumber_Invert")
+            res = self.emitv("call_unary", [ao], Type.OBJ, snap, t not in _SCALARS,
+                             fn="PyNumber_Invert")
             self.release_obj(ao, new)
             self.release(a)
             self.push(res, True)
@@ -579,6 +651,7 @@ class Translator:
         if ref.type is Type.BOOL:
             return ref
         if isinstance(ref, Const):
+            self.release(sv)
             return Const(bool(ref.value), Type.BOOL)
         if ref.type is Type.INT:
             return self.emitv("int_ne", [ref, Const(0, Type.INT)], Type.BOOL)
@@ -594,7 +667,7 @@ class Translator:
         elif t is type(None):
             flag = Const(False, Type.BOOL)
         else:
-            flag = self.emitv("is_true", [ref], Type.BOOL, snap)
+            flag = self.emitv("is_true", [ref], Type.BOOL, snap, t not in _PLAIN_TRUTH)
         self.release(sv)
         return flag
 
@@ -638,6 +711,7 @@ class Translator:
         if isinstance(sv.ref, Const):
             if (sv.ref.value is None) != is_none:
                 raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "constant branch")
+            self.release(sv)
             return
         if sv.ref.type is not Type.OBJ:
             if is_none:
@@ -649,9 +723,9 @@ class Translator:
 
     def op_load_global(self, r: Record) -> None:
         snap = self.snapshot()
-        frame = self.rec.frame
-        self.emit("guard_global", [], None, snap, globals=frame.f_globals,
-                  builtins=frame.f_builtins, name=str(r.instr.argval), obj=r.seen)
+        # Checked in the frame's own globals and builtins (no reference to the
+        # dicts: a trace must not keep a dead module alive).
+        self.emit("guard_global", [], None, snap, name=str(r.instr.argval), obj=r.seen)
         self.push(Const(r.seen, Type.OBJ))
         if r.instr.arg & 1:
             self.push(Const(NULL, Type.OBJ))
@@ -703,7 +777,8 @@ class Translator:
             self.release(sub)
             self.push(res, True)
             return
-        self._generic_binary("PyObject_GetItem", container, sub, snap)
+        self._generic_binary("PyObject_GetItem", container, sub, snap,
+                             tc not in _PLAIN_CONTAINERS or ts not in _PLAIN_KEYS)
 
     def op_store_subscr(self, r: Record) -> None:
         snap = self.snapshot()
@@ -765,6 +840,7 @@ class Translator:
                 n = self.emitv("len", [ao], Type.INT, snap)
             self.release_obj(ao, new)
             self.release(args[0])
+            self.release(callable_)
             self.push(n)
             return
         operands: list[Ref] = []
@@ -783,9 +859,6 @@ class Translator:
         for sv in everything:
             self.release(sv)
         self.push(res, True)
-        # The callee may have turned a tool on: the interpreter takes over then.
-        self.emit("check_instrumentation", [], None,
-                  self.snapshot(pc=r.instr.next_offset // 2))
 
     def op_unpack_sequence(self, r: Record) -> None:
         snap = self.snapshot()
@@ -809,8 +882,12 @@ class Translator:
     def op_get_iter(self, r: Record) -> None:
         snap = self.snapshot()
         sv = self.pop()
+        # iter() of a plain container runs no Python code (worth a guard).
+        t = self.guard_type(sv, r.inputs[0], snap) if r.inputs[0] in _PLAIN_CONTAINERS \
+            else None
         obj, new = self.as_obj(sv, snap)
-        it = self.emitv("call_unary", [obj], Type.OBJ, snap, fn="PyObject_GetIter")
+        it = self.emitv("call_unary", [obj], Type.OBJ, snap, t not in _PLAIN_CONTAINERS,
+                        fn="PyObject_GetIter")
         self.release_obj(obj, new)
         self.release(sv)
         self.push(it, True)
@@ -819,7 +896,8 @@ class Translator:
         if r.instr.arg != 0:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_LIST with items")
         # list() of the type object itself (not a name lookup): a new empty list.
-        self.push(self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot()), True)
+        self.push(self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot(),
+                             calls=False), True)
 
     def op_for_iter(self, r: Record) -> None:
         it = self.stack[-1]
@@ -869,6 +947,12 @@ def _plain_method(owner_type: type, name: str) -> object | None:
             found = klass.__dict__[name]
             return found if type(found) is _METHOD_DESCRIPTOR else None
     return None
+
+
+def _held_weakly(value: object) -> bool:
+    """Whether a compiled trace holds this constant weakly (runtime/hooks.py
+    _hold_weakly): objects whose type supports weak references."""
+    return value is not NULL and type(value).__weakrefoffset__ != 0
 
 
 class _LoopClosed(Exception):

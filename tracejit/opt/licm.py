@@ -3,7 +3,9 @@
 A frame slot the loop body never stores to holds the same object on every
 iteration, so its load and type guard run once, in the preamble.  The hoisted
 guard resumes at the loop header with the frame untouched, which is exactly
-the preamble's state.
+the preamble's state.  A body with call-outs (followed by
+check_instrumentation) hoists no loads: the code it calls may rebind any
+local through the frame's f_locals (write-through since PEP 667).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def hoist_invariant_loads(trace: Trace) -> Trace:
         return trace
     body = trace.ops[li + 1:]
     stored = {op.attrs["slot"] for op in body if op.name == "store_local"}
+    # A body that runs foreign code (every call-out is followed by this check)
+    # may have any local rebound through f_locals: no frame slot is invariant.
+    foreign = any(op.name == "check_instrumentation" for op in body)
     header_pc = None
     for op in body:
         if op.snapshot is not None and op.name == "check_eval_breaker":
@@ -38,7 +43,7 @@ def hoist_invariant_loads(trace: Trace) -> Trace:
         return all(not isinstance(a, Value) or a.id in invariant for a in op.args)
 
     for op in body:
-        if op.name == "load_local" and op.attrs["slot"] not in stored:
+        if op.name == "load_local" and op.attrs["slot"] not in stored and not foreign:
             assert op.result is not None
             hoisted.append(op)
             invariant.add(op.result.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dis
 import enum
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,21 +73,37 @@ class Instr:
 
 @dataclass(slots=True)
 class CodeInfo:
-    code: types.CodeType
+    code_ref: weakref.ReferenceType[types.CodeType]
     nlocalsplus: int
     instrs: dict[int, Instr]
 
+    @property
+    def code(self) -> types.CodeType:
+        code = self.code_ref()
+        if code is None:
+            raise RuntimeError("code object gone")
+        return code
 
-_CODE_INFO: dict[types.CodeType, CodeInfo] = {}
+
+# Keyed by id(code) (hashing a code object is slow); entries go when the code dies.
+_CODE_INFO: dict[int, CodeInfo] = {}
+
+
+def _forget_info(key: int) -> Callable[[object], None]:
+    def forget(_: object) -> None:
+        _CODE_INFO.pop(key, None)
+    return forget
 
 
 def code_info(code: types.CodeType) -> CodeInfo:
-    info = _CODE_INFO.get(code)
-    if info is None:
+    key = id(code)
+    info = _CODE_INFO.get(key)
+    if info is None or info.code_ref() is not code:
         cells = [c for c in code.co_cellvars if c not in code.co_varnames]
         nlocalsplus = len(code.co_varnames) + len(cells) + len(code.co_freevars)
-        info = CodeInfo(code, nlocalsplus, _decode(code))
-        _CODE_INFO[code] = info
+        ref = weakref.ref(code, _forget_info(key))
+        info = CodeInfo(ref, nlocalsplus, _decode(code))
+        _CODE_INFO[key] = info
     return info
 
 

@@ -6,15 +6,20 @@ at one exit of another trace and is reached only through that exit's link.
 An exit that ends a trace at a back-edge or at another root's start links to
 that root (now, or as soon as it is compiled: pending links).  Everything is
 keyed by ``id(code)``: hashing a code object walks its bytecode and constants,
-far too slow for every back-edge of a huge function; the cache holds the code
-objects, so their ids stay unique.
+far too slow for every back-edge of a huge function.  Code objects are held
+weakly (a trace must not keep a dead function's code alive); the runtime
+drops everything keyed by a code's id from the code's weakref callback, which
+runs before the id can be reused.
 """
 
 from __future__ import annotations
 
 import dis
 import types
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import CompiledCode
@@ -29,7 +34,8 @@ __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_bu
 @dataclass(slots=True, eq=False)
 class CompiledTrace:
     kind: str  # "loop", "function" (roots) or "bridge"
-    code: types.CodeType
+    code_ref: weakref.ReferenceType[types.CodeType]
+    code_id: int
     key: int  # bytes: the dispatcher's offset for roots, the start pc for bridges
     start: int  # bytes: first instruction
     trace: Trace
@@ -44,6 +50,25 @@ class CompiledTrace:
     successors: list[CompiledTrace] = field(default_factory=list)
     bridges: int = 0
     failed_bridges: dict[int, int] = field(default_factory=dict)
+    # Eviction (roots): entries of the tree at the last sweep, and that sweep.
+    seen_entries: int = -1
+    last_used: int = 0
+    # Weak references to the objects the machine code refers to (see hooks).
+    weak: list[weakref.ReferenceType[Any]] = field(default_factory=list)
+
+    @property
+    def code(self) -> types.CodeType:
+        code = self.code_ref()
+        if code is None:
+            raise RuntimeError(f"the code of trace {self.trace.name} is gone")
+        return code
+
+    @property
+    def root(self) -> CompiledTrace:
+        t = self
+        while t.parent is not None:
+            t = t.parent[0]
+        return t
 
     @property
     def size(self) -> int:
@@ -67,22 +92,30 @@ class CompiledTrace:
         """Forget the IR and machine-op list once the code is mapped: a huge
         function grows hundreds of traces, and thousands of live IR objects
         each make every full garbage collection of the program slower."""
-        self.trace = Trace(self.trace.name, consts=self.trace.consts)  # consts stay alive
+        self.trace = Trace(self.trace.name)  # constants live in lowered.keepalive
         self.lowered.code = []
 
 
 # Exception-table entries: (start, end, target, depth, lasti), bytes.
 Handler = tuple[int, int, int, int, bool]
-_HANDLERS: dict[int, tuple[types.CodeType, list[Handler]]] = {}
+_HANDLERS: dict[int, tuple[weakref.ReferenceType[types.CodeType], list[Handler]]] = {}
+
+
+def _forget_handlers(key: int) -> Callable[[object], None]:
+    def forget(_: object) -> None:
+        _HANDLERS.pop(key, None)
+    return forget
 
 
 def handler_at(code: types.CodeType, offset: int) -> Handler | None:
     """The exception-table entry covering the instruction at `offset` (bytes)."""
     cached = _HANDLERS.get(id(code))
-    if cached is None or cached[0] is not code:
+    if cached is None or cached[0]() is not code:
         entries = [(e.start, e.end, e.target, e.depth, e.lasti)
                    for e in dis._parse_exception_table(code)]  # type: ignore[attr-defined]
-        cached = _HANDLERS[id(code)] = (code, entries)
+        key = id(code)
+        ref = weakref.ref(code, _forget_handlers(key))
+        cached = _HANDLERS[key] = (ref, entries)
     for entry in cached[1]:
         if entry[0] <= offset < entry[1]:
             return entry
@@ -93,6 +126,7 @@ class CodeCache:
     def __init__(self) -> None:
         self.roots: dict[tuple[int, int], CompiledTrace] = {}
         self.by_handle: dict[int, CompiledTrace] = {}
+        self.by_code: dict[int, list[CompiledTrace]] = {}
         # (id(code), header) -> exits waiting for a root trace there.
         self.pending: dict[tuple[int, int], list[tuple[CompiledTrace, int]]] = {}
         self.bytes = 0
@@ -107,18 +141,52 @@ class CodeCache:
 
     def add(self, t: CompiledTrace, handle: int) -> None:
         self.by_handle[handle] = t
+        self.by_code.setdefault(t.code_id, []).append(t)
         self.bytes += t.size
         if t.kind != "bridge":
-            self.roots[(id(t.code), t.key)] = t
+            self.roots[(t.code_id, t.key)] = t
 
     def all(self) -> list[CompiledTrace]:
         return list(self.by_handle.values())
+
+    def remove(self, traces: list[CompiledTrace]) -> None:
+        """Forget these traces (all of one code object): entries, roots, their
+        pending links.  Links to them from other traces are the caller's."""
+        if not traces:
+            return
+        gone = {id(t) for t in traces}
+        code_id = traces[0].code_id
+        for t in traces:
+            self.by_handle.pop(t.native.handle, None)
+            if t.kind != "bridge" and self.roots.get((code_id, t.key)) is t:
+                del self.roots[(code_id, t.key)]
+            self.bytes -= t.size
+        left = [t for t in self.by_code.get(code_id, []) if id(t) not in gone]
+        if left:
+            self.by_code[code_id] = left
+        else:
+            self.by_code.pop(code_id, None)
+        for key in [k for k in self.pending if k[0] == code_id]:
+            waiting = [(s, k) for s, k in self.pending[key] if id(s) not in gone]
+            if waiting:
+                self.pending[key] = waiting
+            else:
+                del self.pending[key]
+
+    def remove_code(self, code_id: int) -> list[CompiledTrace]:
+        """Forget every trace of a code object that died; returns them."""
+        traces = list(self.by_code.get(code_id, []))
+        self.remove(traces)
+        for key in [k for k in self.pending if k[0] == code_id]:
+            del self.pending[key]
+        return traces
 
     def clear(self) -> list[CompiledTrace]:
         """Forget every trace; returns them (their code may still be running)."""
         out = self.all()
         self.roots.clear()
         self.by_handle.clear()
+        self.by_code.clear()
         self.pending.clear()
         self.bytes = 0
         return out

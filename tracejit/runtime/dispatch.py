@@ -5,9 +5,10 @@ builtin function object registered as the monitoring callback.
 The dispatcher (``tj_dispatch``) looks up ``(code, offset)`` in an
 open-addressing table; a hit runs the trace on the calling frame and follows
 exit links from trace to trace without returning to the interpreter.  The
-table is rebuilt from Python whenever a root trace is added or removed (rare);
-``tj_trace`` structs are never freed while the JIT is on, because a trace may
-be on the C stack when another is added.
+table is rebuilt from Python when it grows or a code object dies (its slots
+hold bare code pointers, so they must go before the address can be reused).
+``tj_state.depth`` counts traces running now: machine code and ``tj_trace``
+structs taken out of use are freed only when it is zero.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class TJState(ctypes.Structure):
         ("busy", _u64),
         ("native_entries", _u64),
         ("transfers", _u64),
+        ("depth", _u64),
     ]
 
 
@@ -61,7 +63,7 @@ class NativeTrace:
     """The dispatcher's view of one compiled trace: its struct and per-exit arrays."""
 
     def __init__(self, entry: int, counters: ctypes.Array[ctypes.c_uint64], nexits: int,
-                 handle: object) -> None:
+                 handle: int) -> None:
         n = max(nexits, 1)
         self.counters = counters
         self.links = (_ptr * n)()
@@ -86,9 +88,14 @@ class NativeTrace:
     def entries(self) -> int:
         return int(self.struct.entries)
 
-    def set_handler(self, exit_index: int, target: int, depth: int, lasti: bool) -> None:
-        """Error exit `exit_index` unwinds to this exception-table entry."""
-        self.unwind[exit_index] = (target | (depth << 32) | (int(lasti) << 48) | (1 << 63))
+    def set_handler(self, exit_index: int, target: int, depth: int, lasti: bool,
+                    raise_delta: int = 0) -> None:
+        """Error exit `exit_index` unwinds to this exception-table entry.
+        ``raise_delta``: the code unit a RAISE event reports, relative to the
+        failing instruction's start (-1 .. 8190; see tj_unwind)."""
+        assert -1 <= raise_delta < (1 << 13) - 1
+        self.unwind[exit_index] = (target | (depth << 32) | (int(lasti) << 48)
+                                   | ((raise_delta + 1) << 49) | (1 << 63))
 
     def link(self, exit_index: int, target: NativeTrace | None) -> None:
         self.links[exit_index] = target.address if target is not None else None
@@ -114,8 +121,9 @@ class Dispatcher:
         self.on_exit = on_exit
         self.state.fallback = id(fallback)
         self.state.on_exit = id(on_exit)
-        # (id(code), offset) -> (code, root trace or None while counting, slot index)
-        self.entries: dict[tuple[int, int], tuple[object, NativeTrace | None, int]] = {}
+        # (id(code), offset) -> (root trace or None while counting, slot index).
+        # The runtime calls forget_code() when a code object dies.
+        self.entries: dict[tuple[int, int], tuple[NativeTrace | None, int]] = {}
         self._table: ctypes.Array[TJSlot] = (TJSlot * 8)()
         self.state.table = ctypes.addressof(self._table)
         self.state.mask = 7
@@ -138,7 +146,31 @@ class Dispatcher:
         i = self._slot(code, offset)
         self._table[i].trace = trace.address
         self._table[i].countdown = 0
-        self.entries[(id(code), offset)] = (code, trace, i)
+        self.entries[(id(code), offset)] = (trace, i)
+
+    def drop(self, code_id: int, offset: int) -> None:
+        """Stop running the root trace at this location (it counts again)."""
+        hit = self.entries.get((code_id, offset))
+        if hit is not None:
+            self._table[hit[1]].trace = None
+            self._table[hit[1]].countdown = 0
+            self.entries[(code_id, offset)] = (None, hit[1])
+
+    def forget_code(self, code_id: int) -> None:
+        """Remove every slot of a code object that is being deallocated."""
+        keys = [key for key in self.entries if key[0] == code_id]
+        if keys:
+            for key in keys:
+                del self.entries[key]
+            size = len(self._table)
+            while size > 8 and 4 * (len(self.entries) + 1) <= size:
+                size //= 2
+            self._rebuild(size)
+
+    @property
+    def running(self) -> bool:
+        """Whether machine code may be on a C stack (some thread runs a trace)."""
+        return bool(self.state.depth)
 
     def count_down(self, code: object, offset: int, events: int) -> None:
         """Let native code absorb the next `events - 1` events at this location
@@ -153,11 +185,11 @@ class Dispatcher:
     def _slot(self, code: object, offset: int) -> int:
         hit = self.entries.get((id(code), offset))
         if hit is not None:
-            return hit[2]
+            return hit[1]
         if 2 * (len(self.entries) + 1) > len(self._table):
             self._rebuild(2 * len(self._table))
         i = self._insert(self._table, id(code), offset)
-        self.entries[(id(code), offset)] = (code, None, i)
+        self.entries[(id(code), offset)] = (None, i)
         return i
 
     @staticmethod
@@ -173,11 +205,11 @@ class Dispatcher:
     def _rebuild(self, size: int) -> None:
         table = (TJSlot * size)()
         old = self._table
-        for key, (code, trace, i) in list(self.entries.items()):
+        for key, (trace, i) in list(self.entries.items()):
             j = self._insert(table, key[0], key[1])
             table[j].trace = old[i].trace
             table[j].countdown = old[i].countdown
-            self.entries[key] = (code, trace, j)
+            self.entries[key] = (trace, j)
         # Swap in the new table before the old one can be freed; the GIL is held.
         self._table = table
         self.state.table = ctypes.addressof(table)

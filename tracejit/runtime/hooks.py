@@ -15,6 +15,13 @@ the last exit wrote.  Everything else comes here, in Python:
 - ``_on_exit``: an exit taken often enough to be hot records a bridge from
   there.  (Error exits whose instruction has its own exception handler are
   unwound by the dispatcher, in C: ``tj_unwind``.)
+
+Memory: code objects are held weakly.  When one dies, its counters,
+dispatcher slots and traces go at once (the weakref callback runs before its
+address can be reused); machine code taken out of use is unmapped once no
+trace runs (``Dispatcher.running``).  Past ``code_cache_size`` bytes of
+machine code, the least recently entered root traces are evicted with their
+bridges.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -60,6 +68,20 @@ MAX_BRIDGES_PER_ROOT = 64
 MAX_BRIDGE_ATTEMPTS = 3
 
 
+class _Tracked:
+    """A code object the JIT counts or compiles for, held weakly."""
+
+    __slots__ = ("offsets", "ref")
+
+    def __init__(self, code: types.CodeType) -> None:
+        code_id = id(code)
+        def died(_: object) -> None:
+            _code_died(code_id)
+
+        self.ref = weakref.ref(code, died)
+        self.offsets: set[int] = set()  # counter keys
+
+
 class _State:
     def __init__(self) -> None:
         self.params = Params()
@@ -68,16 +90,19 @@ class _State:
         self.rec_key = 0  # dispatcher offset of the root being recorded
         self.rec_parent: tuple[CompiledTrace, int] | None = None
         # Back-edge and call counters, keyed by (id(code), offset); `codes`
-        # keeps those code objects alive so their ids stay unique.
+        # holds those code objects weakly: what is keyed by the id of a code
+        # object goes when it dies (_code_died), before the id can be reused.
         self.counters: dict[tuple[int, int], LoopCounter] = {}
-        self.codes: dict[int, types.CodeType] = {}
+        self.codes: dict[int, _Tracked] = {}
         self.cache = CodeCache()
         # Code objects whose traces hit the trace limit: traced in segments.
         self.huge: set[int] = set()
         self.dispatcher: Dispatcher | None = None
-        # Traces taken out of use; their code may still be on the C stack, so it
-        # is never freed while the process runs.
-        self.retired: list[CompiledTrace] = []
+        # Traces taken out of use (their code object died, evicted, disable()):
+        # unmapped as soon as no trace runs (until then one may be on a C stack).
+        self.to_free: list[CompiledTrace] = []
+        self.freed_guard_failures = 0
+        self.sweep = 0  # eviction sweeps so far
 
 
 STATE = _State()
@@ -123,10 +148,10 @@ def uninstall() -> None:
     STATE.counters.clear()
     STATE.codes.clear()
     # disable() may be called from code a trace called, so traces may still be
-    # on the C stack: keep their code mapped (retired), never free it here.
-    STATE.retired.extend(STATE.cache.clear())
+    # on the C stack: they are freed once none runs.
     if STATE.dispatcher is not None:
         STATE.dispatcher.clear()
+    _retire(STATE.cache.clear())
 
 
 def sync_stats() -> None:
@@ -136,8 +161,8 @@ def sync_stats() -> None:
         return
     STATS.native_entries = int(d.state.native_entries)
     STATS.trace_transfers = int(d.state.transfers)
-    STATS.guard_failures = sum(
-        sum(t.lowered.counters) for t in STATE.cache.all() + STATE.retired)
+    STATS.guard_failures = STATE.freed_guard_failures + sum(
+        sum(t.lowered.counters) for t in STATE.cache.all() + STATE.to_free)
     STATS.code_bytes = STATE.cache.bytes
 
 
@@ -151,6 +176,8 @@ def _tools_active() -> bool:
 def _fallback(code: types.CodeType, where: int, dst: int | None = None) -> Any:
     """Events the dispatcher did not handle: JUMP (code, src, dst) and
     PY_START (code, offset).  Called straight from C: frame 1 is the program's."""
+    if STATE.to_free:
+        _free_retired()
     frame = sys._getframe(1)
     if dst is None:
         return _on_py_start(code, where, frame)
@@ -252,9 +279,154 @@ def _on_stack(target: types.FrameType, frame: types.FrameType | None) -> bool:
 
 
 def _new_counter(code: types.CodeType, offset: int, threshold: int) -> LoopCounter:
-    STATE.codes[id(code)] = code
+    _track(code).offsets.add(offset)
     counter = STATE.counters[(id(code), offset)] = LoopCounter(max(1, threshold))
     return counter
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _track(code: types.CodeType) -> _Tracked:
+    tracked = STATE.codes.get(id(code))
+    if tracked is None or tracked.ref() is not code:
+        tracked = STATE.codes[id(code)] = _Tracked(code)
+    return tracked
+
+
+def _code_died(code_id: int) -> None:
+    """A code object the JIT knows is being deallocated: drop its counters,
+    dispatcher slots and traces.  No frame runs it any more, so none of its
+    traces is on a C stack (a trace runs on a frame of its own code); they are
+    still freed through the safe point, like evicted ones."""
+    try:
+        tracked = STATE.codes.pop(code_id, None)
+        if tracked is None:
+            return
+        for offset in tracked.offsets:
+            STATE.counters.pop((code_id, offset), None)
+        STATE.huge.discard(code_id)
+        if STATE.dispatcher is not None:
+            STATE.dispatcher.forget_code(code_id)
+        dead = STATE.cache.remove_code(code_id)
+        if dead:
+            _retire(dead)
+    except Exception as err:  # a weakref callback: never let it reach the program
+        STATS.aborts[f"internal error freeing code: {err!r}"[:80]] += 1
+
+
+def _retire(traces: list[CompiledTrace]) -> None:
+    STATE.to_free.extend(traces)
+    STATS.code_bytes = STATE.cache.bytes
+    _free_retired()
+
+
+def _free_retired() -> None:
+    """Unmap retired traces' machine code, unless some thread runs a trace now
+    (then at the next fallback call)."""
+    d = STATE.dispatcher
+    if not STATE.to_free or (d is not None and d.running):
+        return
+    batch, STATE.to_free = STATE.to_free, []
+    for t in batch:
+        STATE.freed_guard_failures += sum(t.lowered.counters)
+        t.free()
+        STATS.traces_freed += 1
+
+
+def _enforce_cache_size(keep: CompiledTrace) -> None:
+    """Evict the least recently entered root traces (with their bridges) while
+    the machine code exceeds code_cache_size; never `keep`'s tree or the tree a
+    bridge is being recorded for."""
+    cache = STATE.cache
+    limit = STATE.params.code_cache_size
+    if cache.bytes <= limit:
+        return
+    STATE.sweep += 1
+    entries: dict[int, int] = {}
+    for t in cache.all():
+        r = t.root
+        entries[id(r)] = entries.get(id(r), 0) + t.entries
+    roots = list(cache.roots.values())
+    for r in roots:
+        n = entries.get(id(r), 0)
+        if n != r.seen_entries:
+            r.seen_entries = n
+            r.last_used = STATE.sweep
+    spare = {id(keep.root)}
+    if STATE.rec_parent is not None:
+        spare.add(id(STATE.rec_parent[0].root))
+    for r in sorted(roots, key=lambda r: (r.last_used, r.seen_entries)):
+        if cache.bytes <= limit:
+            break
+        if id(r) not in spare:
+            _evict(r)
+
+
+def _evict(top: CompiledTrace) -> None:
+    """Take a trace and the bridges grown from it out of use.  Exits of other
+    traces linked to a root wait for its next compilation (pending links); the
+    exit a bridge grew from leaves to the interpreter again."""
+    cache = STATE.cache
+    code_id = top.code_id
+    tree = [t for t in cache.by_code.get(code_id, []) if _grew_from(t, top)]
+    gone = {id(t) for t in tree}
+    addresses = {t.native.address for t in tree}
+    for x in cache.by_code.get(code_id, []):
+        if id(x) in gone:
+            continue
+        links = x.native.links
+        for k in range(len(links)):
+            if links[k] in addresses:  # a root, or top's parent exit
+                links[k] = None
+                if top.parent is None:
+                    cache.pending.setdefault((code_id, top.key), []).append((x, k))
+        x.successors = [s for s in x.successors if id(s) not in gone]
+    cache.remove(tree)
+    if STATE.dispatcher is not None and top.parent is None:
+        STATE.dispatcher.drop(code_id, top.key)
+    STATS.traces_evicted += len(tree)
+    _retire(tree)
+
+
+def _grew_from(t: CompiledTrace, top: CompiledTrace) -> bool:
+    while True:
+        if t is top:
+            return True
+        if t.parent is None:
+            return False
+        t = t.parent[0]
+
+
+def _hold_weakly(t: CompiledTrace) -> None:
+    """The objects a trace's machine code refers to (guarded globals, types,
+    constants) are held weakly where they allow it: a strong reference could
+    keep a dead function's module, and so its code, alive for ever (a cycle
+    through the cache).  When one dies, the trace is taken out of use at
+    once, before its address can be reused."""
+    strong: list[object] = []
+    weak: dict[int, weakref.ReferenceType[Any]] = {}
+    died = _constant_died(t.native.handle)
+    for obj in t.lowered.keepalive:
+        if id(obj) in weak:
+            continue
+        try:
+            weak[id(obj)] = weakref.ref(obj, died)
+        except TypeError:
+            strong.append(obj)
+    t.lowered.keepalive = strong
+    t.weak = list(weak.values())
+
+
+def _constant_died(handle: int) -> Any:
+    def died(_: object) -> None:
+        try:
+            t = STATE.cache.by_handle.get(handle)
+            if t is not None:
+                _evict(t)
+        except Exception as err:  # a weakref callback: never reach the program
+            STATS.aborts[f"internal error invalidating: {err!r}"[:80]] += 1
+    return died
 
 
 # ---------------------------------------------------------------- recording
@@ -383,19 +555,24 @@ def _finish_recording(rec: Recording) -> None:
         STATS.time_in_jit_s += time.perf_counter() - t0
         rec.records.clear()
     cache = STATE.cache
+    if parent is not None and cache.by_handle.get(parent[0].native.handle) is not parent[0]:
+        compiled.free()  # the parent was evicted meanwhile: nothing would reach it
+        STATS.aborts[AbortReason.BACKEND.value] += 1
+        jitlog.abort(rec.code, key, AbortReason.BACKEND.value, "parent trace evicted", False)
+        return
     handle = cache.new_handle()
     native = NativeTrace(compiled.address, lowered.counters, len(lowered.exits), handle)
     kind = "bridge" if parent is not None else rec.kind
-    t = CompiledTrace(kind, rec.code, key, rec.header, trace, lowered, compiled, native,
-                      rec.end, parent)
+    t = CompiledTrace(kind, weakref.ref(rec.code), id(rec.code), key, rec.header, trace,
+                      lowered, compiled, native, rec.end, parent)
     t.roots = set(parent[0].roots) if parent is not None else {key}
     if not unwinds_exactly(t, t.roots):
-        STATE.retired.append(t)
+        t.free()  # never entered nor linked
         _count_abort(rec.code, key, AbortReason.BACKEND,
                      "an exception would leave a try block the root is in", parent)
         return
     _set_exit_policy(t)
-    STATE.codes[id(rec.code)] = rec.code
+    _track(rec.code)
     cache.add(t, handle)
     STATS.traces_compiled += 1
     if parent is not None:
@@ -426,9 +603,28 @@ def _finish_recording(rec: Recording) -> None:
     if end is not None and end.kind == "segment":
         # The seed's table counts a trace cut at the limit as "segmenting trace".
         STATS.aborts[AbortReason.SEGMENTING.value] += 1
-    STATS.code_bytes = cache.bytes
     jitlog.compiled(t)
-    t.drop_ir()
+    t.drop_ir()  # the IR holds the constants strongly
+    _hold_weakly(t)
+    _enforce_cache_size(t)
+    STATS.code_bytes = cache.bytes
+
+
+def _raise_delta(code: types.CodeType, pc: int, op: str) -> int:
+    """Where CPython 3.13's RAISE event says an instruction failed, relative to
+    the instruction's start (code units): one unit before it when a Python
+    callee's exception comes back into the frame (the interpreter resumes with
+    the error at the CALL; a call from a trace is assumed to be one), else the
+    instruction's last unit (its inline caches included)."""
+    if op == "call":
+        return -1
+    instrs = code_info(code).instrs
+    ins = instrs.get(pc * 2)
+    while ins is not None and ins.opname == "EXTENDED_ARG":
+        ins = instrs.get(ins.next_offset)
+    if ins is None:
+        return 0
+    return max(0, min(ins.next_offset // 2 - 1 - pc, (1 << 13) - 2))
 
 
 def _set_exit_policy(t: CompiledTrace) -> None:
@@ -440,9 +636,10 @@ def _set_exit_policy(t: CompiledTrace) -> None:
             handler = handler_at(t.code, info.pc * 2)
             if handler is not None:
                 _, _, target, depth, lasti = handler
-                t.native.set_handler(info.index, target, depth, lasti)
-        elif info.entry:
-            continue
+                t.native.set_handler(info.index, target, depth, lasti,
+                                     _raise_delta(t.code, info.pc, info.op))
+        elif info.entry or info.op == "check_instrumentation":
+            continue  # the trace does not apply now (a tool watches the code)
         elif info.op == "exit":
             if end is not None and end.kind == "segment":
                 t.native.hot_at[info.index] = 1  # a segment's end always grows on

@@ -97,24 +97,30 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'check_eval_breaker': (
         bytes.fromhex(
-            "498b461884c00f8500000000498b0c24483b81a80000000f8500000000e90000"
-            "0000"
+            "498b461884c00f8500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_PLT32', 8, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 25, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 30, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 13, '_JIT_CONTINUE', -4),
         ),
     ),
     'check_instrumentation': (
         bytes.fromhex(
-            "498b4618482500ffffff498b0c24483b81a80000000f8500000000e900000000"
+            "498b4e10f30f7e8170f20200660f6e8978f202000fb6817df20200660f70d055"
+            "660febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f"
+            "7ed2660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f7ece"
+            "09d6400ab17cf202000a817ef20200498b0c244008f0488b89b00000004885c9"
+            "7434f30f7e410a660f70c855660febc8660f6fc1660f72d010660febc1660f6f"
+            "c8660f71d108660febc8660f7eca0a51120a411308d0a8df0f85000000004983"
+            "7e58000f850000000049837e50000f8500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 186, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 197, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 208, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 213, '_JIT_CONTINUE', -4),
         ),
     ),
     'const': (
@@ -359,6 +365,25 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
+    'frame_lookup_global': (
+        bytes.fromhex(
+            "50498b7c241848be0000000000000000ff15000000004885c0752a498b467048"
+            "85c074074883780800753d498b7c242048be0000000000000000ff1500000000"
+            "4885c0740d4989850000000058e900000000498b46704885c074074883780800"
+            "750658e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 8, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 60, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_32S', 72, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 100, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 106, '_JIT_ERROR', -4),
+        ),
+    ),
     'getattr': (
         bytes.fromhex(
             "50498bbd0000000048be0000000000000000ff15000000004885c0740d498985"
@@ -387,32 +412,37 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'guard_global': (
         bytes.fromhex(
-            "5548b80000000000000000488b1848b800000000000000004c8b3848bd000000"
-            "0000000000483b5d00750f48b800000000000000004c3b38747448bf00000000"
-            "0000000048be0000000000000000ff15000000004885c0752f498b46704885c0"
-            "74074883780800756148bf000000000000000048be0000000000000000ff1500"
-            "0000004885c0742c48b90000000000000000483b0174065de90000000048895d"
-            "0048b800000000000000004c89385de900000000498b46704885c07407488378"
-            "080075065de9000000005de900000000"
+            "554883ec104c897424084d89ee498b5c2418488b4308f680ab000000200f84b6"
+            "0000004d8b7c2420498b4708f680ab000000200f84a0000000488b6b184d8b6f"
+            "1848b80000000000000000483b28753148b800000000000000004c3b28752248"
+            "b80000000000000000483918751348b800000000000000004c39380f84b10000"
+            "0048be00000000000000004889dfff15000000004885c07531488b442408488b"
+            "40704885c0740b48837808000f85a700000048be00000000000000004c89ffff"
+            "15000000004885c0747a48b90000000000000000483b0174124d89f54c8b7424"
+            "084883c4105de9000000004885ed0f95c04d85ed0f95c120c180f901753448b8"
+            "000000000000000048892848b800000000000000004c892848b8000000000000"
+            "000048891848b800000000000000004c89384d89f54c8b7424084883c4105de9"
+            "00000000488b442408488b40704885c07487488378080074804d89f54c8b7424"
+            "084883c4105de900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 24),
-            ('code', 'R_X86_64_64', 16, '_JIT_OPERAND2', 24),
-            ('code', 'R_X86_64_64', 29, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 45, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 60, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 70, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 80, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 107, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 117, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 127, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 138, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_PLT32', 153, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 163, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_PLT32', 176, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 198, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 204, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_64', 67, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 82, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 97, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_64', 112, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_64', 131, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 144, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 180, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 193, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 204, '_JIT_OPERAND0', 32),
+            ('code', 'R_X86_64_PLT32', 231, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 256, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 269, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 282, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_64', 295, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_PLT32', 320, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 359, '_JIT_ERROR', -4),
         ),
     ),
     'guard_is': (
@@ -1019,44 +1049,60 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tj_dispatch': (
         bytes.fromhex(
-            "554157415641554154534883ec284989d64989f748bbffffffffffffff7f4821"
+            "554157415641554154534883ec484989d74989f648bbffffffffffffff7f4821"
             "d3ff15000000004883fb02723d48b9000000000000000048833900752d488378"
-            "580075264883785000751f498b54dff848b9000000000000000048394a08750a"
-            "488b72104883fe0f762948b80000000000000000488b384c89fe4c89f231c948"
-            "83c4285b415c415d415e415f5dff2500000000498b0f8b7a1883e603ba010000"
+            "580075264883785000751f498b54def848b9000000000000000048394a08750a"
+            "488b72104883fe0f762948b80000000000000000488b384c89f64c89fa31c948"
+            "83c4485b415c415d415e415f5dff2500000000498b0e8b7a1883e603ba010000"
             "004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faff24831fe"
             "48bf0000000000000000488b3f49b800000000000000004d8b08eb0c0f1f4000"
             "48ffc64d85d274824821fe4989f049c1e0054f8b14014939ca75e54d01c84939"
-            "500875dc4d8b60104d85e40f8452010000488b58484885db0f844cffffff4839"
-            "0b0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb6967df2"
+            "500875dc498b58104885db0f848c010000488b78484885ff0f844cffffff4839"
+            "0f0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb6967df2"
             "0200660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d2"
-            "08660febd0660f7ed7660f6fc1660f72d010660febc1660f6fc8660f71d10866"
-            "0febc866410f7ec84109f8440a867cf202000a967ef202004408c2488b89b000"
-            "00004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d010660f"
-            "ebc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2f6c2df"
-            "0f8584feffff48b9000000000000000048ff0149ff4424308b683cc7403c0000"
-            "00004889df4889c64989c541ff14244189c641896d3c85c078794c89ee498b44"
-            "24104489f74c8b3cf84d85ff0f843f01000048b8000000000000000048ff0049"
-            "ff4730c7463c000000004889df41ff174189c64c89ee41896d3c4d89fc85c079"
-            "bceb33498b40184883f8020f8cf9fdffff48ffc84989401848b8000000000000"
-            "00008b08ffc10f84100200008908e9090200004d89e741f7d6498b47204a833c"
-            "f0000f84f2010000ff15000000004885c00f84e3010000498b47204e8b24f0ff"
-            "15000000004885c00f84cc0100004889c7ff150000000085c00f88bb010000ff"
-            "1500000000488904244c8b2b488b4338488944240849634548488d04c34883c0"
-            "484c89e148c1e9200fb7c94c8d34c848634340488d2cc34883c5484c39f50f86"
-            "ee0000004c8d3cc5f8ffffffeb114883c5f84983c7f84c39f50f86d300000048"
-            "8b7df848c745f8000000004c89f848c1e8038943404885ff74d4488b0785c078"
-            "cd48ffc848890775c5ff1500000000ebbd498b442408498b4c2418488b04f848"
-            "3b04f90f82effeffffff15000000004885c00f84020100004889c3498b442428"
-            "488944241048895c241848b80000000000000000488b38488d742410ba020000"
-            "0031c9ff15000000004989c6488b0385c0781148ffc848890375094889dfff15"
-            "000000004d85f60f84ad000000498b0685c00f8880feffff48ffc84989060f85"
-            "74feffff4c89f7ff1500000000e966feffff4981c5c8000000490fbae430731e"
-            "488b7c24084c29ef48d1ffff15000000004885c07443488945004883c508488d"
-            "4348488b0c2448894d004829c54883c50848c1ed03896b404489e0c1e81f4401"
-            "e0d1f84898488d0445000000004c01e848894338e9fffdffff488b0424488b00"
-            "85c0781648ffc8488b0c24488901750a488b3c24ff150000000031c04883c428"
-            "5b415c415d415e415f5dc3"
+            "08660febd066410f7ed1660f6fc1660f72d010660febc1660f6fc8660f71d108"
+            "660febc866410f7ec84509c8440a867cf202000a967ef202004408c2488b89b0"
+            "0000004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d01066"
+            "0febc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2f6c2"
+            "df0f8583feffff48b9000000000000000048ff0148ff43308b683cc7403c0000"
+            "000049bd000000000000000049ff450048897c24104889c64889442418ff1341"
+            "89c7488b742418498b4500488d48ff49894d00896e3c4585ff0f888e00000048"
+            "8b4b104489ff4c8b24f94d85e4488b4c24100f848f02000048ba000000000000"
+            "000048ff0249ff442430c7463c00000000498945004889cf41ff14244189c748"
+            "8b742418498b4500488d48ff49894d00896e3c4c89e34585ff79a4eb33498b40"
+            "184883f8020f8cbffdffff48ffc84989401848b800000000000000008b08ffc1"
+            "0f84ce0300008908e9c70300004989dc41f7d7498b4424204a833cf8000f84af"
+            "030000ff15000000004885c00f84a0030000498b442420488b4c2418488b4910"
+            "f30f7e8170f20200660f6e8978f202000fb6a97df20200660f70d055660febd0"
+            "660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f7ed2660f"
+            "6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f7ece09d6400a"
+            "b17cf20200400aa97ef20200498b0e4008f5488b89b00000004885c97436f30f"
+            "7e410a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71"
+            "d108660febc8660f7eca0a5112400a69134008d54e8b34f8ff15000000004885"
+            "c00f84cb0200004889c7ff150000000085c00f88ba020000488b442410488b08"
+            "4c8b603848894c2438488d81c800000048894424404929c449d1fc40f6c5df74"
+            "4b488b442418488b40100fb6807af2020024df88442420c644242100742e4c89"
+            "f048c1e83125ff3f00004401e08d1445feffffff488d7c2420488b742438ff15"
+            "0000000085c00f8846020000ff15000000004889442408488b44243848634048"
+            "488b542410488d04c24883c0484c89f148c1e9200fb7c94c8d2cc8486342404c"
+            "8d3cc24983c7484d39ef0f86f5000000488d1cc5f8ffffff488b4c2410eb1149"
+            "83c7f84883c3f84d39ef0f86d5000000498b7ff849c747f8000000004889d848"
+            "c1e8038941404885ff74d4488b0785c078cd48ffc848890775c5ff1500000000"
+            "488b4c2410ebb8488b4308488b4b18488b04f8483b04f90f82b5fdffffff1500"
+            "0000004885c00f84860100004989c7488b432848894424204c897c242848b800"
+            "00000000000000488b38488d742420ba0200000031c9ff15000000004989c649"
+            "8b0785c0781148ffc849890775094c89ffff15000000004d85f60f8432010000"
+            "498b0685c00f8847fdffff48ffc84989060f853bfdffff4c89f7ff1500000000"
+            "e92dfdffff490fbae63073194c89e7ff15000000004885c00f84d00000004989"
+            "074983c708488b542410488d42484c89f94829c14883c10848c1e903488b4424"
+            "08498907894a4040f6c5df747d488b4424088b00ffc07407488b4c2408890148"
+            "8b7c2408ff1500000000488b442418488b40100fb6807bf2020024df88442420"
+            "c64424210074204489f2c1ea1f4401f283e2fe488d7c2420488b742438ff1500"
+            "00000085c0786bff15000000004885c07418488b0885c9781148ffc948890875"
+            "094889c7ff15000000004489f0c1e81f4401f0d1f84898488b4c2440488d0441"
+            "488b4c241048894138e944fcffff488b442408488b0085c0781848ffc8488b4c"
+            "2408488901750b488b7c2408ff150000000031c04883c4485b415c415d415e41"
+            "5f5dc3"
         ),
         b"",
         (
@@ -1067,21 +1113,27 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 143, 'PyObject_Vectorcall', -4),
             ('code', 'R_X86_64_64', 194, '_JIT_OPERAND0', 8),
             ('code', 'R_X86_64_64', 207, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 488, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 564, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_64', 634, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 682, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 705, 'PyEval_GetFrame', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 723, 'PyTraceBack_Here', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 737, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 875, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 907, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 940, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 965, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 992, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1033, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1069, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1174, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 489, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 516, '_JIT_OPERAND0', 56),
+            ('code', 'R_X86_64_64', 602, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_64', 692, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 741, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 954, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 972, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1088, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1102, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1244, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1279, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 1311, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 1336, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1363, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1404, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1425, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1510, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1567, '_PyMonitoring_FireExceptionHandledEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1577, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1606, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1678, '_Py_Dealloc', -4),
         ),
     ),
     'trace_entry': (

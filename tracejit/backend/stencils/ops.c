@@ -683,31 +683,60 @@ STENCIL(dict_lookup_global)
     CONTINUE();
 }
 
-/* globals[name] (else builtins[name]) is the object the trace was recorded
- * with.  OP0 is a writable cell {globals version, builtins version, object}:
- * while neither dict changed since the last check (ma_version_tag changes on
- * every mutation) nothing is looked up; otherwise look up, compare and
- * remember the new versions.  Exit if the name now means another object or
- * is missing; error exit if the lookup raised. */
-STENCIL(guard_global)
+/* The same lookup in the frame's own globals and builtins (OP1 = name): the
+ * trace holds no reference to them (a trace must not keep a dead module's
+ * dict, and with it its functions and code, alive), and a code object run
+ * with other globals looks its names up where the interpreter would. */
+STENCIL(frame_lookup_global)
 {
-    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
-    PyDictObject *g = (PyDictObject *)(uintptr_t)OP(1);
-    PyDictObject *b = (PyDictObject *)(uintptr_t)OP(2);
-_Py_COMP_DIAG_PUSH
-_Py_COMP_DIAG_IGNORE_DEPR_DECLS
-    uint64_t gv = g->ma_version_tag, bv = b->ma_version_tag;
-_Py_COMP_DIAG_POP
-    if (gv == cell[0] && bv == cell[1]) {
-        CONTINUE();
-    }
-    PyObject *name = (PyObject *)(uintptr_t)OP(3);
-    PyObject *v = PyDict_GetItemWithError((PyObject *)g, name);
+    PyObject *name = (PyObject *)(uintptr_t)OP(1);
+    PyObject *v = PyDict_GetItemWithError(frame->f_globals, name);
     if (v == NULL) {
         if (UNLIKELY(_PyErr_Occurred(tstate))) {
             ERROR();
         }
-        v = PyDict_GetItemWithError((PyObject *)b, name);
+        v = PyDict_GetItemWithError(frame->f_builtins, name);
+        if (v == NULL) {
+            if (UNLIKELY(_PyErr_Occurred(tstate))) {
+                ERROR();
+            }
+            EXIT();  /* missing: the interpreter raises NameError */
+        }
+    }
+    SET_OBJ(0, v);
+    CONTINUE();
+}
+
+/* globals[name] (else builtins[name]), in the frame's own dicts, is the
+ * object the trace was recorded with.  OP0 is a writable cell {globals
+ * version, builtins version, globals, builtins, object}: while the frame's
+ * dicts are the cell's, at the cell's versions (ma_version_tag changes on
+ * every mutation and is globally unique), nothing is looked up; otherwise
+ * look up, compare and remember dicts and versions.  Exit if the name now
+ * means another object or is missing; error exit if the lookup raised. */
+STENCIL(guard_global)
+{
+    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
+    PyObject *g = frame->f_globals, *b = frame->f_builtins;
+    if (UNLIKELY(!PyDict_Check(g) || !PyDict_Check(b))) {
+        EXIT();
+    }
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    uint64_t gv = ((PyDictObject *)g)->ma_version_tag;
+    uint64_t bv = ((PyDictObject *)b)->ma_version_tag;
+_Py_COMP_DIAG_POP
+    if (gv == cell[0] && bv == cell[1] && (uint64_t)(uintptr_t)g == cell[2] &&
+        (uint64_t)(uintptr_t)b == cell[3]) {
+        CONTINUE();
+    }
+    PyObject *name = (PyObject *)(uintptr_t)OP(1);
+    PyObject *v = PyDict_GetItemWithError(g, name);
+    if (v == NULL) {
+        if (UNLIKELY(_PyErr_Occurred(tstate))) {
+            ERROR();
+        }
+        v = PyDict_GetItemWithError(b, name);
         if (v == NULL) {
             if (UNLIKELY(_PyErr_Occurred(tstate))) {
                 ERROR();
@@ -715,38 +744,61 @@ _Py_COMP_DIAG_POP
             EXIT();
         }
     }
-    if (v != (PyObject *)(uintptr_t)cell[2]) {
+    if (v != (PyObject *)(uintptr_t)cell[4]) {
         EXIT();
     }
-    /* versions read before the lookups: a lookup that ran code and changed
-     * a dict leaves a stale version, so the next check looks up again */
-    cell[0] = gv;
-    cell[1] = bv;
+    /* versions read before the lookups: a lookup that ran code and changed a
+     * dict leaves a stale version, so the next check looks up again */
+    if (gv != 0 && bv != 0) {
+        cell[0] = gv;
+        cell[1] = bv;
+        cell[2] = (uint64_t)(uintptr_t)g;
+        cell[3] = (uint64_t)(uintptr_t)b;
+    }
     CONTINUE();
 }
 
 /* ---- control ------------------------------------------------------------ */
 
 /* Exit when the interpreter has work pending (signals, GIL drop requests,
- * async exceptions) or when monitoring changed since the code was
- * instrumented (a tool was turned on: the interpreter must run the rest). */
+ * async exceptions).  Monitoring changes need no check here: CPython
+ * re-instruments every executing code object at once, so versions never
+ * differ; another thread can only turn a tool on after this one dropped the
+ * GIL (at this exit or inside a call-out, checked by check_instrumentation). */
 STENCIL(check_eval_breaker)
 {
     uintptr_t breaker = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker);
-    if (!(breaker & _PY_EVAL_EVENTS_MASK) &&
-        (breaker & ~(uintptr_t)_PY_EVAL_EVENTS_MASK) ==
-            _PyFrame_GetCode(frame)->_co_instrumentation_version) {
+    if (!(breaker & _PY_EVAL_EVENTS_MASK)) {
         CONTINUE();
     }
     EXIT();
 }
 
-/* After a call: exit (to the next instruction) if monitoring changed. */
+/* Whether a monitoring tool other than ours (settrace and setprofile are tools
+ * too) wants events globally or in this code: then the interpreter runs it. */
+#define TJ_OUR_TOOL (1u << 5) /* sys.monitoring.OPTIMIZER_ID */
+ALWAYS_INLINE int
+tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
+{
+    uint8_t any = 0;
+    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
+        any |= tstate->interp->monitors.tools[e];
+    }
+    if (co->_co_monitoring != NULL) {
+        for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
+            any |= co->_co_monitoring->active_monitors.tools[e];
+        }
+    }
+    return (any & ~TJ_OUR_TOOL) != 0;
+}
+
+/* After code ran (a call-out): exit, at the next instruction, if another
+ * tool now watches this code.  A version comparison cannot tell: CPython
+ * re-instruments executing code at once, and local events keep versions. */
 STENCIL(check_instrumentation)
 {
-    uintptr_t breaker = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker);
-    if ((breaker & ~(uintptr_t)_PY_EVAL_EVENTS_MASK) ==
-            _PyFrame_GetCode(frame)->_co_instrumentation_version) {
+    if (!tj_other_tools(tstate, _PyFrame_GetCode(frame)) &&
+        tstate->c_tracefunc == NULL && tstate->c_profilefunc == NULL) {
         CONTINUE();
     }
     EXIT();
@@ -819,29 +871,60 @@ typedef struct {
     uint64_t busy;        /* nonzero while recording: all events go to fallback */
     uint64_t native_entries;
     uint64_t transfers;
+    uint64_t depth;       /* traces running now (all threads): nonzero while
+                             machine code may be on a C stack */
 } tj_state;
 
 /* An exception-table entry, packed: handler target (bytes) in bits 0-31,
- * stack depth in bits 32-47, lasti flag in bit 48, bit 63 set. */
+ * stack depth in bits 32-47, lasti flag in bit 48, bit 63 set (and the RAISE
+ * offset below). */
 #define TJ_UNWIND_TARGET(u) ((int)((u) & 0xffffffffu))
 #define TJ_UNWIND_DEPTH(u) ((int)(((u) >> 32) & 0xffffu))
 #define TJ_UNWIND_LASTI(u) ((int)(((u) >> 48) & 1u))
+/* bits 49-62: the code unit a RAISE event reports, relative to the failing
+ * instruction, plus one (see _raise_delta in runtime/hooks.py) */
+#define TJ_UNWIND_RAISE_DELTA(u) ((long)(((u) >> 49) & 0x3fffu) - 1)
 
 /* What the interpreter's exception_unwind does, for the handler of the
  * instruction that failed (instr_ptr, set by the exit): the interpreter
  * itself would look the handler up at the back-edge or RESUME that entered
- * native code.  Returns 0 when the frame continues at the handler. */
+ * native code.  Returns 0 when the frame continues at the handler.
+ *
+ * With `events` (a tool was turned on by the call-out that failed: tools
+ * already on keep native code out), it also raises the RAISE and
+ * EXCEPTION_HANDLED events the interpreter would, for this frame, at the
+ * failing instruction and the handler. */
 ALWAYS_INLINE int
-tj_unwind(_PyInterpreterFrame *frame, uint64_t u)
+tj_fire_exception_event(PyThreadState *tstate, int event, PyCodeObject *co, long index)
+{
+    PyMonitoringState ms;
+    ms.active = tstate->interp->monitors.tools[event] & (uint8_t)~TJ_OUR_TOOL;
+    ms.opaque = 0;
+    if (!ms.active) {
+        return 0;
+    }
+    int32_t offset = (int32_t)(index * (long)sizeof(_Py_CODEUNIT));
+    if (event == PY_MONITORING_EVENT_RAISE) {
+        return _PyMonitoring_FireRaiseEvent(&ms, (PyObject *)co, offset);
+    }
+    return _PyMonitoring_FireExceptionHandledEvent(&ms, (PyObject *)co, offset);
+}
+
+ALWAYS_INLINE int
+tj_unwind(PyThreadState *tstate, _PyInterpreterFrame *frame, uint64_t u, int events)
 {
     PyFrameObject *f = PyEval_GetFrame();
     if (f == NULL || PyTraceBack_Here(f) < 0) {
         return -1;
     }
-    PyObject *exc = PyErr_GetRaisedException();
     PyCodeObject *co = _PyFrame_GetCode(frame);
     _Py_CODEUNIT *code0 = _PyCode_CODE(co);
     long lasti = (long)(frame->instr_ptr - code0);
+    if (events && tj_fire_exception_event(tstate, PY_MONITORING_EVENT_RAISE, co,
+                                          lasti + TJ_UNWIND_RAISE_DELTA(u)) < 0) {
+        return -1;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
     PyObject **base = frame->localsplus + co->co_nlocalsplus + TJ_UNWIND_DEPTH(u);
     PyObject **top = frame->localsplus + frame->stacktop;
     while (top > base) {
@@ -862,6 +945,18 @@ tj_unwind(_PyInterpreterFrame *frame, uint64_t u)
     }
     *top++ = exc;
     frame->stacktop = (int)(top - frame->localsplus);
+    if (events) {
+        /* The event takes the exception from the error indicator. */
+        PyErr_SetRaisedException(Py_NewRef(exc));
+        if (tj_fire_exception_event(tstate, PY_MONITORING_EVENT_EXCEPTION_HANDLED, co,
+                                    TJ_UNWIND_TARGET(u) / 2) < 0) {
+            return -1;
+        }
+        PyObject *again = PyErr_GetRaisedException();
+        if (again != NULL) {
+            Py_DECREF(again);
+        }
+    }
     frame->instr_ptr = code0 + TJ_UNWIND_TARGET(u) / 2;
     return 0;
 }
@@ -893,24 +988,6 @@ tj_tell(tj_state *st, tj_trace *t, int code)
     PyObject *res = PyObject_Vectorcall(st->on_exit, argv, 2, NULL);
     Py_DECREF(n);
     return res;
-}
-
-/* Whether a monitoring tool other than ours (settrace and setprofile are tools
- * too) wants events globally or in this code: then the interpreter runs it. */
-#define TJ_OUR_TOOL (1u << 5) /* sys.monitoring.OPTIMIZER_ID */
-ALWAYS_INLINE int
-tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
-{
-    uint8_t any = 0;
-    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
-        any |= tstate->interp->monitors.tools[e];
-    }
-    if (co->_co_monitoring != NULL) {
-        for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
-            any |= co->_co_monitoring->active_monitors.tools[e];
-        }
-    }
-    return (any & ~TJ_OUR_TOOL) != 0;
 }
 
 PyObject *
@@ -952,7 +1029,9 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
          * callback as tracing (which silences events) until it returns. */
         int tracing = tstate->tracing;
         tstate->tracing = 0;
+        st->depth++;
         int r = t->entry(frame, tstate);
+        st->depth--;
         tstate->tracing = tracing;
         if (r >= 0) {
             tj_trace *next = t->links[r];
@@ -972,7 +1051,9 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
             return Py_NewRef(Py_None);
         }
         int k = -r - 1;
-        if (t->unwind[k] && PyErr_Occurred() && tj_unwind(frame, t->unwind[k]) == 0) {
+        if (t->unwind[k] && PyErr_Occurred() &&
+            tj_unwind(tstate, frame, t->unwind[k],
+                      tj_other_tools(tstate, (PyCodeObject *)args[0])) == 0) {
             return Py_NewRef(Py_None);
         }
         return NULL;
