@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import operator
+import types
 from dataclasses import dataclass
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -651,8 +652,14 @@ class Translator:
         if ref.type is Type.BOOL:
             return ref
         if isinstance(ref, Const):
+            if ref.type is not Type.OBJ or type(ref.value) in _IMMUTABLE_TRUTH:
+                self.release(sv)
+                return Const(bool(ref.value), Type.BOOL)
+            # A guarded global such as a list: same object, not same contents
+            # (found by the inlining work: `while pending:` never saw it fill).
+            truth = self.emitv("is_true", [ref], Type.BOOL, snap)
             self.release(sv)
-            return Const(bool(ref.value), Type.BOOL)
+            return truth
         if ref.type is Type.INT:
             return self.emitv("int_ne", [ref, Const(0, Type.INT)], Type.BOOL)
         if ref.type is Type.FLOAT:
@@ -932,6 +939,12 @@ class Translator:
             self.emit("guard_is_not", [nxt], None, done, obj=NULL)
             self.push(nxt, True)
 
+
+# Constants whose truth can never change (exact types only).
+_IMMUTABLE_TRUTH: frozenset[type] = frozenset({
+    type(None), bool, int, float, complex, str, bytes, tuple, frozenset, range,
+    types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType,
+})
 
 _IMMUTABLETYPE = 1 << 8
 _METHOD_DESCRIPTOR: type = type(str.replace)
