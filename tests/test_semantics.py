@@ -1243,6 +1243,44 @@ for e in seen:
     check(source, tmp_path, entered=("a", "on"), plain_shows="jump f ")
 
 
+def test_settrace_switched_on_at_the_end_of_a_bridge(tmp_path: Path) -> None:
+    """The call-out that turns the tracer on (a property setter) is the last
+    instruction of a bridge, whose end is linked back to the loop's trace: the
+    link must not be followed."""
+    source = """
+    import sys, _tjsem
+    events = []
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name == "f":
+            events.append((event, frame.f_lineno))
+        return tracer
+    class C:
+        def __init__(self, k):
+            self.k = k
+        @property
+        def v(self):
+            return 0
+        @v.setter
+        def v(self, x):
+            if x == self.k:
+                _tjsem.snap("on")
+                sys.settrace(tracer)
+                sys._getframe(1).f_trace = tracer
+    def f(c, n):
+        s = 0
+        for i in range(n):
+            s += i
+            if i % 3 == 0:
+                c.v = i
+        return s
+    _tjsem.snap("a")
+    print(f(C(2400), 3000))
+    sys.settrace(None)
+    print(len(events), events[:5], events[-3:])
+    """
+    check(source, tmp_path, entered=("a", "on"), plain_shows="('line', ")
+
+
 def test_monitoring_line_jump_events_set_before_loop(tmp_path: Path) -> None:
     source = MONITORING_PRELUDE + """
 def f(n):

@@ -181,7 +181,8 @@ OPS: dict[str, OpInfo] = _ops(
     ),
     OpInfo(
         "load_global", O, (), ("globals", "builtins", "name"), guard=True, raises=True,
-        doc="Borrowed lookup of `name` in globals then builtins; exit if missing.",
+        doc="Borrowed lookup of `name` in the running frame's globals then builtins "
+        "(the attributes name the dicts seen while recording); exit if missing.",
     ),
     OpInfo(
         "guard_global", V, (), ("name", "obj"), guard=True, raises=True,

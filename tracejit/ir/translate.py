@@ -398,6 +398,10 @@ class Translator:
         end = rec.end
         assert end is not None
         self.pc = end.pc // 2
+        if self.pending_check:
+            # The end may be linked to another trace: no tool may watch then.
+            self.pending_check = False
+            self.emit("check_instrumentation", [], None, self.snapshot())
         self.emit("exit", [], None, self.snapshot(end.pc // 2))
         return self.trace
 

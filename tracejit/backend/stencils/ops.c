@@ -1035,7 +1035,9 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
         tstate->tracing = tracing;
         if (r >= 0) {
             tj_trace *next = t->links[r];
-            if (next != NULL) {
+            /* Code the trace called may have turned a tool on after the last
+             * check (in the instruction that exited): the interpreter goes on. */
+            if (next != NULL && !tj_other_tools(tstate, (PyCodeObject *)args[0])) {
                 st->transfers++;
                 next->entries++;
                 t = next;
