@@ -159,27 +159,6 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 42, '_JIT_CONTINUE', -4),
         ),
     ),
-    'dict_lookup_global': (
-        bytes.fromhex(
-            "5048bf000000000000000048be0000000000000000ff15000000004885c0752f"
-            "498b46704885c074074883780800754248bf000000000000000048be00000000"
-            "00000000ff15000000004885c0740d4989850000000058e900000000498b4670"
-            "4885c074074883780800750658e90000000058e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 23, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 60, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 70, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_32S', 82, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 88, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 110, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 116, '_JIT_ERROR', -4),
-        ),
-    ),
     'exit_count': (
         bytes.fromhex(
             "48b8000000000000000048ff00e900000000"
@@ -363,25 +342,6 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET2', 0),
             ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'frame_lookup_global': (
-        bytes.fromhex(
-            "50498b7c241848be0000000000000000ff15000000004885c0752a498b467048"
-            "85c074074883780800753d498b7c242048be0000000000000000ff1500000000"
-            "4885c0740d4989850000000058e900000000498b46704885c074074883780800"
-            "750658e90000000058e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 8, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 60, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_32S', 72, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 100, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 106, '_JIT_ERROR', -4),
         ),
     ),
     'getattr': (
@@ -821,17 +781,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'list_getitem': (
         bytes.fromhex(
-            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
-            "39f10f8300000000488b4018488b04c88b08ffc17402890849898500000000e9"
-            "00000000"
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b4018488b04c88b08"
+            "ffc17402890849898500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
             ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_32S', 59, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 64, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 73, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
         ),
     ),
     'list_iter_next': (
@@ -851,46 +811,48 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'list_setitem': (
         bytes.fromhex(
-            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
-            "39f10f8300000000488b4018488b3cc8498b9500000000488914c8488b0785c0"
-            "0f880000000048ffc84889070f850000000050ff15000000004883c408e90000"
-            "0000"
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b4018488b3cc8498b"
+            "9500000000488914c8488b0785c00f880000000048ffc84889070f8500000000"
+            "50ff15000000004883c408e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_32S', 51, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 66, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 85, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 94, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 65, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 80, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 92, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 99, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 108, '_JIT_CONTINUE', -4),
         ),
     ),
     'list_setitem_float': (
         bytes.fromhex(
-            "554d8bbd00000000498b8500000000498b4f104889c548c1fd3f4821cd4801c5"
-            "4839cd7378498b4718488b1ce848b8000000000000000048394308751a48833b"
-            "017514f2410f108500000000f20f1143105de900000000f2410f108500000000"
-            "ff15000000004885c0741d498b4f18488904e9488b0385c0780848ffc8488903"
-            "740c5de9000000005de9000000004889dfff15000000005de9000000005de900"
-            "000000"
+            "55498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce"
+            "4839d649c7c7ffffffff4c0f42fe4d85ff0f8888000000488b6818f2410f1085"
+            "000000004a8b5cfd004885db744648b800000000000000004839430875114883"
+            "3b01750bf20f1143105de900000000ff15000000004885c074304a8944fd0048"
+            "8b0385c0780848ffc848890374225de900000000ff15000000004885c0740b4a"
+            "8944fd005de9000000005de9000000004889dfff15000000005de9000000005d"
+            "e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_64', 47, 'PyFloat_Type', 0),
-            ('code', 'R_X86_64_32S', 72, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 83, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_32S', 92, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 98, 'PyFloat_FromDouble', -4),
-            ('code', 'R_X86_64_PLT32', 132, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 138, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 147, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 153, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 159, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 64, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_64', 80, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_PLT32', 107, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 113, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 144, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 150, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 166, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 172, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 181, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 187, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 193, '_JIT_EXIT', -4),
         ),
     ),
     'load_slot': (
@@ -1005,25 +967,26 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'store_local_float': (
         bytes.fromhex(
-            "50498b9c24000000004885db742a48b8000000000000000048394308751a4883"
-            "3b017514f2410f108500000000f20f11431058e900000000f2410f1085000000"
-            "00ff15000000004885c07425498d8c24000000004889014885db740f488b0385"
-            "c0780848ffc8488903740c58e90000000058e9000000004889dfff1500000000"
-            "58e900000000"
+            "504d8dbc2400000000f2410f108500000000498b9c24000000004885db744448"
+            "b8000000000000000048394308751148833b01750bf20f11431058e900000000"
+            "ff15000000004885c0742c498907488b0385c0780848ffc8488903742058e900"
+            "000000ff15000000004885c0740949890758e90000000058e9000000004889df"
+            "ff150000000058e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 72),
-            ('code', 'R_X86_64_64', 16, 'PyFloat_Type', 0),
-            ('code', 'R_X86_64_32S', 41, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_32S', 61, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 67, 'PyFloat_FromDouble', -4),
-            ('code', 'R_X86_64_32S', 80, '_JIT_OFFSET1', 72),
-            ('code', 'R_X86_64_PLT32', 109, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 115, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 124, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 130, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_64', 33, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_PLT32', 60, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 66, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 95, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 101, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 115, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 121, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 130, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 136, '_JIT_CONTINUE', -4),
         ),
     ),
     'store_slot_raw': (
@@ -1155,17 +1118,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tuple_getitem': (
         bytes.fromhex(
-            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
-            "39f10f8300000000488b44c8188b08ffc17402890849898500000000e9000000"
-            "00"
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b44c8188b08ffc174"
+            "02890849898500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
             ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_32S', 56, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 61, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 70, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 75, '_JIT_CONTINUE', -4),
         ),
     ),
     'tuple_iter_next': (
