@@ -449,6 +449,47 @@ def test_threads_progress_while_other_thread_spins_natively(tmp_path: Path) -> N
     check(PING_PONG, tmp_path, entered=("a", "b"))
 
 
+def test_threads_compile_and_free_traces_at_once(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Four threads compile, run and drop traces of fresh code objects while the
+    # interpreter switches threads as often as it can, inside the JIT's own
+    # Python code too.  Debug allocator hooks overwrite freed memory, so a
+    # table or trace used after it was freed shows (and so does the JIT's
+    # state read after interpreter shutdown tore it down).
+    source = """
+    import sys, threading, _tjsem
+    sys.setswitchinterval(1e-6)
+    SRC = "\\n".join([
+        "def f(n, x):",
+        "    s = 0",
+        "    for i in range(n):",
+        "        if i % 3 == x:",
+        "            s += i",
+        "        else:",
+        "            s -= 1",
+        "    return s",
+    ])
+    def worker(seed, out):
+        total = 0
+        for k in range(150):
+            ns = {}
+            exec(SRC, ns)  # a new code object each time: the old ones die
+            total += ns["f"](50 + k % 7, (seed + k) % 3)
+        out.append(total)
+    out = []
+    _tjsem.snap("a")
+    threads = [threading.Thread(target=worker, args=(s, out)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _tjsem.snap("b")
+    print(sorted(out))
+    """
+    monkeypatch.setenv("PYTHONMALLOC", "debug")
+    check(source, tmp_path, entered=("a", "b"))
+
+
 # ============================================================== 3. invalidation
 #
 # Each program changes something a hot native loop depends on, at iteration k,

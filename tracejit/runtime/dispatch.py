@@ -133,14 +133,28 @@ class Dispatcher:
         self._def = _MethodDef(b"tracejit_dispatch", self.function.address, _METH_FASTCALL,
                                b"tracejit's native dispatcher")
         self.callback: Any = _new_cfunction(ctypes.addressof(self._def), None, None)
+        # The interpreter may call the callback until it finalizes, after the
+        # runtime's modules are torn down: the state, table, method definition
+        # and code it reads must never be freed.  One per process.
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self))
 
+    # tj_state.busy sends every event to the fallback: bit 0 while a recording
+    # runs, bit 1 while some thread runs the JIT's Python code (hooks.JitLock).
     @property
     def busy(self) -> bool:
-        return bool(self.state.busy)
+        return bool(self.state.busy & 1)
 
     @busy.setter
     def busy(self, value: bool) -> None:
-        self.state.busy = 1 if value else 0
+        self.state.busy = (self.state.busy & ~1) | (1 if value else 0)
+
+    @property
+    def held(self) -> bool:
+        return bool(self.state.busy & 2)
+
+    @held.setter
+    def held(self, value: bool) -> None:
+        self.state.busy = (self.state.busy & ~2) | (2 if value else 0)
 
     def add(self, code: object, offset: int, trace: NativeTrace) -> None:
         """Run `trace` at this location from now on."""

@@ -26,11 +26,13 @@ bridges.
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 import time
 import types
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -77,7 +79,7 @@ class _Tracked:
         code_id = id(code)
         def died(_: object) -> None:
             try:
-                _code_died(code_id)
+                LOCK.run_soon(lambda: _code_died(code_id))
             except BaseException:
                 pass  # at exit, with the runtime's modules torn down
 
@@ -106,15 +108,87 @@ class _State:
         self.to_free: list[CompiledTrace] = []
         self.freed_guard_failures = 0
         self.sweep = 0  # eviction sweeps so far
+        self.exit_registered = False
 
 
 STATE = _State()
 
 
+class JitLock:
+    """Serializes the JIT's Python code between threads.
+
+    That code changes shared state (counters, cache, dispatcher table) in many
+    steps, and the interpreter may switch threads, or run a garbage collection
+    and its weakref callbacks, between any two of them.  While a thread holds
+    the lock the dispatcher enters no native code (tj_state.busy), and events
+    of other threads only count where they can: they are dropped when the
+    lock is taken.  A weakref callback must act before the dead object's
+    address is reused: it waits for the lock, or, when its own thread holds
+    it (a collection inside JIT code), runs when that thread lets go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._owner = 0  # thread ident, 0: free
+        self._nesting = 0
+        self._deferred: list[Callable[[], None]] = []
+
+    def acquire(self, blocking: bool) -> bool:
+        if not self._lock.acquire(blocking):
+            return False
+        self._nesting += 1
+        if self._nesting == 1:
+            self._owner = threading.get_ident()
+            if STATE.dispatcher is not None:
+                STATE.dispatcher.held = True
+        return True
+
+    def release(self) -> None:
+        if self._nesting == 1:
+            while self._deferred:
+                self._deferred.pop(0)()
+            self._owner = 0
+            if STATE.dispatcher is not None:
+                STATE.dispatcher.held = False
+        self._nesting -= 1
+        self._lock.release()
+
+    def mine(self) -> bool:
+        return self._owner == threading.get_ident()
+
+    def run_soon(self, action: Callable[[], None]) -> None:
+        """Run `action` under the lock now, or when this thread lets go of it."""
+        if self.mine():
+            self._deferred.append(action)
+            return
+        self.acquire(True)
+        try:
+            action()
+        finally:
+            self.release()
+
+
+LOCK = JitLock()
+
+
 def install(params: Params) -> None:
+    LOCK.acquire(True)
+    try:
+        _install(params)
+    finally:
+        LOCK.release()
+
+
+def _install(params: Params) -> None:
     STATE.params = params
     if STATE.installed:
         return
+    # The compiler's modules are loaded now, not on the first compilation:
+    # an import there, under the lock, could wait for a thread that waits for
+    # the lock (see JitLock).
+    import tracejit.backend.assembler  # noqa: F401
+    import tracejit.backend.codegen  # noqa: F401
+    import tracejit.ir.translate  # noqa: F401
+    import tracejit.opt  # noqa: F401
     from tracejit.backend.layout import check_layout
 
     problem = check_layout()
@@ -136,17 +210,23 @@ def install(params: Params) -> None:
     sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION, _on_instruction)
     sys.monitoring.set_events(TOOL, events)
     STATE.installed = True
+    if not STATE.exit_registered:
+        atexit.register(_at_exit)
+        STATE.exit_registered = True
 
 
 def uninstall() -> None:
+    LOCK.acquire(True)
+    try:
+        _uninstall()
+    finally:
+        LOCK.release()
+
+
+def _uninstall() -> None:
     if not STATE.installed:
         return
-    _abort_recording(None)
-    sys.monitoring.set_events(TOOL, 0)
-    for event in (EVENTS.JUMP, EVENTS.PY_START, EVENTS.INSTRUCTION):
-        sys.monitoring.register_callback(TOOL, event, None)
-    sys.monitoring.free_tool_id(TOOL)
-    STATE.installed = False
+    _stop_events()
     sync_stats()
     STATE.counters.clear()
     STATE.codes.clear()
@@ -155,6 +235,29 @@ def uninstall() -> None:
     if STATE.dispatcher is not None:
         STATE.dispatcher.clear()
     _retire(STATE.cache.clear())
+
+
+def _stop_events() -> None:
+    _abort_recording(None)
+    sys.monitoring.set_events(TOOL, 0)
+    for event in (EVENTS.JUMP, EVENTS.PY_START, EVENTS.INSTRUCTION):
+        sys.monitoring.register_callback(TOOL, event, None)
+    sys.monitoring.free_tool_id(TOOL)
+    STATE.installed = False
+
+
+def _at_exit() -> None:
+    """Interpreter shutdown: the JIT hears no more events.  What runs from
+    here on (earlier atexit handlers, finalizers) runs in the interpreter,
+    never calling JIT code while the modules it needs are torn down.  The
+    traces and stats stay for whoever reads them."""
+    LOCK.acquire(True)
+    try:
+        if STATE.installed:
+            sync_stats()
+            _stop_events()
+    finally:
+        LOCK.release()
 
 
 def sync_stats() -> None:
@@ -178,13 +281,20 @@ def _tools_active() -> bool:
 
 def _fallback(code: types.CodeType, where: int, dst: int | None = None) -> Any:
     """Events the dispatcher did not handle: JUMP (code, src, dst) and
-    PY_START (code, offset).  Called straight from C: frame 1 is the program's."""
-    if STATE.to_free:
-        _free_retired()
-    frame = sys._getframe(1)
-    if dst is None:
-        return _on_py_start(code, where, frame)
-    return _on_jump(code, where, dst, frame)
+    PY_START (code, offset).  Called straight from C: frame 1 is the program's.
+    Events of code the JIT itself runs, or that come while another thread
+    runs JIT code, are not counted."""
+    if LOCK.mine() or not LOCK.acquire(False):
+        return None
+    try:
+        if STATE.to_free:
+            _free_retired()
+        frame = sys._getframe(1)
+        if dst is None:
+            return _on_py_start(code, where, frame)
+        return _on_jump(code, where, dst, frame)
+    finally:
+        LOCK.release()
 
 
 def _recording_elsewhere(frame: types.FrameType) -> bool:
@@ -422,13 +532,17 @@ def _hold_weakly(t: CompiledTrace) -> None:
 
 
 def _constant_died(handle: int) -> Any:
-    def died(_: object) -> None:
+    def evict() -> None:
         try:
             t = STATE.cache.by_handle.get(handle)
             if t is not None:
                 _evict(t)
         except Exception as err:  # a weakref callback: never reach the program
             _internal_error("invalidating", err)
+
+    def died(_: object) -> None:
+        try:
+            LOCK.run_soon(evict)
         except BaseException:
             pass  # at exit, with the runtime's modules torn down
     return died
@@ -475,8 +589,19 @@ def _on_instruction(code: types.CodeType, offset: int) -> Any:
     rec = STATE.recording
     if rec is None or code is not rec.code or rec.thread != threading.get_ident():
         return None
-    if sys._getframe(1) is not rec.frame:
+    if sys._getframe(1) is not rec.frame or LOCK.mine():
         return None
+    LOCK.acquire(True)  # every step counts: wait for another thread's JIT code
+    try:
+        _record_step(rec, offset)
+    finally:
+        LOCK.release()
+    return None
+
+
+def _record_step(rec: Recording, offset: int) -> None:
+    if STATE.recording is not rec:
+        return  # abandoned while this thread waited
     t0 = time.perf_counter()
     try:
         rec.step(offset)
@@ -488,7 +613,6 @@ def _on_instruction(code: types.CodeType, offset: int) -> Any:
         STATS.time_in_jit_s += time.perf_counter() - t0
     if rec.done and STATE.recording is rec:
         _finish_recording(rec)
-    return None
 
 
 def _stop_recording() -> Recording | None:
@@ -675,14 +799,18 @@ def _link(src: CompiledTrace, exit_index: int, target: CompiledTrace) -> None:
 
 
 def _on_exit(handle: int, code: int) -> Any:
-    """Called by the dispatcher when exit `code` of a trace is hot."""
-    t = STATE.cache.by_handle.get(handle)
-    if t is None:
+    """Called by the dispatcher when exit `code` of a trace is hot (asked
+    again later if another thread runs JIT code now)."""
+    if LOCK.mine() or not LOCK.acquire(False):
         return None
     try:
-        _on_hot_exit(t, code, sys._getframe(1))
+        t = STATE.cache.by_handle.get(handle)
+        if t is not None:
+            _on_hot_exit(t, code, sys._getframe(1))
     except Exception as err:  # never let a JIT bug reach the program
         STATS.aborts[f"internal error at exit: {err!r}"[:80]] += 1
+    finally:
+        LOCK.release()
     return None
 
 

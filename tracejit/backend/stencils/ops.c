@@ -819,7 +819,8 @@ typedef struct {
     uint64_t mask;        /* table size - 1 (a power of two) */
     PyObject *fallback;   /* Python callback: counting and recording */
     PyObject *on_exit;    /* see tj_tell */
-    uint64_t busy;        /* nonzero while recording: all events go to fallback */
+    uint64_t busy;        /* nonzero while recording or while the JIT's Python
+                             code runs: all events go to fallback */
     uint64_t native_entries;
     uint64_t transfers;
     uint64_t depth;       /* traces running now (all threads): nonzero while
