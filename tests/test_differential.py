@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PLAIN_HEADER = "_tj_stats_file = None"
 JIT_HEADER = (
     "import atexit as _tj_ae, json as _tj_js, tracejit as _tj; "
-    "_tj.enable(threshold=1); _tj_stats_file = {path!r}; "
+    "_tj.enable(threshold=1, jit_time_percent=100); _tj_stats_file = {path!r}; "
     "_tj_ae.register(lambda: open(_tj_stats_file, 'w').write(_tj_js.dumps(_tj.stats())))"
 )
 

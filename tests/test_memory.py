@@ -24,7 +24,8 @@ import json, os, sys
 JIT = os.environ.get("TJMEM_JIT") == "1"
 if JIT:
     import tracejit
-    tracejit.enable(threshold=1, trace_eagerness=2, **json.loads(os.environ["TJMEM_PARAMS"]))
+    tracejit.enable(**{"threshold": 1, "trace_eagerness": 2, "jit_time_percent": 100,
+                       **json.loads(os.environ["TJMEM_PARAMS"])})
 def stats():
     return tracejit.stats() if JIT else {}
 """
@@ -98,6 +99,17 @@ def test_default_cache_keeps_live_traces(tmp_path: Path) -> None:
     st = out["stats"]
     assert st["traces_evicted"] == 0, st
     assert st["native_entries"] >= 4 * 120, st
+
+
+def test_jit_time_budget_defers_compilation(tmp_path: Path) -> None:
+    """Past its share of the run time (jit_time_percent, here 1% with no grace
+    period) the JIT stops recording: hot loops keep counting and run in the
+    interpreter, with the same results."""
+    source = "import tracejit.runtime.hooks\ntracejit.runtime.hooks.JIT_TIME_GRACE_S = 0.0\n"
+    out = both(source + MANY_LIVE, tmp_path, jit_time_percent=1)
+    st = out["stats"]
+    assert st["aborts"].get("JIT time budget spent", 0) > 0, st
+    assert 1 <= st["traces_compiled"] < 40, st  # 120 and more without the budget
 
 
 def test_eviction_while_the_evicted_trace_runs(tmp_path: Path) -> None:

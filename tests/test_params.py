@@ -20,6 +20,7 @@ def test_defaults() -> None:
     assert p.max_inline_depth == 8
     assert p.max_aborts == 3
     assert p.code_cache_size == 64 * 1024 * 1024
+    assert p.jit_time_percent == 10
 
 
 def test_every_field_is_int_or_bool() -> None:
@@ -44,6 +45,8 @@ def test_update_sets_values() -> None:
         ({"threshold": True}, "positive integer"),
         ({"inlining": 1}, "True or False"),
         ({"inlining": "on"}, "True or False"),
+        ({"jit_time_percent": 101}, "at most 100"),
+        ({"jit_time_percent": 0}, "positive integer"),
     ],
 )
 def test_update_rejects_bad_values(changes: dict[str, object], needle: str) -> None:

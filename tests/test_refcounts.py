@@ -100,7 +100,7 @@ SNIPPETS: dict[str, tuple[str, str]] = {
 PROGRAM = """
 import gc, json, sys
 import tracejit
-tracejit.enable(threshold=1, function_threshold=1)
+tracejit.enable(threshold=1, function_threshold=1, jit_time_percent=100)
 results = {}
 for name, (make, body) in SNIPPETS.items():
     ns = {}

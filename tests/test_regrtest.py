@@ -115,6 +115,7 @@ def test_compare_crash_hang_and_jit_off() -> None:
 def test_jit_params_force_thresholds() -> None:
     params = regrtest.jit_params()
     assert "threshold=1" in params.split(",")
+    assert "jit_time_percent=100" in params.split(",")  # everything compiles
 
 
 def test_one_module_plain(tmp_path: Path) -> None:

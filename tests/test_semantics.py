@@ -35,7 +35,7 @@ _path = _os.environ.get("TJSEM_STATS")
 _snaps = {}
 if _path:
     import tracejit as _tracejit
-    _tracejit.enable(threshold=1)
+    _tracejit.enable(threshold=1, jit_time_percent=100)
 
     def _dump():
         with open(_path, "w") as f:

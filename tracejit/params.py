@@ -33,6 +33,12 @@ class Params:
     # Bytes of mapped trace code (stats' code_bytes) kept: past it, the least
     # recently entered root traces are evicted with their bridges.
     code_cache_size: int = 64 * 1024 * 1024
+    # Most of the run time, in percent, the JIT may spend recording and
+    # compiling (after its first JIT_TIME_GRACE_S seconds): past it, hot loops
+    # and exits wait until the program has run long enough.  Code where
+    # traces cannot pay for themselves costs a bounded share, not a cliff.
+    # 100 turns the limit off.
+    jit_time_percent: int = 10
 
     def update(self, **changes: object) -> None:
         """Set parameters by name; raise ValueError with a clear message on bad input."""
@@ -50,6 +56,9 @@ class Params:
                     raise ValueError(
                         f"tracejit parameter {name} must be a positive integer, got {value!r}"
                     )
+            if name == "jit_time_percent" and isinstance(value, int) and value > 100:
+                raise ValueError(
+                    f"tracejit parameter jit_time_percent must be at most 100, got {value!r}")
             setattr(self, name, value)
 
 

@@ -44,6 +44,8 @@ class AbortReason(enum.Enum):
     BACKEND = "backend refused the trace"
     UNPROFITABLE = "trace leaves too early to pay off"
     SEGMENTING = "segmenting trace"
+    # Not a recording that failed: one not started (Params.jit_time_percent).
+    OVER_TIME_BUDGET = "JIT time budget spent"
 
 
 # Reasons that will recur on every attempt: the location is blacklisted at once.

@@ -68,6 +68,9 @@ DISABLE = sys.monitoring.DISABLE
 # exit before it stops asking.
 MAX_BRIDGES_PER_ROOT = 64
 MAX_BRIDGE_ATTEMPTS = 3
+# JIT time always allowed before Params.jit_time_percent applies: a program's
+# start compiles its first hot loops whatever it does next.
+JIT_TIME_GRACE_S = 2.0
 
 
 class _Tracked:
@@ -109,6 +112,7 @@ class _State:
         self.freed_guard_failures = 0
         self.sweep = 0  # eviction sweeps so far
         self.exit_registered = False
+        self.enabled_at = time.perf_counter()  # start of the JIT's time budget
 
 
 STATE = _State()
@@ -182,6 +186,8 @@ def _install(params: Params) -> None:
     STATE.params = params
     if STATE.installed:
         return
+    if not STATE.exit_registered:  # first install: the budget's clock starts
+        STATE.enabled_at = time.perf_counter()
     # The compiler's modules are loaded now, not on the first compilation:
     # an import there, under the lock, could wait for a thread that waits for
     # the lock (see JitLock).
@@ -334,7 +340,7 @@ def _on_jump(code: types.CodeType, src: int, dst: int, frame: types.FrameType) -
         counter = _new_counter(code, dst, STATE.params.threshold)
     if counter.blacklisted:
         return DISABLE
-    if not _tick(code, dst, counter):
+    if not _tick(code, dst, counter) or _over_time_budget():
         return None
     _start_recording(code, dst, dst, frame, "loop")
     return None
@@ -352,7 +358,7 @@ def _on_py_start(code: types.CodeType, offset: int, frame: types.FrameType) -> A
         counter = _new_counter(code, offset, _function_threshold(code))
     if counter.blacklisted:
         return DISABLE
-    if not _tick(code, offset, counter):
+    if not _tick(code, offset, counter) or _over_time_budget():
         return None
     instr = code_info(code).instrs.get(offset)
     if instr is None or instr.opname != "RESUME":
@@ -373,6 +379,19 @@ def _tick(code: types.CodeType, offset: int, counter: LoopCounter) -> bool:
         STATE.dispatcher.count_down(code, offset, remaining)
         counter.count = counter.threshold - 1
     return False
+
+
+def _over_time_budget() -> bool:
+    """Whether the JIT has used its share of the run (Params.jit_time_percent);
+    then a hot location counts again from zero instead of being recorded."""
+    spent = STATS.time_in_jit_s
+    if spent < JIT_TIME_GRACE_S or STATE.params.jit_time_percent >= 100:
+        return False
+    elapsed = time.perf_counter() - STATE.enabled_at
+    if spent * 100 <= STATE.params.jit_time_percent * elapsed:
+        return False
+    STATS.aborts[AbortReason.OVER_TIME_BUDGET.value] += 1
+    return True
 
 
 def _function_threshold(code: types.CodeType) -> int:
@@ -819,7 +838,7 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     native.hot_at[k] = NEVER
     if frame.f_code is not t.code or native.links[k]:
         return
-    if STATE.recording is not None or _tools_active():
+    if STATE.recording is not None or _tools_active() or _over_time_budget():
         _retry_exit_later((t, k), penalize=False)
         return
     root = t

@@ -251,7 +251,9 @@ FORCED_PARAMS = ("threshold", "function_threshold", "function_min_size", "trace_
 def jit_params() -> str:
     """The ``--param`` value for the JIT runs: FORCED_PARAMS that exist, set to 1."""
     names = {f.name for f in dataclasses.fields(Params)}
-    return ",".join(f"{name}=1" for name in FORCED_PARAMS if name in names)
+    forced = [f"{name}=1" for name in FORCED_PARAMS if name in names]
+    # Everything is compiled, however long that takes: no JIT time budget.
+    return ",".join([*forced, "jit_time_percent=100"])
 
 
 # --------------------------------------------------------------------------- one run
