@@ -160,6 +160,28 @@ STENCIL(guard_false)
     EXIT();
 }
 
+/* Exit unless Py_SIZE(R0) == OP1 (an object proven an exact list or tuple):
+ * ob_size, int_eq and guard_true in one. */
+STENCIL(guard_size)
+{
+    if ((uint64_t)Py_SIZE(R_OBJ(0)) == OP(1)) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* guard_type (type OP2, an exact float type) and unbox_float in one:
+ * exit unless R1 is non-NULL of that type, then R0 = its double. */
+STENCIL(guard_unbox_float)
+{
+    PyObject *o = R_OBJ(1);
+    if (o != NULL && Py_TYPE(o) == (PyTypeObject *)(uintptr_t)OP(2)) {
+        SET_F64(0, PyFloat_AS_DOUBLE(o));
+        CONTINUE();
+    }
+    EXIT();
+}
+
 /* ---- boxing ------------------------------------------------------------- */
 
 STENCIL(unbox_int)
@@ -533,31 +555,49 @@ STENCIL(len)
 
 /* ---- sequences and iterators -------------------------------------------- */
 
-STENCIL(list_getitem)
-{
-    PyListObject *seq = (PyListObject *)R_OBJ(1);
-    int64_t i = seq_index(R_I64(2), Py_SIZE(seq));
-    if (i >= 0) {
-        PyObject *item = seq->ob_item[i];
-        Py_INCREF(item);
-        SET_OBJ(0, item);
-        CONTINUE();
+/* seq[idx] for an exact list or tuple (SEQ the object type), int64 index
+ * (negative wraps); exit if out of range.  INCREF: a new reference, else a
+ * borrowed one. */
+#define SEQ_GETITEM(NAME, SEQ, INCREF) \
+    STENCIL(NAME) \
+    { \
+        SEQ *seq = (SEQ *)R_OBJ(1); \
+        int64_t i = seq_index(R_I64(2), Py_SIZE(seq)); \
+        if (i >= 0) { \
+            PyObject *item = seq->ob_item[i]; \
+            if (INCREF) { \
+                Py_INCREF(item); \
+            } \
+            SET_OBJ(0, item); \
+            CONTINUE(); \
+        } \
+        EXIT(); \
     }
-    EXIT();
-}
 
-STENCIL(tuple_getitem)
-{
-    PyTupleObject *seq = (PyTupleObject *)R_OBJ(1);
-    int64_t i = seq_index(R_I64(2), Py_SIZE(seq));
-    if (i >= 0) {
-        PyObject *item = seq->ob_item[i];
-        Py_INCREF(item);
-        SET_OBJ(0, item);
-        CONTINUE();
+/* The same with a non-negative constant index OP2 (the _c variants). */
+#define SEQ_GETITEM_C(NAME, SEQ, INCREF) \
+    STENCIL(NAME) \
+    { \
+        SEQ *seq = (SEQ *)R_OBJ(1); \
+        if (OP(2) < (uint64_t)Py_SIZE(seq)) { \
+            PyObject *item = seq->ob_item[OP(2)]; \
+            if (INCREF) { \
+                Py_INCREF(item); \
+            } \
+            SET_OBJ(0, item); \
+            CONTINUE(); \
+        } \
+        EXIT(); \
     }
-    EXIT();
-}
+
+SEQ_GETITEM(list_getitem, PyListObject, 1)
+SEQ_GETITEM(tuple_getitem, PyTupleObject, 1)
+SEQ_GETITEM(list_getitem_borrowed, PyListObject, 0)
+SEQ_GETITEM(tuple_getitem_borrowed, PyTupleObject, 0)
+SEQ_GETITEM_C(list_getitem_c, PyListObject, 1)
+SEQ_GETITEM_C(tuple_getitem_c, PyTupleObject, 1)
+SEQ_GETITEM_C(list_getitem_borrowed_c, PyListObject, 0)
+SEQ_GETITEM_C(tuple_getitem_borrowed_c, PyTupleObject, 0)
 
 STENCIL(list_setitem)
 {
@@ -572,7 +612,8 @@ STENCIL(list_setitem)
     CONTINUE();
 }
 
-/* seq[idx] = float(value) (see store_float); exit if out of range. */
+/* seq[idx] = float(value) (see store_float); exit if out of range.  The _c
+ * variant takes a non-negative constant index OP1. */
 STENCIL(list_setitem_float)
 {
     PyListObject *seq = (PyListObject *)R_OBJ(0);
@@ -581,6 +622,18 @@ STENCIL(list_setitem_float)
         EXIT();
     }
     if (store_float(&seq->ob_item[i], R_F64(2)) == 0) {
+        CONTINUE();
+    }
+    ERROR();
+}
+
+STENCIL(list_setitem_float_c)
+{
+    PyListObject *seq = (PyListObject *)R_OBJ(0);
+    if (UNLIKELY(OP(1) >= (uint64_t)Py_SIZE(seq))) {
+        EXIT();
+    }
+    if (store_float(&seq->ob_item[OP(1)], R_F64(2)) == 0) {
         CONTINUE();
     }
     ERROR();
