@@ -1662,6 +1662,31 @@ program(
     """,
 )
 
+program(
+    "int_locals_written_in_place_at_exits",
+    """
+    # Exit stubs write an unboxed int into an int object only the frame holds;
+    # one the program still refers to (saved), a cached small int, or a value
+    # of another size must get a new object.
+    def f(n, total):
+        saved = []
+        small = 0
+        for i in range(n):
+            total += i * 3 % 7
+            small = i % 300 - 20
+            if i & 15 == 0:
+                total ^= i
+                saved.append(total)
+            if i % 97 == 0:
+                total = -total
+        return total, small, saved[-3:], sum(saved), len(saved)
+    for start in (1000, 2**30 - 2000, -(2**30) + 500, 5, 2**40):
+        print(f(3000, start))
+    keep = 10**6 + 1
+    print(f(100, keep), keep)
+    """,
+)
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

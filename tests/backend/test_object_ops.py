@@ -647,3 +647,31 @@ def test_list_setitem_float_c() -> None:
     assert str(seq[0]) == "-0.0"
     assert setitem_float_c_kernel(seq, 3, 1.0) == 1
     assert seq == [-0.0, 2.5, 3.0]
+
+
+def store_int_kernel(value: int) -> tuple[object, bool]:
+    """y = int(value) through store_local_int; y starts as a fresh int that
+    only this frame's slot refers to."""
+    y: object = int("123456789")
+    before = id(y)
+    err = Label("err")
+    code: list[MachineInstr | Label] = [
+        I("const", (0, value)),
+        I("store_local_int", (0, slot(store_int_kernel, "y")), error=err),
+        finish(0),
+        err,
+        finish(-1),
+    ]
+    assert run(sys._getframe(), code) == 0
+    return y, id(y) == before
+
+
+def test_store_local_int_in_place_only_where_unobservable() -> None:
+    for v in (257, -6, 2**30 - 1, -(2**30) + 1, 123456):
+        y, same = store_int_kernel(v)
+        assert (y, type(y), same) == (v, int, True), v
+    for v in (256, -5, 0, 1, 2**30, -(2**30), 2**62, -(2**63)):
+        y, same = store_int_kernel(v)
+        assert (y, type(y), same) == (v, int, False), v
+    for v in range(-5, 257):
+        assert store_int_kernel(v)[0] is v  # the cached small ints

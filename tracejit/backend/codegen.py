@@ -374,9 +374,11 @@ class CodeGen:
                 uses[e.ref.id] = uses.get(e.ref.id, 0) + 1
         for slot, entry in sorted(snap.locals.items()):
             ref = entry.ref
-            if ref.type is Type.FLOAT and isinstance(ref, Value) and uses[ref.id] == 1:
-                # boxed straight into the slot, reusing a float only the frame holds
-                out.append(MachineInstr("store_local_float", (self.reg(ref), slot), error=oom))
+            if ref.type in (Type.FLOAT, Type.INT) and isinstance(ref, Value) \
+                    and uses[ref.id] == 1:
+                # boxed straight into the slot, reusing a float or int only the frame holds
+                store = "store_local_float" if ref.type is Type.FLOAT else "store_local_int"
+                out.append(MachineInstr(store, (self.reg(ref), slot), error=oom))
                 continue
             r = self.materialize(entry, out, boxed, oom)
             out.append(MachineInstr("store_local", (r, slot)))

@@ -73,6 +73,7 @@ ENTRY: Final = "trace_entry"
 OPERANDS: Final[dict[str, str]] = {
     "load_slot": "rs",
     "store_local": "rs",
+    "store_local_int": "rs",
     "store_local_float": "rs",
     "store_slot_raw": "rs",
     "const": "ri",

@@ -1085,6 +1085,32 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 136, '_JIT_CONTINUE', -4),
         ),
     ),
+    'store_local_int': (
+        bytes.fromhex(
+            "504d8dbc2400000000498bbd00000000498b9c24000000004885db744348b800"
+            "0000000000000048394308751048833b01750a488b43104883f80f764cff1500"
+            "0000004885c0742c498907488b0385c0780848ffc8488903742058e900000000"
+            "ff15000000004885c0740949890758e90000000058e9000000004889dfff1500"
+            "00000058e900000000488d8ffffeffff4881f9f9feffff77a4488d8fffffff3f"
+            "4881f9feffff7f77944883f808728e4889f848f7d8480f48c789431848c1ef3f"
+            "488d047d080000004889431058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 20, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_64', 31, 'PyLong_Type', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 63, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_PLT32', 92, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 98, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_PLT32', 112, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 118, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 127, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 133, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 206, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'store_slot_raw': (
         bytes.fromhex(
             "498b85000000004989842400000000e900000000"

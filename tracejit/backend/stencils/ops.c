@@ -54,6 +54,33 @@ store_float(PyObject **slot, double v)
     return 0;
 }
 
+/* *slot = int(v), releasing the old object: an old exact int that only this
+ * slot refers to, with one 30-bit digit, is updated in place when v has one
+ * digit too and is not one of the cached small ints (-5..256, which must stay
+ * the cached objects); else a new int replaces it.  -1 if boxing failed. */
+ALWAYS_INLINE int
+store_int(PyObject **slot, int64_t v)
+{
+    PyObject *old = *slot;
+    if (old != NULL && Py_IS_TYPE(old, &PyLong_Type) && Py_REFCNT(old) == 1
+        && _PyLong_IsCompact((PyLongObject *)old)
+        && _PyLong_DigitCount((PyLongObject *)old) == 1
+        && v > -(int64_t)PyLong_BASE && v < (int64_t)PyLong_BASE
+        && (v < -_PY_NSMALLNEGINTS || v >= _PY_NSMALLPOSINTS)) {
+        PyLongObject *o = (PyLongObject *)old;
+        o->long_value.ob_digit[0] = (digit)(v < 0 ? -v : v);
+        _PyLong_SetSignAndDigitCount(o, v < 0 ? -1 : 1, 1);
+        return 0;
+    }
+    PyObject *n = PyLong_FromLongLong((long long)v);
+    if (n == NULL) {
+        return -1;
+    }
+    *slot = n;
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* ---- frame and registers ------------------------------------------------ */
 
 STENCIL(load_slot)
@@ -74,6 +101,15 @@ STENCIL(store_local)
 STENCIL(store_local_float)
 {
     if (store_float(&SLOT(1), R_F64(0)) == 0) {
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* Write an unboxed int into a frame slot (exit stubs; see store_int). */
+STENCIL(store_local_int)
+{
+    if (store_int(&SLOT(1), R_I64(0)) == 0) {
         CONTINUE();
     }
     ERROR();
