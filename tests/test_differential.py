@@ -1626,6 +1626,67 @@ program(
 )
 
 
+program(
+    "borrowed_list_items_exit_mid_update",
+    """
+    # v[k] -= ... on lists reached through tuples (nbody's shape): the item is
+    # loaded without a reference while nothing escapes; exits in between (an
+    # int item, a short tuple, a short list) must hand the frame a reference.
+    import sys
+    def step(pairs, dt):
+        for (v1, m1), (v2, m2) in pairs:
+            d = m1 - m2
+            v1[0] -= d * dt
+            v1[1] += d * m2
+            v2[2] -= d * m1
+    a, b, c = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]
+    pairs = [((a, 1.5), (b, 2.5)), ((a, 1.5), (c, 3.5)), ((b, 2.5), (c, 3.5))]
+    for i in range(300):
+        step(pairs, 0.01)
+    print(a, b, c)
+    b[1] = 5                      # an int item: the float guard exits
+    for i in range(50):
+        step(pairs, 0.01)
+    print(a, b, c)
+    pairs.append(((c, 1.0), (a,)))  # a short tuple: the size guard exits
+    try:
+        step(pairs, 0.01)
+    except ValueError as e:
+        print("ValueError", e)
+    pairs[-1] = ((c, 1.0), ([1.0], 2.0))  # a short list: index 2 out of range
+    try:
+        step(pairs, 0.01)
+    except IndexError as e:
+        print("IndexError", e)
+    print(a, b, c, [sys.getrefcount(x) for x in (a, b, c)])
+    """,
+)
+
+program(
+    "int_locals_written_in_place_at_exits",
+    """
+    # Exit stubs write an unboxed int into an int object only the frame holds;
+    # one the program still refers to (saved), a cached small int, or a value
+    # of another size must get a new object.
+    def f(n, total):
+        saved = []
+        small = 0
+        for i in range(n):
+            total += i * 3 % 7
+            small = i % 300 - 20
+            if i & 15 == 0:
+                total ^= i
+                saved.append(total)
+            if i % 97 == 0:
+                total = -total
+        return total, small, saved[-3:], sum(saved), len(saved)
+    for start in (1000, 2**30 - 2000, -(2**30) + 500, 5, 2**40):
+        print(f(3000, start))
+    keep = 10**6 + 1
+    print(f(100, keep), keep)
+    """,
+)
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

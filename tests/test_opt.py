@@ -9,6 +9,7 @@ from tracejit.opt import optimize
 from tracejit.opt.dce import dce
 from tracejit.opt.fold import fold
 from tracejit.opt.licm import hoist_invariant_loads
+from tracejit.opt.refcount import remove_refcount_pairs
 
 
 def run(pass_: object, src: str) -> str:
@@ -160,3 +161,72 @@ def test_licm_keeps_new_references_in_the_body() -> None:
     out = run(hoist_invariant_loads, src)
     body = out.split("label")[1]
     assert "tuple_getitem" in body
+
+
+def test_refcount_pairs_incref_decref_removed_snapshots_borrow() -> None:
+    # `x[0] -= d` on a local list: COPY takes a reference that BINARY_SUBSCR's
+    # list_getitem keeps alive only until the release right after it.
+    out = run(remove_refcount_pairs, """
+    trace t
+      v0:obj = load_local slot=0
+      incref v0
+      guard_type v0 type=$list [pc=4 | v0^ 0i v0 0i | ]
+      v1:obj = list_getitem v0, 0i [pc=4 | v0^ 0i v0 0i | ]
+      decref v0
+      exit [pc=8 | v0^ 0i v1 | ]
+    """)
+    assert out == expect("""
+    trace t
+      v0:obj = load_local slot=0
+      guard_type v0 type=$list [pc=4 | v0^ 0i v0^ 0i | ]
+      v1:obj = list_getitem v0, 0i [pc=4 | v0^ 0i v0^ 0i | ]
+      exit [pc=8 | v0^ 0i v1 | ]
+    """)
+
+
+def test_refcount_pairs_borrowed_item_until_release() -> None:
+    out = run(remove_refcount_pairs, """
+    trace t
+      v0:obj = load_local slot=0
+      v1:obj = list_getitem v0, 1i [pc=4 | v0^ 1i | ]
+      v5:obj = tuple_getitem v0, 2i [pc=5 | v1 | ]
+      guard_type v1 type=$float [pc=6 | v1 | ]
+      v2:float = unbox_float v1
+      decref v1
+      v3:float = float_add v2, 1.0f
+      list_setitem_float v0, 1i, v3 [pc=8 | v0^ | ]
+      exit [pc=10 | v5 | ]
+    """)
+    assert out == expect("""
+    trace t
+      v0:obj = load_local slot=0
+      v1:obj = list_getitem_borrowed v0, 1i [pc=4 | v0^ 1i | ]
+      v5:obj = tuple_getitem v0, 2i [pc=5 | v1^ | ]
+      guard_type v1 type=$float [pc=6 | v1^ | ]
+      v2:float = unbox_float v1
+      v3:float = float_add v2, 1.0f
+      list_setitem_float v0, 1i, v3 [pc=8 | v0^ | ]
+      exit [pc=10 | v5 | ]
+    """)
+
+
+def test_refcount_pairs_kept_across_escapes_uses_and_unowned_snapshots() -> None:
+    src = """
+    trace t
+      v0:obj = load_local slot=0
+      incref v0
+      v1:obj = getattr v0 name='a' [pc=2 | v0 | ]
+      decref v0
+      v2:obj = list_getitem v0, 0i [pc=4 | v0^ | ]
+      store_local v1 slot=1
+      decref v2
+      v3:obj = list_getitem v0, 1i [pc=6 | v0^ | ]
+      guard_type v0 type=$list [pc=8 | | ]
+      decref v3
+      v4:obj = list_getitem v0, 2i [pc=10 | v0^ | ]
+      decref v4
+      exit [pc=12 | v4^ | ]
+    """
+    # escaping ops between (getattr, store_local), a snapshot that does not own
+    # the item (pc=8), a use after the release (the exit): all kept
+    assert run(remove_refcount_pairs, src) == format_trace(parse_trace(src))

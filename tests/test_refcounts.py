@@ -70,6 +70,15 @@ SNIPPETS: dict[str, tuple[str, str]] = {
             s += (x * x + y * y) ** -1.5 * m
         return s
     """),
+    "list_items_through_tuples": ("[([0.5, 1.5, 2.5], 1.0), ([3.5, 4.5, 5.5], 2.0)]", """
+        for i in range(n):
+            for (v1, m1), (v2, m2) in ((items[0], items[1]), (items[1], items[0])):
+                d = m1 - m2
+                v1[0] -= d * 1e-6
+                v2[1] += d * m1 * 1e-6
+                v1[2] = v2[2] * 1.0
+        return items[0][0][0]
+    """),
     "generic_calls": ("['a', 'bb', 'ccc']", """
         s = 0
         for i in range(n):

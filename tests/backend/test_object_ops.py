@@ -543,3 +543,135 @@ def test_exit_finish_writes_instr_ptr_and_stacktop() -> None:
     assert finish_at(lasti // 2, top, -3 & 0xFFFFFFFF) == -3
     assert (frame.f_lasti, stacktop(frame)) == (lasti, top)
     assert g.send("second") == "second"  # resumes cleanly
+
+
+def getitem_variant_kernel(op: str, seq: object, index: int) -> tuple[int, object]:
+    """r = seq[index] with any getitem variant: ``_c`` takes the index as an
+    immediate, ``_borrowed`` takes no reference (the kernel takes one)."""
+    r: object = None
+    out = Label("out")
+    const = op.endswith("_c")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(getitem_variant_kernel, "seq"))),
+        I("const", (2, index)),
+        I(op, (1, 0, index if const else 2), exit=out),
+    ]
+    if "borrowed" in op:
+        code.append(I("incref", (1,)))
+    code += [
+        I("store_local", (1, slot(getitem_variant_kernel, "r"))),
+        finish(0),
+        out,
+        finish(1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple"])
+@pytest.mark.parametrize("variant", ["_borrowed", "_c", "_borrowed_c"])
+def test_getitem_variants(kind: str, variant: str) -> None:
+    op = f"{kind}_getitem{variant}"
+    items = [object() for _ in range(4)]
+    base = [sys.getrefcount(x) for x in items]
+    seq = list(items) if kind == "list" else tuple(items)
+    indices = range(0, 7) if variant.endswith("_c") else range(-6, 7)
+    for index in indices:
+        before = sys.getrefcount(items[index % 4])
+        rc, r = getitem_variant_kernel(op, seq, index)
+        if -4 <= index < 4:
+            assert (rc, r) == (0, seq[index])
+            assert sys.getrefcount(r) == before + 1  # `r` holds one new reference
+        else:
+            assert (rc, r) == (1, None)
+        del r
+    del seq
+    assert [sys.getrefcount(x) for x in items] == base
+
+
+def size_and_unbox_kernel(seq: object, x: object) -> tuple[int, float]:
+    """guard_size seq == 3, then guard_unbox_float x; r = the double."""
+    r = 0.0
+    bad_size, bad_type, err = Label("size"), Label("type"), Label("err")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(size_and_unbox_kernel, "seq"))),
+        I("load_slot", (1, slot(size_and_unbox_kernel, "x"))),
+        I("guard_size", (0, 3), exit=bad_size),
+        I("guard_unbox_float", (2, 1, id(float)), exit=bad_type),
+        I("box_float", (3, 2), error=err),
+        I("store_local", (3, slot(size_and_unbox_kernel, "r"))),
+        finish(0),
+        bad_size,
+        finish(1),
+        bad_type,
+        finish(2),
+        err,
+        finish(-1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+def test_guard_size_and_guard_unbox_float() -> None:
+    assert size_and_unbox_kernel([1, 2, 3], -2.5) == (0, -2.5)
+    assert size_and_unbox_kernel((1, 2, 3), 1e300) == (0, 1e300)
+    assert size_and_unbox_kernel([1, 2], 1.0) == (1, 0.0)
+    assert size_and_unbox_kernel((), 1.0) == (1, 0.0)
+    assert size_and_unbox_kernel([1, 2, 3], 1) == (2, 0.0)
+
+    class F(float):
+        pass
+
+    assert size_and_unbox_kernel([1, 2, 3], F(1.0)) == (2, 0.0)
+
+
+def setitem_float_c_kernel(seq: list[object], index: int, x: float) -> int:
+    out, err = Label("out"), Label("err")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(setitem_float_c_kernel, "seq"))),
+        I("load_slot", (1, slot(setitem_float_c_kernel, "x"))),
+        I("unbox_float", (2, 1)),
+        I("list_setitem_float_c", (0, index, 2), exit=out, error=err),
+        finish(0),
+        out,
+        finish(1),
+        err,
+        finish(-1),
+    ]
+    return run(sys._getframe(), code)
+
+
+def test_list_setitem_float_c() -> None:
+    seq = [1.0, "old", 3.0]
+    assert setitem_float_c_kernel(seq, 1, 2.5) == 0
+    assert seq == [1.0, 2.5, 3.0]
+    assert setitem_float_c_kernel(seq, 0, -0.0) == 0
+    assert str(seq[0]) == "-0.0"
+    assert setitem_float_c_kernel(seq, 3, 1.0) == 1
+    assert seq == [-0.0, 2.5, 3.0]
+
+
+def store_int_kernel(value: int) -> tuple[object, bool]:
+    """y = int(value) through store_local_int; y starts as a fresh int that
+    only this frame's slot refers to."""
+    y: object = int("123456789")
+    before = id(y)
+    err = Label("err")
+    code: list[MachineInstr | Label] = [
+        I("const", (0, value)),
+        I("store_local_int", (0, slot(store_int_kernel, "y")), error=err),
+        finish(0),
+        err,
+        finish(-1),
+    ]
+    assert run(sys._getframe(), code) == 0
+    return y, id(y) == before
+
+
+def test_store_local_int_in_place_only_where_unobservable() -> None:
+    for v in (257, -6, 2**30 - 1, -(2**30) + 1, 123456):
+        y, same = store_int_kernel(v)
+        assert (y, type(y), same) == (v, int, True), v
+    for v in (256, -5, 0, 1, 2**30, -(2**30), 2**62, -(2**63)):
+        y, same = store_int_kernel(v)
+        assert (y, type(y), same) == (v, int, False), v
+    for v in range(-5, 257):
+        assert store_int_kernel(v)[0] is v  # the cached small ints

@@ -39,6 +39,8 @@ _DIRECT = {
     "box_float": "box_float", "box_bool": "box_bool", "is_true": "is_true",
     "len": "len", "ob_size": "ob_size", "list_getitem": "list_getitem",
     "tuple_getitem": "tuple_getitem",
+    "list_getitem_borrowed": "list_getitem_borrowed",
+    "tuple_getitem_borrowed": "tuple_getitem_borrowed",
     "list_setitem": "list_setitem", "list_setitem_float": "list_setitem_float",
     "range_next": "range_iter_next",
     "list_next": "list_iter_next", "tuple_next": "tuple_iter_next", "iter_next": "iter_next",
@@ -46,6 +48,11 @@ _DIRECT = {
     "setitem": "setitem", "incref": "incref", "decref": "decref",
     "guard_true": "guard_true", "guard_false": "guard_false",
 }
+
+
+# Item loads with a variant taking a non-negative constant index as an immediate.
+_GETITEM = frozenset({"list_getitem", "tuple_getitem", "list_getitem_borrowed",
+                      "tuple_getitem_borrowed"})
 
 
 # A dict version no dict has (versions are multiples of 1 << 12 plus watcher bits).
@@ -105,6 +112,10 @@ class CodeGen:
         # strongly, never weakly like keepalive's objects.
         self.cells: list[ctypes.Array[ctypes.c_uint64]] = []
         self.current_pc: int | None = None
+        # Fusions (see plan_fusions): ops lowered as part of another one.
+        self.skip: set[int] = set()  # id(op)
+        self.size_guards: dict[int, tuple[Ref, int]] = {}  # id(guard_true) -> (seq, n)
+        self.unbox_at: dict[int, Op] = {}  # id(guard_type) -> the unbox_float it does
 
     def new_reg(self) -> int:
         r = self.nregs
@@ -154,7 +165,58 @@ class CodeGen:
 
     # ------------------------------------------------------------------ ops
 
+    def plan_fusions(self) -> None:
+        """Machine ops that do the work of several IR ops:
+        - ``n = ob_size s; f = int_eq n, K; guard_true f`` (n and f used only
+          there) is ``guard_size s, K`` at the guard;
+        - ``guard_type v float`` followed, before the next label, by
+          ``u = unbox_float v`` is ``guard_unbox_float u, v`` at the guard (the
+          unboxing moves up: v is an exact float from the guard on, and u's
+          register is written by nothing else)."""
+        ops = self.trace.ops
+        uses: dict[int, int] = {}
+        defs: dict[int, Op] = {}
+        for op in ops:
+            refs = list(op.args) + (op.snapshot.refs() if op.snapshot is not None else [])
+            for r in refs:
+                if isinstance(r, Value):
+                    uses[r.id] = uses.get(r.id, 0) + 1
+            if op.result is not None:
+                defs[op.result.id] = op
+        for op in ops:
+            if op.name != "guard_true" or not isinstance(op.args[0], Value):
+                continue
+            eq = defs.get(op.args[0].id)
+            if eq is None or eq.name != "int_eq" or uses.get(op.args[0].id) != 1:
+                continue
+            n, k = eq.args
+            if not isinstance(n, Value):
+                n, k = k, n
+            if not isinstance(n, Value) or not isinstance(k, Const) or uses.get(n.id) != 1:
+                continue
+            size = defs.get(n.id)
+            if size is None or size.name != "ob_size":
+                continue
+            self.skip.add(id(eq))
+            self.skip.add(id(size))
+            self.size_guards[id(op)] = (size.args[0], int(k.value))
+        for i, op in enumerate(ops):
+            if op.name != "guard_type" or op.attrs["type"] is not float \
+                    or not isinstance(op.args[0], Value):
+                continue
+            vid = op.args[0].id
+            for later in ops[i + 1:]:
+                if later.name in ("label", "jump", "exit"):
+                    break
+                if later.name == "unbox_float" and isinstance(later.args[0], Value) \
+                        and later.args[0].id == vid and id(later) not in self.skip:
+                    self.skip.add(id(later))
+                    self.unbox_at[id(op)] = later
+                    break
+
     def lower_op(self, op: Op) -> None:
+        if id(op) in self.skip:
+            return
         info = op.info
         if info.escapes and op.snapshot is not None \
                 and op.snapshot.pc != self.current_pc:
@@ -166,7 +228,20 @@ class CodeGen:
         args = tuple(self.reg(a) for a in op.args) if op.name not in ("call", "label",
                                                                        "jump") else ()
         name = op.name
-        if name in _DIRECT:
+        if name in _GETITEM and isinstance(op.args[1], Const) and int(op.args[1].value) >= 0:
+            self.emit(name + "_c", dst + (args[0], int(op.args[1].value)), op)
+        elif name == "list_setitem_float" and isinstance(op.args[1], Const) \
+                and int(op.args[1].value) >= 0:
+            self.emit("list_setitem_float_c", (args[0], int(op.args[1].value), args[2]), op)
+        elif id(op) in self.size_guards:
+            seq, n = self.size_guards[id(op)]
+            self.emit("guard_size", (self.reg(seq), n & 0xFFFFFFFFFFFFFFFF), op)
+        elif id(op) in self.unbox_at:
+            unbox = self.unbox_at[id(op)]
+            assert unbox.result is not None
+            self.emit("guard_unbox_float", (self.reg(unbox.result),) + args
+                      + (self.obj_addr(op.attrs["type"]),), op)
+        elif name in _DIRECT:
             self.emit(_DIRECT[name], dst + args, op, info.guard, info.raises)
         elif name == "bool_not":
             self.emit("int_eq", dst + args + (self.reg(Const(0, Type.INT)),))
@@ -299,9 +374,11 @@ class CodeGen:
                 uses[e.ref.id] = uses.get(e.ref.id, 0) + 1
         for slot, entry in sorted(snap.locals.items()):
             ref = entry.ref
-            if ref.type is Type.FLOAT and isinstance(ref, Value) and uses[ref.id] == 1:
-                # boxed straight into the slot, reusing a float only the frame holds
-                out.append(MachineInstr("store_local_float", (self.reg(ref), slot), error=oom))
+            if ref.type in (Type.FLOAT, Type.INT) and isinstance(ref, Value) \
+                    and uses[ref.id] == 1:
+                # boxed straight into the slot, reusing a float or int only the frame holds
+                store = "store_local_float" if ref.type is Type.FLOAT else "store_local_int"
+                out.append(MachineInstr(store, (self.reg(ref), slot), error=oom))
                 continue
             r = self.materialize(entry, out, boxed, oom)
             out.append(MachineInstr("store_local", (r, slot)))
@@ -322,6 +399,7 @@ class CodeGen:
         label_op: Op | None = None
         loop_label = Label("loop")
         self.coalesce_carried()
+        self.plan_fusions()
         iterations = ctypes.c_uint64()
         for op in self.trace.ops:
             if op.name == "label":

@@ -159,6 +159,15 @@ OPS: dict[str, OpInfo] = _ops(
         doc="New reference to an exact tuple's item; exit if out of range.",
     ),
     OpInfo(
+        "list_getitem_borrowed", O, (O, I), guard=True,
+        doc="Borrowed reference to an exact list's item (valid while nothing escapes); "
+        "exit if out of range.",
+    ),
+    OpInfo(
+        "tuple_getitem_borrowed", O, (O, I), guard=True, pure=True,
+        doc="Borrowed reference to an exact tuple's item; exit if out of range.",
+    ),
+    OpInfo(
         "list_setitem", V, (O, I, O), guard=True, escapes=True,
         doc="Exact list item store (steals v, releases old); exit if out of range.",
     ),

@@ -7,10 +7,11 @@ from tracejit.ir.trace import Trace, verify
 from tracejit.opt.dce import dce
 from tracejit.opt.fold import fold
 from tracejit.opt.licm import hoist_invariant_loads
+from tracejit.opt.refcount import remove_refcount_pairs
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
-PASSES = (hoist_invariant_loads, fold, dce)
+PASSES = (hoist_invariant_loads, fold, dce, remove_refcount_pairs)
 
 
 def optimize(trace: Trace) -> Trace:

@@ -429,6 +429,18 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 24, '_JIT_CONTINUE', -4),
         ),
     ),
+    'guard_size': (
+        bytes.fromhex(
+            "498b850000000048b90000000000000000483948100f8500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'guard_true': (
         bytes.fromhex(
             "4983bd00000000000f8400000000e900000000"
@@ -452,6 +464,21 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 18, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_PLT32', 37, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'guard_unbox_float': (
+        bytes.fromhex(
+            "498b85000000004885c00f840000000048b90000000000000000483948080f85"
+            "00000000488b401049898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 12, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 43, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
         ),
     ),
     'incref': (
@@ -794,6 +821,49 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
         ),
     ),
+    'list_getitem_borrowed': (
+        bytes.fromhex(
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b4018488b04c84989"
+            "8500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 65, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 70, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'list_getitem_borrowed_c': (
+        bytes.fromhex(
+            "498b850000000048b90000000000000000483948100f8600000000488b401848"
+            "8b04c849898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 38, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 43, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'list_getitem_c': (
+        bytes.fromhex(
+            "498b850000000048b90000000000000000483948100f8600000000488b401848"
+            "8b04c88b08ffc17402890849898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 46, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'list_iter_next': (
         bytes.fromhex(
             "498b8500000000488b48184885c90f8400000000488b5010483b51100f8d0000"
@@ -853,6 +923,32 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 181, '_Py_Dealloc', -4),
             ('code', 'R_X86_64_PLT32', 187, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 193, '_JIT_EXIT', -4),
+        ),
+    ),
+    'list_setitem_float_c': (
+        bytes.fromhex(
+            "55498b850000000049bf00000000000000004c3978100f8688000000488b6818"
+            "f2410f1085000000004a8b5cfd004885db744648b80000000000000000483943"
+            "08751148833b01750bf20f1143105de900000000ff15000000004885c074304a"
+            "8944fd00488b0385c0780848ffc848890374225de900000000ff150000000048"
+            "85c0740b4a8944fd005de9000000005de9000000004889dfff15000000005de9"
+            "000000005de900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_64', 10, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_32S', 37, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_64', 53, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_PLT32', 80, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 86, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 117, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 123, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 139, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 145, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 154, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 160, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 166, '_JIT_EXIT', -4),
         ),
     ),
     'load_slot': (
@@ -987,6 +1083,32 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 121, '_JIT_ERROR', -4),
             ('code', 'R_X86_64_GOTPCRELX', 130, '_Py_Dealloc', -4),
             ('code', 'R_X86_64_PLT32', 136, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'store_local_int': (
+        bytes.fromhex(
+            "504d8dbc2400000000498bbd00000000498b9c24000000004885db744348b800"
+            "0000000000000048394308751048833b01750a488b43104883f80f764cff1500"
+            "0000004885c0742c498907488b0385c0780848ffc8488903742058e900000000"
+            "ff15000000004885c0740949890758e90000000058e9000000004889dfff1500"
+            "00000058e900000000488d8ffffeffff4881f9f9feffff77a4488d8fffffff3f"
+            "4881f9feffff7f77944883f808728e4889f848f7d8480f48c789431848c1ef3f"
+            "488d047d080000004889431058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 20, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_64', 31, 'PyLong_Type', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 63, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_PLT32', 92, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 98, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_PLT32', 112, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 118, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 127, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 133, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 206, '_JIT_CONTINUE', -4),
         ),
     ),
     'store_slot_raw': (
@@ -1129,6 +1251,49 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_32S', 70, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 75, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'tuple_getitem_borrowed': (
+        bytes.fromhex(
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b44c8184989850000"
+            "0000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 62, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 67, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'tuple_getitem_borrowed_c': (
+        bytes.fromhex(
+            "498b850000000048b90000000000000000483948100f8600000000488b44c818"
+            "49898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 35, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'tuple_getitem_c': (
+        bytes.fromhex(
+            "498b850000000048b90000000000000000483948100f8600000000488b44c818"
+            "8b08ffc17402890849898500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 23, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 43, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
         ),
     ),
     'tuple_iter_next': (

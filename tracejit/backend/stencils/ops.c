@@ -54,6 +54,33 @@ store_float(PyObject **slot, double v)
     return 0;
 }
 
+/* *slot = int(v), releasing the old object: an old exact int that only this
+ * slot refers to, with one 30-bit digit, is updated in place when v has one
+ * digit too and is not one of the cached small ints (-5..256, which must stay
+ * the cached objects); else a new int replaces it.  -1 if boxing failed. */
+ALWAYS_INLINE int
+store_int(PyObject **slot, int64_t v)
+{
+    PyObject *old = *slot;
+    if (old != NULL && Py_IS_TYPE(old, &PyLong_Type) && Py_REFCNT(old) == 1
+        && _PyLong_IsCompact((PyLongObject *)old)
+        && _PyLong_DigitCount((PyLongObject *)old) == 1
+        && v > -(int64_t)PyLong_BASE && v < (int64_t)PyLong_BASE
+        && (v < -_PY_NSMALLNEGINTS || v >= _PY_NSMALLPOSINTS)) {
+        PyLongObject *o = (PyLongObject *)old;
+        o->long_value.ob_digit[0] = (digit)(v < 0 ? -v : v);
+        _PyLong_SetSignAndDigitCount(o, v < 0 ? -1 : 1, 1);
+        return 0;
+    }
+    PyObject *n = PyLong_FromLongLong((long long)v);
+    if (n == NULL) {
+        return -1;
+    }
+    *slot = n;
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* ---- frame and registers ------------------------------------------------ */
 
 STENCIL(load_slot)
@@ -74,6 +101,15 @@ STENCIL(store_local)
 STENCIL(store_local_float)
 {
     if (store_float(&SLOT(1), R_F64(0)) == 0) {
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* Write an unboxed int into a frame slot (exit stubs; see store_int). */
+STENCIL(store_local_int)
+{
+    if (store_int(&SLOT(1), R_I64(0)) == 0) {
         CONTINUE();
     }
     ERROR();
@@ -155,6 +191,28 @@ STENCIL(guard_true)
 STENCIL(guard_false)
 {
     if (R(0) == 0) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* Exit unless Py_SIZE(R0) == OP1 (an object proven an exact list or tuple):
+ * ob_size, int_eq and guard_true in one. */
+STENCIL(guard_size)
+{
+    if ((uint64_t)Py_SIZE(R_OBJ(0)) == OP(1)) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* guard_type (type OP2, an exact float type) and unbox_float in one:
+ * exit unless R1 is non-NULL of that type, then R0 = its double. */
+STENCIL(guard_unbox_float)
+{
+    PyObject *o = R_OBJ(1);
+    if (o != NULL && Py_TYPE(o) == (PyTypeObject *)(uintptr_t)OP(2)) {
+        SET_F64(0, PyFloat_AS_DOUBLE(o));
         CONTINUE();
     }
     EXIT();
@@ -533,31 +591,49 @@ STENCIL(len)
 
 /* ---- sequences and iterators -------------------------------------------- */
 
-STENCIL(list_getitem)
-{
-    PyListObject *seq = (PyListObject *)R_OBJ(1);
-    int64_t i = seq_index(R_I64(2), Py_SIZE(seq));
-    if (i >= 0) {
-        PyObject *item = seq->ob_item[i];
-        Py_INCREF(item);
-        SET_OBJ(0, item);
-        CONTINUE();
+/* seq[idx] for an exact list or tuple (SEQ the object type), int64 index
+ * (negative wraps); exit if out of range.  INCREF: a new reference, else a
+ * borrowed one. */
+#define SEQ_GETITEM(NAME, SEQ, INCREF) \
+    STENCIL(NAME) \
+    { \
+        SEQ *seq = (SEQ *)R_OBJ(1); \
+        int64_t i = seq_index(R_I64(2), Py_SIZE(seq)); \
+        if (i >= 0) { \
+            PyObject *item = seq->ob_item[i]; \
+            if (INCREF) { \
+                Py_INCREF(item); \
+            } \
+            SET_OBJ(0, item); \
+            CONTINUE(); \
+        } \
+        EXIT(); \
     }
-    EXIT();
-}
 
-STENCIL(tuple_getitem)
-{
-    PyTupleObject *seq = (PyTupleObject *)R_OBJ(1);
-    int64_t i = seq_index(R_I64(2), Py_SIZE(seq));
-    if (i >= 0) {
-        PyObject *item = seq->ob_item[i];
-        Py_INCREF(item);
-        SET_OBJ(0, item);
-        CONTINUE();
+/* The same with a non-negative constant index OP2 (the _c variants). */
+#define SEQ_GETITEM_C(NAME, SEQ, INCREF) \
+    STENCIL(NAME) \
+    { \
+        SEQ *seq = (SEQ *)R_OBJ(1); \
+        if (OP(2) < (uint64_t)Py_SIZE(seq)) { \
+            PyObject *item = seq->ob_item[OP(2)]; \
+            if (INCREF) { \
+                Py_INCREF(item); \
+            } \
+            SET_OBJ(0, item); \
+            CONTINUE(); \
+        } \
+        EXIT(); \
     }
-    EXIT();
-}
+
+SEQ_GETITEM(list_getitem, PyListObject, 1)
+SEQ_GETITEM(tuple_getitem, PyTupleObject, 1)
+SEQ_GETITEM(list_getitem_borrowed, PyListObject, 0)
+SEQ_GETITEM(tuple_getitem_borrowed, PyTupleObject, 0)
+SEQ_GETITEM_C(list_getitem_c, PyListObject, 1)
+SEQ_GETITEM_C(tuple_getitem_c, PyTupleObject, 1)
+SEQ_GETITEM_C(list_getitem_borrowed_c, PyListObject, 0)
+SEQ_GETITEM_C(tuple_getitem_borrowed_c, PyTupleObject, 0)
 
 STENCIL(list_setitem)
 {
@@ -572,7 +648,8 @@ STENCIL(list_setitem)
     CONTINUE();
 }
 
-/* seq[idx] = float(value) (see store_float); exit if out of range. */
+/* seq[idx] = float(value) (see store_float); exit if out of range.  The _c
+ * variant takes a non-negative constant index OP1. */
 STENCIL(list_setitem_float)
 {
     PyListObject *seq = (PyListObject *)R_OBJ(0);
@@ -581,6 +658,18 @@ STENCIL(list_setitem_float)
         EXIT();
     }
     if (store_float(&seq->ob_item[i], R_F64(2)) == 0) {
+        CONTINUE();
+    }
+    ERROR();
+}
+
+STENCIL(list_setitem_float_c)
+{
+    PyListObject *seq = (PyListObject *)R_OBJ(0);
+    if (UNLIKELY(OP(1) >= (uint64_t)Py_SIZE(seq))) {
+        EXIT();
+    }
+    if (store_float(&seq->ob_item[OP(1)], R_F64(2)) == 0) {
         CONTINUE();
     }
     ERROR();
