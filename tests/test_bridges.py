@@ -36,7 +36,8 @@ assert _ENABLE_CALL in JIT_HEADER, "test_differential's JIT header changed"
 def jit_header(stats_path: Path, params: dict[str, int]) -> str:
     """test_differential's one-line JIT header with extra enable() keywords."""
     extra = "".join(f", {name}={value!r}" for name, value in sorted(params.items()))
-    header = JIT_HEADER.replace(_ENABLE_CALL, f"_tj.enable(threshold=1, jit_time_percent=100{extra})")
+    header = JIT_HEADER.replace(_ENABLE_CALL,
+                                f"_tj.enable(threshold=1, jit_time_percent=100{extra})")
     return header.format(path=str(stats_path))
 
 
