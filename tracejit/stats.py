@@ -21,6 +21,8 @@ class Stats:
     # Exits that continued in another trace without returning to the interpreter.
     trace_transfers: int = 0
     guard_failures: int = 0
+    # Calls inlined in compiled traces.
+    inlined_calls: int = 0
     time_in_jit_s: float = 0.0
     aborts: Counter[str] = field(default_factory=Counter)
     code_bytes: int = 0
@@ -38,6 +40,7 @@ class Stats:
             "native_entries": self.native_entries,
             "trace_transfers": self.trace_transfers,
             "guard_failures": self.guard_failures,
+            "inlined_calls": self.inlined_calls,
             "time_in_jit_s": round(self.time_in_jit_s, 6),
             "aborts": dict(sorted(self.aborts.items())),
             "code_bytes": self.code_bytes,
@@ -56,6 +59,7 @@ class Stats:
             "native_entries",
             "trace_transfers",
             "guard_failures",
+            "inlined_calls",
             "code_bytes",
         ):
             lines.append(f"  {key:<18} {d[key]}")

@@ -66,9 +66,13 @@ def const_bits(c: Const) -> int:
 class ExitInfo:
     index: int
     pc: int  # code units
+    # An error exit the dispatcher sees (negative exit code, exception set).
     error: bool
     op: str
     entry: bool = False  # an entry check (see Snapshot.entry)
+    # Inside an inlined call: leaves at the trace's own CALL with a resume
+    # object (an error inside the callee travels in the resume object).
+    inline: bool = False
 
 
 @dataclass(slots=True)
@@ -195,6 +199,14 @@ class CodeGen:
                 self.obj_addr(op.attrs["name"])), op, guard=True, raises=True)
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))
+        elif name == "load_field":
+            self.emit("load_field", dst + args + (int(op.attrs["offset"]),))
+        elif name == "guard_type_version":
+            self.emit("guard_type_version", (self.obj_addr(op.attrs["type"]),
+                                             int(op.attrs["version"])), op, guard=True)
+        elif name == "guard_field_is":
+            self.emit("guard_field_is", args + (int(op.attrs["offset"]),
+                                                self.obj_addr(op.attrs["obj"])), op, guard=True)
         else:
             raise NotImplementedError(f"no lowering for IR op {name}")
 
@@ -278,21 +290,65 @@ class CodeGen:
         out: list[MachineInstr | Label] = [label]
         boxed: dict[int, int] = {}
         oom = Label(f"oom{index}")
+        # Inside inlined calls: the resume objects first (innermost first); an
+        # exception raised in the callee is taken over by the innermost one.
+        call_top: list[int] = []
+        if snap.frames:
+            call_top = self.lower_resume(snap, error, out, boxed, oom)
+            error = False
         for slot, entry in sorted(snap.locals.items()):
             r = self.materialize(entry, out, boxed, oom)
             out.append(MachineInstr("store_local", (r, slot)))
         first = self.nlocalsplus + self.base
-        for i, entry in enumerate(snap.stack):
-            r = self.materialize(entry, out, boxed, oom)
+        stack = [self.materialize(entry, out, boxed, oom) for entry in snap.stack] + call_top
+        for i, r in enumerate(stack):
             out.append(MachineInstr("store_slot_raw", (r, first + i)))
         out.append(MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,)))
         code = -(index + 1) if error else index
-        out.append(MachineInstr("exit_finish", (snap.pc, first + len(snap.stack), code)))
+        out.append(MachineInstr("exit_finish", (snap.pc, first + len(stack), code)))
         # Boxing failed (out of memory): resume at the same place with the error
         # set; references not yet written to the frame are lost.
         out.append(oom)
         out.append(MachineInstr("exit_finish", (snap.pc, first, -(index + 1))))
         return out
+
+    def lower_resume(self, snap: Snapshot, error: bool, out: list[MachineInstr | Label],
+                     boxed: dict[int, int], oom: Label) -> list[int]:
+        """Build the resume objects of an exit inside inlined calls; return the
+        registers that replace the inputs of the trace's own CALL (resume
+        object, NULL, None for each argument)."""
+        from tracejit.recorder.record import code_info
+        from tracejit.runtime.resume import make_desc
+
+        null = self.reg(Const(NULL, Type.OBJ))
+        exc = null
+        if error:
+            exc = self.new_reg()
+            out.append(MachineInstr("fetch_exc", (exc,)))
+        inner: list[int] = []
+        for depth in range(len(snap.frames) - 1, -1, -1):
+            f = snap.frames[depth]
+            innermost = depth == len(snap.frames) - 1
+            values: list[int] = []
+            for slot in range(code_info(f.code).nlocalsplus):
+                entry = f.locals.get(slot)
+                values.append(null if entry is None
+                              else self.materialize(entry, out, boxed, oom))
+            values.extend(self.materialize(e, out, boxed, oom) for e in f.stack)
+            values.extend(inner)
+            func = self.materialize(SnapEntry(f.func, False), out, boxed, oom)
+            block = self.nregs
+            self.nregs += 2 + len(values)
+            for i, r in enumerate([func, exc if innermost else null] + values):
+                out.append(MachineInstr("copy", (block + i, r)))
+            desc = make_desc(f.code, f.pc, error and innermost)
+            self.keepalive.append(desc)
+            dst = self.new_reg()
+            out.append(MachineInstr("resume_new", (dst, block, len(values),
+                                                   ctypes.addressof(desc)), error=oom))
+            none = self.reg(Const(None, Type.OBJ))
+            inner = [dst, null] + [none] * f.argc
+        return inner
 
     def lower(self) -> Lowered:
         label_op: Op | None = None
@@ -319,7 +375,9 @@ class CodeGen:
         stub_code: list[MachineInstr | Label] = []
         for index, (label, snap, error, opname) in enumerate(self.stubs):
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
-            exits.append(ExitInfo(index, snap.pc, error, opname, snap.entry))
+            inline = bool(snap.frames)
+            exits.append(ExitInfo(index, snap.pc, error and not inline, opname, snap.entry,
+                                  inline))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive)
 

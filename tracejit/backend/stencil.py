@@ -135,6 +135,11 @@ OPERANDS: Final[dict[str, str]] = {
     "jump": "",
     "exit_count": "i",
     "exit_finish": "iii",
+    "load_field": "rri",
+    "guard_field_is": "rii",
+    "fetch_exc": "r",
+    "resume_new": "rrii",
+    "guard_type_version": "ii",
 }
 
 

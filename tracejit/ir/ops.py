@@ -184,6 +184,22 @@ OPS: dict[str, OpInfo] = _ops(
         doc="After a call: exit if monitoring changed (a tool was turned on).",
     ),
     OpInfo("exit", V, (), guard=True, doc="Always leave the trace (the end of a segment)."),
+    # Inlined calls.
+    OpInfo(
+        "load_field", O, (O,), ("offset",),
+        doc="Borrowed reference held by the object field at byte `offset` (a bound "
+        "method's function or self).",
+    ),
+    OpInfo(
+        "guard_field_is", V, (O,), ("offset", "obj"), guard=True,
+        doc="Exit unless the object field at byte `offset` is `obj` (an inlined "
+        "function's code or defaults).",
+    ),
+    OpInfo(
+        "guard_type_version", V, (), ("type", "version"), guard=True,
+        doc="Exit unless `type` still has version tag `version` (no attribute of it "
+        "or its bases changed).",
+    ),
 )
 
 # Ops whose results are loop-carried label parameters must be of these types.

@@ -78,6 +78,11 @@ class _State:
         # Traces taken out of use; their code may still be on the C stack, so it
         # is never freed while the process runs.
         self.retired: list[CompiledTrace] = []
+        # Code objects never inlined again (a trace inlining them could not be
+        # compiled), by id; the dict keeps them alive.
+        self.no_inline: dict[int, types.CodeType] = {}
+        # Code objects with INSTRUCTION events on for the current recording.
+        self.events_on: dict[int, types.CodeType] = {}
 
 
 STATE = _State()
@@ -266,10 +271,13 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     STATS.traces_started += 1
     roots = STATE.cache.roots
     code_id = id(code)
+    params = STATE.params
     try:
-        rec = Recording(code, start, frame, threading.get_ident(), STATE.params.trace_limit,
+        rec = Recording(code, start, frame, threading.get_ident(), params.trace_limit,
                         kind=kind, segmenting=code_id in STATE.huge,
-                        is_entry=lambda offset: (code_id, offset) in roots)
+                        is_entry=lambda offset: (code_id, offset) in roots,
+                        max_inline_depth=params.max_inline_depth if params.inlining else 0,
+                        may_inline=_may_inline, enable_events=_enable_events)
         rec.start()
     except RecordingAborted as exc:
         _count_abort(code, key, exc.reason, exc.detail, parent)
@@ -284,18 +292,29 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     STATE.rec_parent = parent
     assert STATE.dispatcher is not None
     STATE.dispatcher.busy = True
-    sys.monitoring.set_local_events(TOOL, code, EVENTS.INSTRUCTION)
+    _enable_events(code)
+
+
+def _may_inline(code: types.CodeType) -> bool:
+    return id(code) not in STATE.no_inline and not code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _enable_events(code: types.CodeType) -> None:
+    if id(code) not in STATE.events_on:
+        STATE.events_on[id(code)] = code
+        sys.monitoring.set_local_events(TOOL, code, EVENTS.INSTRUCTION)
 
 
 def _on_instruction(code: types.CodeType, offset: int) -> Any:
     rec = STATE.recording
-    if rec is None or code is not rec.code or rec.thread != threading.get_ident():
+    if rec is None or id(code) not in STATE.events_on or rec.thread != threading.get_ident():
         return None
-    if sys._getframe(1) is not rec.frame:
-        return None
+    frame = sys._getframe(1)
     t0 = time.perf_counter()
     try:
-        rec.step(offset)
+        if not rec.wants(code, frame):
+            return None
+        rec.step(offset, frame)
     except RecordingAborted as exc:
         _abort_recording(exc.reason, exc.detail)
     except Exception as exc:  # a bug in the recorder must never break the program
@@ -314,7 +333,9 @@ def _stop_recording() -> Recording | None:
     STATE.recording = None
     if STATE.dispatcher is not None:
         STATE.dispatcher.busy = False
-    sys.monitoring.set_local_events(TOOL, rec.code, 0)
+    for code in STATE.events_on.values():
+        sys.monitoring.set_local_events(TOOL, code, 0)
+    STATE.events_on.clear()
     return rec
 
 
@@ -333,6 +354,17 @@ def _count_abort(code: types.CodeType, key: int, reason: AbortReason, detail: st
         jitlog.abort(code, key, reason.value, detail + " -> segmenting", False)
         if parent is not None:
             _retry_exit_later(parent, penalize=False)
+        return
+    if reason is AbortReason.INLINE_REFUSED:
+        # The callee is called, not inlined, next time: retry soon, no penalty.
+        jitlog.abort(code, key, reason.value, detail, False)
+        if parent is not None:
+            _retry_exit_later(parent, penalize=False)
+            return
+        counter = STATE.counters.get((id(code), key))
+        if counter is None:
+            counter = _new_counter(code, key, STATE.params.threshold)
+        counter.count = max(counter.count, counter.threshold - 1)
         return
     if parent is not None:
         blacklisted = _retry_exit_later(parent, penalize=True)
@@ -374,6 +406,8 @@ def _finish_recording(rec: Recording) -> None:
         lowered = lower_trace(trace, rec.info.nlocalsplus, base)
         compiled = assemble(lowered.code, lowered.nregs)
     except RecordingAborted as exc:
+        if exc.callee is not None:
+            STATE.no_inline[id(exc.callee)] = exc.callee
         _count_abort(rec.code, key, exc.reason, exc.detail, parent)
         return
     except Exception as exc:  # never let a compiler bug reach the program
@@ -398,6 +432,7 @@ def _finish_recording(rec: Recording) -> None:
     STATE.codes[id(rec.code)] = rec.code
     cache.add(t, handle)
     STATS.traces_compiled += 1
+    STATS.inlined_calls += trace.inlined_calls
     if parent is not None:
         p, k = parent
         p.native.link(k, native)
@@ -435,6 +470,8 @@ def _set_exit_policy(t: CompiledTrace) -> None:
     hot = hot_threshold(STATE.params.trace_eagerness)
     end = t.end
     for info in t.lowered.exits:
+        if info.inline:
+            continue  # leaves through a resume object: no bridge grows there
         if info.error:
             handler = handler_at(t.code, info.pc * 2)
             if handler is not None:
