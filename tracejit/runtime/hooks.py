@@ -141,8 +141,10 @@ def sync_stats() -> None:
         return
     STATS.native_entries = int(d.state.native_entries)
     STATS.trace_transfers = int(d.state.transfers)
-    STATS.guard_failures = sum(
-        sum(t.lowered.counters) for t in STATE.cache.all() + STATE.retired)
+    traces = STATE.cache.all() + STATE.retired
+    STATS.guard_failures = sum(sum(t.lowered.counters) for t in traces)
+    STATS.inlined_exits = sum(t.lowered.counters[e.index] for t in traces
+                              for e in t.lowered.exits if e.inline)
     STATS.code_bytes = STATE.cache.bytes
 
 
