@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 
@@ -43,7 +44,7 @@ def _probe_objects() -> bool:
             pass
 
     c = C()
-    m = c.m
+    m: Any = c.m
     return (_field(f, "PyFunctionObject.func_code") == id(f.__code__)
             and _field(f, "PyFunctionObject.func_defaults") == id(f.__defaults__)
             and _field(m, "PyMethodObject.im_func") == id(m.__func__)

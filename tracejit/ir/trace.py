@@ -340,6 +340,8 @@ class _Parser:
             if len(ff) != 3 or set(head) != {"func", "code", "pc", "argc"}:
                 raise IRError(f"bad inlined frame in snapshot {text!r}")
             code = self.ref(head["code"])
+            if not isinstance(code, Const):
+                raise IRError(f"bad code object in snapshot {text!r}")
             frame = FrameSnap(self.ref(head["func"]), code.value, int(head["pc"]),
                               int(head["argc"]))
             frame.stack = [self.entry(t) for t in ff[1].split()]

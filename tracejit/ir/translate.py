@@ -730,7 +730,7 @@ class Translator:
         snap = self.snapshot()
         if self.cur is not None:
             func = self.cur.plan.func
-            globals_, builtins_ = func.__globals__, func.__builtins__
+            globals_, builtins_ = func.__globals__, func.__builtins__  # type: ignore[attr-defined]
         else:
             globals_, builtins_ = self.rec.frame.f_globals, self.rec.frame.f_builtins
         v = self.emitv("load_global", [], Type.OBJ, snap, globals=globals_,
@@ -1186,7 +1186,6 @@ def _isinstance_safe(inst: type | None, cls: Ref) -> bool:
 
 
 _IMMUTABLETYPE = 1 << 8
-_METHOD_DESCRIPTOR: type = type(str.replace)
 
 
 def _plain_method(owner_type: type, name: str) -> object | None:

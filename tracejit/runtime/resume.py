@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import types
+from collections.abc import Callable
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 
@@ -98,7 +99,7 @@ def make_desc(code: types.CodeType, pc: int, error: bool) -> Desc:
     return Desc(id(resume_type()), id(code), pc, unwind_word(code, pc) if error else 0)
 
 
-_VERSION_FN: list[ctypes._CFuncPtr] = []
+_VERSION_FN: list[Callable[[type], int]] = []
 
 
 def type_version(tp: type) -> int:
