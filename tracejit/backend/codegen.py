@@ -73,6 +73,8 @@ class ExitInfo:
     # Inside an inlined call: leaves at the trace's own CALL with a resume
     # object (an error inside the callee travels in the resume object).
     inline: bool = False
+    # The innermost inlined callee's code (inline exits).
+    callee: object = None
 
 
 @dataclass(slots=True)
@@ -314,41 +316,46 @@ class CodeGen:
 
     def lower_resume(self, snap: Snapshot, error: bool, out: list[MachineInstr | Label],
                      boxed: dict[int, int], oom: Label) -> list[int]:
-        """Build the resume objects of an exit inside inlined calls; return the
-        registers that replace the inputs of the trace's own CALL (resume
-        object, NULL, None for each argument)."""
+        """Build the resume objects of an exit inside inlined calls (one runtime
+        call, tj_resume_chain); return the registers that replace the inputs of
+        the trace's own CALL (resume object, NULL, None for each argument)."""
         from tracejit.recorder.record import code_info
-        from tracejit.runtime.resume import make_desc
+        from tracejit.runtime import resume
 
         null = self.reg(Const(NULL, Type.OBJ))
-        exc = null
+        exc = -1
         if error:
             exc = self.new_reg()
             out.append(MachineInstr("fetch_exc", (exc,)))
-        inner: list[int] = []
-        for depth in range(len(snap.frames) - 1, -1, -1):
-            f = snap.frames[depth]
-            innermost = depth == len(snap.frames) - 1
-            values: list[int] = []
-            for slot in range(code_info(f.code).nlocalsplus):
-                entry = f.locals.get(slot)
-                values.append(null if entry is None
-                              else self.materialize(entry, out, boxed, oom))
-            values.extend(self.materialize(e, out, boxed, oom) for e in f.stack)
-            values.extend(inner)
-            func = self.materialize(SnapEntry(f.func, False), out, boxed, oom)
-            block = self.nregs
-            self.nregs += 2 + len(values)
-            for i, r in enumerate([func, exc if innermost else null] + values):
-                out.append(MachineInstr("copy", (block + i, r)))
-            desc = make_desc(f.code, f.pc, error and innermost)
-            self.keepalive.append(desc)
-            dst = self.new_reg()
-            out.append(MachineInstr("resume_new", (dst, block, len(values),
-                                                   ctypes.addressof(desc)), error=oom))
-            none = self.reg(Const(None, Type.OBJ))
-            inner = [dst, null] + [none] * f.argc
-        return inner
+        specs: list[resume.FrameSpec] = []
+        for f in snap.frames:
+            entries: list[int] = []
+            values = [f.locals.get(slot) for slot in range(code_info(f.code).nlocalsplus)]
+            values.extend(f.stack)
+            for entry in values:
+                if entry is None or (isinstance(entry.ref, Const) and entry.ref.value is NULL):
+                    entries.append(resume.NULL_ENTRY)
+                    continue
+                ref = entry.ref
+                if ref.type is not Type.OBJ:
+                    # Boxed once per exit (materialize), then shared.
+                    r = self.materialize(entry, out, boxed, oom)
+                    entries.append((r << 2) | resume.OWNED)
+                elif isinstance(ref, Const) or not entry.owned:
+                    entries.append((self.reg(ref) << 2) | resume.BORROWED)
+                else:
+                    entries.append((self.reg(ref) << 2) | resume.OWNED)
+            func = f.func.value if isinstance(f.func, Const) else None
+            if func is None:
+                raise NotImplementedError("inlined frame without a constant function")
+            specs.append(resume.FrameSpec(func, f.code, f.pc, f.argc, entries))
+        address, keep = resume.make_chain(specs, exc)
+        self.keepalive.extend(keep)
+        dst = self.new_reg()
+        out.append(MachineInstr("resume_chain", (dst, address, resume.chain_function()),
+                                error=oom))
+        none = self.reg(Const(None, Type.OBJ))
+        return [dst, null] + [none] * snap.frames[0].argc
 
     def lower(self) -> Lowered:
         label_op: Op | None = None
@@ -373,11 +380,24 @@ class CodeGen:
         counters = (ctypes.c_uint64 * max(1, len(self.stubs)))()
         exits: list[ExitInfo] = []
         stub_code: list[MachineInstr | Label] = []
+        # Exit stubs never run together: they share scratch registers above
+        # the body's (constants they use are allocated first).
+        for c in (Const(NULL, Type.OBJ), Const(None, Type.OBJ)):
+            self.reg(c)
+        for _label, snap, _error, _opname in self.stubs:
+            for ref in snap.refs():
+                self.reg(ref)
+        scratch = self.nregs
+        top = scratch
         for index, (label, snap, error, opname) in enumerate(self.stubs):
+            self.nregs = scratch
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
+            top = max(top, self.nregs)
+        self.nregs = top
+        for index, (label, snap, error, opname) in enumerate(self.stubs):
             inline = bool(snap.frames)
             exits.append(ExitInfo(index, snap.pc, error and not inline, opname, snap.entry,
-                                  inline))
+                                  inline, snap.frames[-1].code if inline else None))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive)
 

@@ -138,7 +138,7 @@ OPERANDS: Final[dict[str, str]] = {
     "load_field": "rri",
     "guard_field_is": "rii",
     "fetch_exc": "r",
-    "resume_new": "rrii",
+    "resume_chain": "rii",
     "guard_type_version": "ii",
 }
 

@@ -838,6 +838,21 @@ class Translator:
         args = [self.pop() for _ in range(argc)][::-1]
         self_or_null = self.pop()
         callable_ = self.pop()
+        if isinstance(callable_.ref, Const) and callable_.ref.value is isinstance \
+                and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
+                and argc == 2:
+            # isinstance(x, C) with type(x) a builtin type proven by a guard and
+            # C a class (or tuple of classes) of metaclass type: a constant.
+            t = self.pytype(args[0])
+            if t is None and args[0].ref.type is Type.OBJ \
+                    and _isinstance_safe(r.inputs[2], args[1].ref):
+                t = self.guard_type(args[0], r.inputs[2], snap)
+            if t is not None and _isinstance_safe(t, args[1].ref):
+                assert isinstance(args[1].ref, Const)
+                self.release(args[0])
+                self.release(args[1])
+                self.push(Const(issubclass(t, args[1].ref.value), Type.OBJ))
+                return
         if isinstance(callable_.ref, Const) and callable_.ref.value is builtins.len \
                 and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
                 and argc == 1:

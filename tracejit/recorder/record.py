@@ -44,6 +44,7 @@ class AbortReason(enum.Enum):
     UNPROFITABLE = "trace leaves too early to pay off"
     SEGMENTING = "segmenting trace"
     INLINE_REFUSED = "inlined callee not compilable"
+    INLINE_EXIT_HOT = "hot exit inside an inlined call"
 
 
 # Reasons that will recur on every attempt: the location is blacklisted at once.

@@ -140,6 +140,15 @@ class Dispatcher:
         self._table[i].countdown = 0
         self.entries[(id(code), offset)] = (code, trace, i)
 
+    def remove(self, code: object, offset: int) -> None:
+        """Stop running a trace at this location (the slot counts again)."""
+        hit = self.entries.get((id(code), offset))
+        if hit is None:
+            return
+        self._table[hit[2]].trace = None
+        self._table[hit[2]].countdown = 0
+        self.entries[(id(code), offset)] = (code, None, hit[2])
+
     def count_down(self, code: object, offset: int, events: int) -> None:
         """Let native code absorb the next `events - 1` events at this location
         (counting towards hotness) and pass on the one after."""

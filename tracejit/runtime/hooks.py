@@ -473,7 +473,11 @@ def _set_exit_policy(t: CompiledTrace) -> None:
     end = t.end
     for info in t.lowered.exits:
         if info.inline:
-            continue  # leaves through a resume object: no bridge grows there
+            # Leaves through a resume object: no bridge grows there; when hot,
+            # the callee is called instead (_retrace_without).
+            if not info.entry:
+                t.native.hot_at[info.index] = hot
+            continue
         if info.error:
             handler = handler_at(t.code, info.pc * 2)
             if handler is not None:
@@ -518,6 +522,11 @@ def _on_exit(handle: int, code: int) -> Any:
 def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     native = t.native
     native.hot_at[k] = NEVER
+    info = t.lowered.exits[k]
+    if info.inline:
+        assert isinstance(info.callee, types.CodeType)
+        _retrace_without(t, info.callee)
+        return
     if frame.f_code is not t.code or native.links[k]:
         return
     if STATE.recording is not None or _tools_active():
@@ -533,3 +542,42 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     _start_recording(t.code, pc, pc, frame, "bridge", (t, k))
 
 
+
+
+def _retrace_without(t: CompiledTrace, callee: types.CodeType) -> None:
+    """An exit inside an inlined call is taken often (the callee does not
+    always do what it did while recording, and no bridge can grow inside it):
+    that callee is called from now on, and the trace is recorded again."""
+    STATE.no_inline[id(callee)] = callee
+    reason = AbortReason.INLINE_EXIT_HOT
+    STATS.aborts[reason.value] += 1
+    jitlog.abort(t.code, t.key, reason.value, f"{callee.co_name}: retracing", False)
+    cache = STATE.cache
+    for h, x in list(cache.by_handle.items()):
+        if x is t:
+            del cache.by_handle[h]
+            cache.bytes -= t.size
+    STATE.retired.append(t)
+    if t.parent is not None:
+        p, pk = t.parent
+        p.native.link(pk, None)
+        if t in p.successors:
+            p.successors.remove(t)
+        _retry_exit_later((p, pk), penalize=False)
+        return
+    key = (id(t.code), t.key)
+    cache.roots.pop(key, None)
+    if STATE.dispatcher is not None:
+        STATE.dispatcher.remove(t.code, t.key)
+    # Exits linked to it wait for the new trace at this location.
+    for src in cache.all():
+        if t in src.successors:
+            src.successors.remove(t)
+            for i in range(len(src.lowered.exits)):
+                if src.native.links[i] == t.native.address:
+                    src.native.link(i, None)
+                    cache.pending.setdefault(key, []).append((src, i))
+    counter = STATE.counters.get(key)
+    if counter is None:
+        counter = _new_counter(t.code, t.key, STATE.params.threshold)
+    counter.count = max(counter.count, counter.threshold - 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 
@@ -44,11 +45,19 @@ class _Spec(ctypes.Structure):
                 ("slots", ctypes.POINTER(_Slot))]
 
 
-class Desc(ctypes.Structure):
-    """Mirror of ``tj_resume_desc``."""
+class FrameDesc(ctypes.Structure):
+    """Mirror of ``tj_frame_desc``."""
 
-    _fields_ = [("type", ctypes.c_void_p), ("code", ctypes.c_void_p),
-                ("pc", ctypes.c_int64), ("unwind", ctypes.c_uint64)]
+    _fields_ = [("func", ctypes.c_void_p), ("code", ctypes.c_void_p),
+                ("pc", ctypes.c_int64), ("unwind", ctypes.c_uint64),
+                ("argc", ctypes.c_int64), ("n", ctypes.c_int64),
+                ("entries", ctypes.c_void_p)]
+
+
+# Entry kinds of tj_frame_desc: (register << 2) | kind.
+NULL_ENTRY = 0
+BORROWED = 1
+OWNED = 2
 
 
 _TYPE: type | None = None
@@ -93,10 +102,60 @@ def unwind_word(code: types.CodeType, pc: int) -> int:
     return target | (depth << 32) | (int(lasti) << 48) | (1 << 63)
 
 
-def make_desc(code: types.CodeType, pc: int, error: bool) -> Desc:
-    """The descriptor of one inlined frame's exit: continue at `pc`, or (error)
-    raise there."""
-    return Desc(id(resume_type()), id(code), pc, unwind_word(code, pc) if error else 0)
+@dataclass(slots=True)
+class FrameSpec:
+    """One inlined frame of an exit, for make_chain."""
+
+    func: object
+    code: types.CodeType
+    pc: int
+    argc: int
+    entries: list[int]  # (register << 2) | kind
+
+
+def make_chain(frames: list[FrameSpec], exc_reg: int) -> tuple[int, list[object]]:
+    """A ``tj_chain_desc`` for the frames (outermost first); `exc_reg` holds
+    the exception raised in the innermost one (error exit) or is -1.  Returns
+    its address and the objects that must stay alive with it."""
+    n = len(frames)
+    keep: list[object] = []
+    desc = _chain_desc_type(n)(id(resume_type()), exc_reg, n)
+    for i, f in enumerate(frames):
+        entries = (ctypes.c_uint64 * max(1, len(f.entries)))(*f.entries)
+        keep.extend([entries, f.func, f.code])
+        error = exc_reg >= 0 and i == n - 1
+        desc.frames[i] = FrameDesc(id(f.func), id(f.code), f.pc,
+                                   unwind_word(f.code, f.pc) if error else 0, f.argc,
+                                   len(f.entries), ctypes.addressof(entries))
+    keep.append(desc)
+    return ctypes.addressof(desc), keep
+
+
+_CHAIN_TYPES: dict[int, type[ctypes.Structure]] = {}
+
+
+def _chain_desc_type(n: int) -> type[ctypes.Structure]:
+    """Mirror of ``tj_chain_desc`` with `n` frames."""
+    t = _CHAIN_TYPES.get(n)
+    if t is None:
+        t = _CHAIN_TYPES[n] = type(f"ChainDesc{n}", (ctypes.Structure,), {"_fields_": [
+            ("type", ctypes.c_void_p), ("exc_reg", ctypes.c_int64),
+            ("nframes", ctypes.c_int64), ("frames", FrameDesc * n)]})
+    return t
+
+
+_CHAIN_FN: list[int] = []
+
+
+def chain_function() -> int:
+    """Address of the runtime function tj_resume_chain."""
+    if not _CHAIN_FN:
+        from tracejit.backend.assembler import load_function
+
+        fn = load_function("tj_resume_chain", ())
+        _KEEP.append(fn)
+        _CHAIN_FN.append(fn.address)
+    return _CHAIN_FN[0]
 
 
 _VERSION_FN: list[Callable[[type], int]] = []

@@ -887,29 +887,18 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 66, '_JIT_CONTINUE', -4),
         ),
     ),
-    'resume_new': (
+    'resume_chain': (
         bytes.fromhex(
-            "5048b80000000000000000488b3848bb00000000000000004889deff15000000"
-            "004885c0746548be0000000000000000488d0cf5000000004c01e9488b114889"
-            "5018488b51084889502848ba0000000000000000488b128b3affc77402893a48"
-            "89502048ba00000000000000000f10020f11403048c74040000000004885db7e"
-            "714883fb03770a31d2eb5558e9000000004889da4883e2fc488d34f520000000"
-            "4c01ee31ff66662e0f1f8400000000000f1044fef00f100cfe0f1144f8480f11"
-            "4cf8584883c7044839fa75e44839da74216666666666662e0f1f840000000000"
-            "488b74d110488974d04848ffc24839d375ee48b90000000000000000498944cd"
-            "0058e900000000"
+            "5048b8000000000000000048be00000000000000004c89efffd04885c0741548"
+            "b90000000000000000498944cd0058e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_64', 16, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 29, '_PyObject_NewVar', -4),
-            ('code', 'R_X86_64_64', 40, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 76, '_JIT_OPERAND3', 8),
-            ('code', 'R_X86_64_64', 101, '_JIT_OPERAND3', 16),
-            ('code', 'R_X86_64_PLT32', 141, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_64', 244, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 259, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 54, '_JIT_ERROR', -4),
         ),
     ),
     'richcompare': (
@@ -1142,6 +1131,33 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 998, 'PyLong_FromLong', -4),
             ('code', 'R_X86_64_GOTPCRELX', 1072, '_PyEval_EvalFrameDefault', -4),
             ('code', 'R_X86_64_GOTPCRELX', 1117, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_resume_chain': (
+        bytes.fromhex(
+            "554157415641554154534883ec384c8b66104d85e40f8ef40100004989f14c8d"
+            "561831c049bd000000000000000066490f6ec5660f70c04431c9660f7f442420"
+            "48897c2408eb1e660f1f840000000000488b4d2048837c2410014c8b6424180f"
+            "8eac0100004889c24c89642410498d4424ff4889442418486be8384989cf488d"
+            "71024885d24989d6480f44f24903742a284c89cb498b394d89d4ff1500000000"
+            "4885c00f84490100004c01e5488b4d008b11ffc24d89e2740289114889481848"
+            "8b4d088b11ffc24989d94d89f0740289114889482048c74028000000004d85c0"
+            "4c8b7424087511498b49084885c97808498b0cce488948280f1045100f114030"
+            "48c7404000000000488b552831c94885d27e4d660f6f442420eb140f1f440000"
+            "31f6488974c84848ffc14839d17d37488b7530488b34ce4889f74883e70374e0"
+            "4883e6fc498b347683ff0175d58b3effc774cf893e488b5528ebc70f1f440000"
+            "660f6f4424204d85c00f84e1feffff4c8944c84848c744c850000000004d85ff"
+            "0f8ecafeffff488d51024983ff04723f4c89fe48bffcffffffffffff7f4821fe"
+            "4801f2488d3cc84883c7684531c06690f3420f7f44c7f0f3420f7f04c74983c0"
+            "044c39c675ea4939f70f8481feffff4c01f94883c102662e0f1f840000000000"
+            "4c896cd04848ffc24839d175f3e95efeffff4d85f67418498b0685c0781148ff"
+            "c849890675094c89f7ff150000000031c04883c4385b415c415d415e415f5dc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 38, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 156, '_PyObject_NewVar', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 523, '_Py_Dealloc', -4),
         ),
     ),
     'tj_resume_dealloc': (

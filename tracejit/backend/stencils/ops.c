@@ -680,13 +680,29 @@ typedef struct {
     PyObject *values[1];  /* ob_size entries: localsplus, then the value stack */
 } tj_resume;
 
-/* What the trace knows at compile time about one inlined frame's exit. */
+/* What an exit knows at compile time about the inlined frames it leaves
+ * (tracejit/runtime/resume.py mirrors these): per frame, its function, code,
+ * pc, handler (error mode), the CALL oparg of the frame below, and one entry
+ * per localsplus/stack value: (register << 2) | kind, kind 0 NULL, 1 a
+ * borrowed reference (increfed), 2 an owned one (stolen). */
 typedef struct {
-    PyTypeObject *type;   /* the resume type (tracejit/runtime/resume.py) */
+    PyObject *func;
     PyObject *code;
     int64_t pc;
     uint64_t unwind;
-} tj_resume_desc;
+    int64_t argc;
+    int64_t n;
+    const uint64_t *entries;
+} tj_frame_desc;
+
+typedef struct {
+    PyTypeObject *type;   /* the resume type */
+    int64_t exc_reg;      /* register holding the exception raised, or -1 */
+    int64_t nframes;
+    tj_frame_desc frames[1];  /* outermost first */
+} tj_chain_desc;
+
+typedef PyObject *(*tj_chain_fn)(uint64_t *, const tj_chain_desc *);
 
 /* R0 = a borrowed field of an object: *(PyObject **)((char *)R1 + OP2). */
 STENCIL(load_field)
@@ -722,26 +738,14 @@ STENCIL(fetch_exc)
     CONTINUE();
 }
 
-/* R0 = a new resume object.  regs[OP1] is the function, regs[OP1 + 1] the
- * exception or NULL, regs[OP1 + 2 ...] the OP2 localsplus and stack values
- * (NULL for unbound locals); all references are stolen.  OP3 is the
- * tj_resume_desc.  Error exit (no memory) when allocation fails. */
-STENCIL(resume_new)
+/* R0 = the resume object of the outermost inlined frame an exit leaves
+ * (tj_resume_chain, OP2, builds the chain from the tj_chain_desc OP1); error
+ * exit if out of memory. */
+STENCIL(resume_chain)
 {
-    const tj_resume_desc *d = (const tj_resume_desc *)(uintptr_t)OP(3);
-    Py_ssize_t n = (Py_ssize_t)OP(2);
-    uint64_t *block = &regs[OP(1)];
-    tj_resume *r = (tj_resume *)_PyObject_NewVar(d->type, n);
+    tj_chain_fn fn = (tj_chain_fn)(uintptr_t)OP_OPAQUE(2);
+    PyObject *r = fn(regs, (const tj_chain_desc *)(uintptr_t)OP(1));
     if (r != NULL) {
-        r->func = (PyObject *)(uintptr_t)block[0];
-        r->exc = (PyObject *)(uintptr_t)block[1];
-        r->code = Py_NewRef(d->code);
-        r->pc = (int64_t)d->pc;
-        r->unwind = d->unwind;
-        r->used = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            r->values[i] = (PyObject *)(uintptr_t)block[2 + i];
-        }
         SET_OBJ(0, r);
         CONTINUE();
     }
@@ -1099,4 +1103,55 @@ tj_type_version(PyObject *tp)
         return 0;
     }
     return (int64_t)((PyTypeObject *)tp)->tp_version_tag;
+}
+
+/* Builds the resume objects of an exit inside inlined calls, innermost
+ * first; each outer frame's value stack ends with the CALL inputs [inner
+ * resume object, NULL, None * argc].  Returns the outermost one (new
+ * reference), or NULL with MemoryError set. */
+PyObject *
+tj_resume_chain(uint64_t *regs, const tj_chain_desc *d)
+{
+    PyObject *inner = NULL;
+    int64_t inner_argc = 0;
+    for (int64_t k = d->nframes - 1; k >= 0; k--) {
+        const tj_frame_desc *f = &d->frames[k];
+        Py_ssize_t n = (Py_ssize_t)f->n + (inner != NULL ? 2 + inner_argc : 0);
+        tj_resume *r = (tj_resume *)_PyObject_NewVar(d->type, n);
+        if (r == NULL) {
+            Py_XDECREF(inner);
+            return NULL;
+        }
+        r->func = Py_NewRef(f->func);
+        r->code = Py_NewRef(f->code);
+        r->exc = NULL;
+        if (inner == NULL && d->exc_reg >= 0) {
+            r->exc = (PyObject *)(uintptr_t)regs[d->exc_reg];
+        }
+        r->pc = f->pc;
+        r->unwind = f->unwind;
+        r->used = 0;
+        Py_ssize_t i = 0;
+        for (; i < f->n; i++) {
+            uint64_t e = f->entries[i];
+            PyObject *o = (PyObject *)(uintptr_t)regs[e >> 2];
+            if ((e & 3) == 0) {
+                o = NULL;
+            }
+            else if ((e & 3) == 1) {
+                Py_INCREF(o);
+            }
+            r->values[i] = o;
+        }
+        if (inner != NULL) {
+            r->values[i++] = inner;
+            r->values[i++] = NULL;
+            for (int64_t a = 0; a < inner_argc; a++) {
+                r->values[i++] = Py_None;
+            }
+        }
+        inner = (PyObject *)r;
+        inner_argc = f->argc;
+    }
+    return inner;
 }
