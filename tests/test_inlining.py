@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracejit.ir.trace import format_trace, parse_trace, verify
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PLAIN_HEADER = "_tj_stats_file = None"
@@ -431,3 +433,26 @@ def test_release_order_of_callee_locals(tmp_path: Path) -> None:
         return s
     print(f(1000))
     """, tmp_path, plain_shows="del 250")
+
+
+def test_ir_text_round_trip_with_inlined_frames() -> None:
+    def callee(a: int) -> int:
+        return a
+
+    text = (
+        "trace t\n"
+        "  v0:obj = load_local slot=0\n"
+        "  guard_field_is $f offset=48 obj=$code [pc=4 | v0^ | ]\n"
+        "  guard_type v0 type=$int [pc=4 | $None^ | l1=v0 || func=$f code=$code pc=2 argc=1"
+        " | v0^ | l0=v0]\n"
+        "  exit [pc=6 | | ]\n"
+    )
+    env: dict[str, object] = {"f": callee, "code": callee.__code__}
+    trace = parse_trace(text, env)
+    verify(trace)
+    snap = trace.ops[2].snapshot
+    assert snap is not None and len(snap.frames) == 1
+    frame = snap.frames[0]
+    assert frame.code is callee.__code__ and frame.pc == 2 and frame.argc == 1
+    again = parse_trace(format_trace(trace), consts=trace.consts)
+    assert format_trace(again) == format_trace(trace)

@@ -389,12 +389,12 @@ class CodeGen:
                 self.reg(ref)
         scratch = self.nregs
         top = scratch
-        for index, (label, snap, error, opname) in enumerate(self.stubs):
+        for index, (label, snap, error, _opname) in enumerate(self.stubs):
             self.nregs = scratch
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
             top = max(top, self.nregs)
         self.nregs = top
-        for index, (label, snap, error, opname) in enumerate(self.stubs):
+        for index, (_label, snap, error, opname) in enumerate(self.stubs):
             inline = bool(snap.frames)
             exits.append(ExitInfo(index, snap.pc, error and not inline, opname, snap.entry,
                                   inline, snap.frames[-1].code if inline else None))
