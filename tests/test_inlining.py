@@ -456,3 +456,29 @@ def test_ir_text_round_trip_with_inlined_frames() -> None:
     assert frame.code is callee.__code__ and frame.pc == 2 and frame.argc == 1
     again = parse_trace(format_trace(trace), consts=trace.consts)
     assert format_trace(again) == format_trace(trace)
+
+
+def test_truth_of_guarded_global_container(tmp_path: Path) -> None:
+    """A global list is the same object on every iteration (its LOAD_GLOBAL is
+    guarded by identity) but not the same contents: its truth is tested each
+    time (found by CPython's test_unittest: module cleanups were skipped)."""
+    check("""
+    pending = []
+    def drain():
+        done = []
+        while pending:
+            done.append(pending.pop())
+        if done:
+            return len(done)
+        return 0
+    def f(n):
+        batches = [[i] if i % 100 == 99 else [] for i in range(n)]
+        s = 0
+        for i in range(n):
+            pending.extend(batches[i])
+            if pending:
+                s += 1000
+            s += drain()
+        return s
+    print(f(1000))
+    """, tmp_path)

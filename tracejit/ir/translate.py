@@ -658,7 +658,10 @@ class Translator:
         if ref.type is Type.BOOL:
             return ref
         if isinstance(ref, Const):
-            return Const(bool(ref.value), Type.BOOL)
+            if ref.type is not Type.OBJ or type(ref.value) in _IMMUTABLE_TRUTH:
+                return Const(bool(ref.value), Type.BOOL)
+            # A guarded global such as a list: same object, not same contents.
+            return self.emitv("is_true", [ref], Type.BOOL, snap)
         if ref.type is Type.INT:
             return self.emitv("int_ne", [ref, Const(0, Type.INT)], Type.BOOL)
         if ref.type is Type.FLOAT:
@@ -1199,6 +1202,12 @@ def _isinstance_safe(inst: type | None, cls: Ref) -> bool:
     items = c if type(c) is tuple else (c,)
     return all(type(t) is type for t in items)
 
+
+# Constants whose truth never changes (a mutable container's does).
+_IMMUTABLE_TRUTH: frozenset[type] = frozenset({
+    type(None), bool, int, float, complex, str, bytes, tuple, frozenset, range,
+    types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType,
+})
 
 _IMMUTABLETYPE = 1 << 8
 
