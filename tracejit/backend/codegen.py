@@ -72,9 +72,15 @@ def const_bits(c: Const) -> int:
 class ExitInfo:
     index: int
     pc: int  # code units
+    # An error exit the dispatcher sees (negative exit code, exception set).
     error: bool
     op: str
     entry: bool = False  # an entry check (see Snapshot.entry)
+    # Inside an inlined call: leaves at the trace's own CALL with a resume
+    # object (an error inside the callee travels in the resume object).
+    inline: bool = False
+    # The innermost inlined callee's code (inline exits).
+    callee: object = None
 
 
 @dataclass(slots=True)
@@ -86,7 +92,7 @@ class Lowered:
     # Loop iterations run natively (counted at the label).
     iterations: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
     keepalive: list[object] = field(default_factory=list)
-    cells: list[ctypes.Array[ctypes.c_uint64]] = field(default_factory=list)
+    cells: list[object] = field(default_factory=list)
 
 
 class CodeGen:
@@ -101,9 +107,9 @@ class CodeGen:
         self.prologue: list[MachineInstr | Label] = []
         self.stubs: list[tuple[Label, Snapshot, bool, str]] = []
         self.keepalive: list[object] = []
-        # Writable memory the machine code uses (guard_global's caches): held
-        # strongly, never weakly like keepalive's objects.
-        self.cells: list[ctypes.Array[ctypes.c_uint64]] = []
+        # Memory the machine code uses (guard_global's caches, resume chain
+        # descriptors): held strongly, never weakly like keepalive's objects.
+        self.cells: list[object] = []
         self.current_pc: int | None = None
 
     def new_reg(self) -> int:
@@ -204,6 +210,13 @@ class CodeGen:
             # dicts seen while recording.
             self.emit("frame_lookup_global", dst + (self.obj_addr(op.attrs["name"]),), op,
                       guard=True, raises=True)
+        elif name == "guard_global_in":
+            cell = (ctypes.c_uint64 * 3)(_NO_VERSION, _NO_VERSION,
+                                         self.obj_addr(op.attrs["obj"]))
+            self.cells.append(cell)
+            self.emit("guard_global_in", (
+                ctypes.addressof(cell), self.obj_addr(op.attrs["globals"]),
+                self.obj_addr(op.attrs["builtins"]), self.obj_addr(op.attrs["name"])), op)
         elif name == "guard_global":
             # {globals version, builtins version, globals, builtins, object}: a
             # version no dict has, so the first check looks up
@@ -214,6 +227,14 @@ class CodeGen:
                       op)
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))
+        elif name == "load_field":
+            self.emit("load_field", dst + args + (int(op.attrs["offset"]),))
+        elif name == "guard_type_version":
+            self.emit("guard_type_version", (self.obj_addr(op.attrs["type"]),
+                                             int(op.attrs["version"])), op, guard=True)
+        elif name == "guard_field_is":
+            self.emit("guard_field_is", args + (int(op.attrs["offset"]),
+                                                self.obj_addr(op.attrs["obj"])), op, guard=True)
         else:
             raise NotImplementedError(f"no lowering for IR op {name}")
 
@@ -298,30 +319,80 @@ class CodeGen:
         out: list[MachineInstr | Label] = [label]
         boxed: dict[int, int] = {}
         oom = Label(f"oom{index}")
+        # Inside inlined calls: the resume objects first (innermost first); an
+        # exception raised in the callee is taken over by the innermost one.
+        call_top: list[int] = []
+        if snap.frames:
+            call_top = self.lower_resume(snap, error, out, boxed, oom)
+            error = False
         uses: dict[int, int] = {}
         for e in list(snap.locals.values()) + snap.stack:
             if isinstance(e.ref, Value):
                 uses[e.ref.id] = uses.get(e.ref.id, 0) + 1
         for slot, entry in sorted(snap.locals.items()):
             ref = entry.ref
-            if ref.type is Type.FLOAT and isinstance(ref, Value) and uses[ref.id] == 1:
+            if ref.type is Type.FLOAT and isinstance(ref, Value) and uses[ref.id] == 1 \
+                    and ref.id not in boxed:  # (not also boxed for a callee's frame)
                 # boxed straight into the slot, reusing a float only the frame holds
                 out.append(MachineInstr("store_local_float", (self.reg(ref), slot), error=oom))
                 continue
             r = self.materialize(entry, out, boxed, oom)
             out.append(MachineInstr("store_local", (r, slot)))
         first = self.nlocalsplus + self.base
-        for i, entry in enumerate(snap.stack):
-            r = self.materialize(entry, out, boxed, oom)
+        stack = [self.materialize(entry, out, boxed, oom) for entry in snap.stack] + call_top
+        for i, r in enumerate(stack):
             out.append(MachineInstr("store_slot_raw", (r, first + i)))
         out.append(MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,)))
         code = -(index + 1) if error else index
-        out.append(MachineInstr("exit_finish", (snap.pc, first + len(snap.stack), code)))
+        out.append(MachineInstr("exit_finish", (snap.pc, first + len(stack), code)))
         # Boxing failed (out of memory): resume at the same place with the error
         # set; references not yet written to the frame are lost.
         out.append(oom)
         out.append(MachineInstr("exit_finish", (snap.pc, first, -(index + 1))))
         return out
+
+    def lower_resume(self, snap: Snapshot, error: bool, out: list[MachineInstr | Label],
+                     boxed: dict[int, int], oom: Label) -> list[int]:
+        """Build the resume objects of an exit inside inlined calls (one runtime
+        call, tj_resume_chain); return the registers that replace the inputs of
+        the trace's own CALL (resume object, NULL, None for each argument)."""
+        from tracejit.recorder.record import code_info
+        from tracejit.runtime import resume
+
+        null = self.reg(Const(NULL, Type.OBJ))
+        exc = -1
+        if error:
+            exc = self.new_reg()
+            out.append(MachineInstr("fetch_exc", (exc,)))
+        specs: list[resume.FrameSpec] = []
+        for f in snap.frames:
+            entries: list[int] = []
+            values = [f.locals.get(slot) for slot in range(code_info(f.code).nlocalsplus)]
+            values.extend(f.stack)
+            for entry in values:
+                if entry is None or (isinstance(entry.ref, Const) and entry.ref.value is NULL):
+                    entries.append(resume.NULL_ENTRY)
+                    continue
+                ref = entry.ref
+                if ref.type is not Type.OBJ:
+                    # Boxed once per exit (materialize), then shared.
+                    r = self.materialize(entry, out, boxed, oom)
+                    entries.append((r << 2) | resume.OWNED)
+                elif isinstance(ref, Const) or not entry.owned:
+                    entries.append((self.reg(ref) << 2) | resume.BORROWED)
+                else:
+                    entries.append((self.reg(ref) << 2) | resume.OWNED)
+            func = f.func.value if isinstance(f.func, Const) else None
+            if func is None:
+                raise NotImplementedError("inlined frame without a constant function")
+            specs.append(resume.FrameSpec(func, f.code, f.pc, f.argc, entries))
+        address, keep = resume.make_chain(specs, exc)
+        self.cells.extend(keep)  # the chain's descriptors: held strongly
+        dst = self.new_reg()
+        out.append(MachineInstr("resume_chain", (dst, address, resume.chain_function()),
+                                error=oom))
+        none = self.reg(Const(None, Type.OBJ))
+        return [dst, null] + [none] * snap.frames[0].argc
 
     def lower(self) -> Lowered:
         label_op: Op | None = None
@@ -346,9 +417,24 @@ class CodeGen:
         counters = (ctypes.c_uint64 * max(1, len(self.stubs)))()
         exits: list[ExitInfo] = []
         stub_code: list[MachineInstr | Label] = []
-        for index, (label, snap, error, opname) in enumerate(self.stubs):
+        # Exit stubs never run together: they share scratch registers above
+        # the body's (constants they use are allocated first).
+        for c in (Const(NULL, Type.OBJ), Const(None, Type.OBJ)):
+            self.reg(c)
+        for _label, snap, _error, _opname in self.stubs:
+            for ref in snap.refs():
+                self.reg(ref)
+        scratch = self.nregs
+        top = scratch
+        for index, (label, snap, error, _opname) in enumerate(self.stubs):
+            self.nregs = scratch
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
-            exits.append(ExitInfo(index, snap.pc, error, opname, snap.entry))
+            top = max(top, self.nregs)
+        self.nregs = top
+        for index, (_label, snap, error, opname) in enumerate(self.stubs):
+            inline = bool(snap.frames)
+            exits.append(ExitInfo(index, snap.pc, error and not inline, opname, snap.entry,
+                                  inline, snap.frames[-1].code if inline else None))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive,
                        self.cells)

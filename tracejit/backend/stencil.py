@@ -143,11 +143,17 @@ OPERANDS: Final[dict[str, str]] = {
     "check_instrumentation": "",
     "dict_lookup_global": "riii",
     "guard_global": "ii",
+    "guard_global_in": "iiii",
     "frame_lookup_global": "ri",
     "check_eval_breaker": "",
     "jump": "",
     "exit_count": "i",
     "exit_finish": "iii",
+    "load_field": "rri",
+    "guard_field_is": "rii",
+    "fetch_exc": "r",
+    "resume_chain": "rii",
+    "guard_type_version": "ii",
 }
 
 

@@ -103,6 +103,11 @@ class _State:
         self.to_free: list[CompiledTrace] = []
         self.freed_guard_failures = 0
         self.sweep = 0  # eviction sweeps so far
+        # Code objects never inlined again (a trace inlining them could not be
+        # compiled), by id; the dict keeps them alive.
+        self.no_inline: dict[int, types.CodeType] = {}
+        # Code objects with INSTRUCTION events on for the current recording.
+        self.events_on: dict[int, types.CodeType] = {}
 
 
 STATE = _State()
@@ -161,8 +166,11 @@ def sync_stats() -> None:
         return
     STATS.native_entries = int(d.state.native_entries)
     STATS.trace_transfers = int(d.state.transfers)
+    traces = STATE.cache.all() + STATE.to_free
     STATS.guard_failures = STATE.freed_guard_failures + sum(
-        sum(t.lowered.counters) for t in STATE.cache.all() + STATE.to_free)
+        sum(t.lowered.counters) for t in traces)
+    STATS.inlined_exits = sum(t.lowered.counters[e.index] for t in traces
+                              for e in t.lowered.exits if e.inline)
     STATS.code_bytes = STATE.cache.bytes
 
 
@@ -438,10 +446,13 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     STATS.traces_started += 1
     roots = STATE.cache.roots
     code_id = id(code)
+    params = STATE.params
     try:
-        rec = Recording(code, start, frame, threading.get_ident(), STATE.params.trace_limit,
+        rec = Recording(code, start, frame, threading.get_ident(), params.trace_limit,
                         kind=kind, segmenting=code_id in STATE.huge,
-                        is_entry=lambda offset: (code_id, offset) in roots)
+                        is_entry=lambda offset: (code_id, offset) in roots,
+                        max_inline_depth=params.max_inline_depth if params.inlining else 0,
+                        may_inline=_may_inline, enable_events=_enable_events)
         rec.start()
     except RecordingAborted as exc:
         _count_abort(code, key, exc.reason, exc.detail, parent)
@@ -456,18 +467,29 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     STATE.rec_parent = parent
     assert STATE.dispatcher is not None
     STATE.dispatcher.busy = True
-    sys.monitoring.set_local_events(TOOL, code, EVENTS.INSTRUCTION)
+    _enable_events(code)
+
+
+def _may_inline(code: types.CodeType) -> bool:
+    return id(code) not in STATE.no_inline and not code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _enable_events(code: types.CodeType) -> None:
+    if id(code) not in STATE.events_on:
+        STATE.events_on[id(code)] = code
+        sys.monitoring.set_local_events(TOOL, code, EVENTS.INSTRUCTION)
 
 
 def _on_instruction(code: types.CodeType, offset: int) -> Any:
     rec = STATE.recording
-    if rec is None or code is not rec.code or rec.thread != threading.get_ident():
+    if rec is None or id(code) not in STATE.events_on or rec.thread != threading.get_ident():
         return None
-    if sys._getframe(1) is not rec.frame:
-        return None
+    frame = sys._getframe(1)
     t0 = time.perf_counter()
     try:
-        rec.step(offset)
+        if not rec.wants(code, frame):
+            return None
+        rec.step(offset, frame)
     except RecordingAborted as exc:
         _abort_recording(exc.reason, exc.detail)
     except Exception as exc:  # a bug in the recorder must never break the program
@@ -486,7 +508,9 @@ def _stop_recording() -> Recording | None:
     STATE.recording = None
     if STATE.dispatcher is not None:
         STATE.dispatcher.busy = False
-    sys.monitoring.set_local_events(TOOL, rec.code, 0)
+    for code in STATE.events_on.values():
+        sys.monitoring.set_local_events(TOOL, code, 0)
+    STATE.events_on.clear()
     return rec
 
 
@@ -505,6 +529,17 @@ def _count_abort(code: types.CodeType, key: int, reason: AbortReason, detail: st
         jitlog.abort(code, key, reason.value, detail + " -> segmenting", False)
         if parent is not None:
             _retry_exit_later(parent, penalize=False)
+        return
+    if reason is AbortReason.INLINE_REFUSED:
+        # The callee is called, not inlined, next time: retry soon, no penalty.
+        jitlog.abort(code, key, reason.value, detail, False)
+        if parent is not None:
+            _retry_exit_later(parent, penalize=False)
+            return
+        counter = STATE.counters.get((id(code), key))
+        if counter is None:
+            counter = _new_counter(code, key, STATE.params.threshold)
+        counter.count = max(counter.count, counter.threshold - 1)
         return
     if parent is not None:
         blacklisted = _retry_exit_later(parent, penalize=True)
@@ -546,6 +581,8 @@ def _finish_recording(rec: Recording) -> None:
         lowered = lower_trace(trace, rec.info.nlocalsplus, base)
         compiled = assemble(lowered.code, lowered.nregs)
     except RecordingAborted as exc:
+        if exc.callee is not None:
+            STATE.no_inline[id(exc.callee)] = exc.callee
         _count_abort(rec.code, key, exc.reason, exc.detail, parent)
         return
     except Exception as exc:  # never let a compiler bug reach the program
@@ -575,6 +612,7 @@ def _finish_recording(rec: Recording) -> None:
     _track(rec.code)
     cache.add(t, handle)
     STATS.traces_compiled += 1
+    STATS.inlined_calls += trace.inlined_calls
     if parent is not None:
         p, k = parent
         p.native.link(k, native)
@@ -632,6 +670,12 @@ def _set_exit_policy(t: CompiledTrace) -> None:
     hot = hot_threshold(STATE.params.trace_eagerness)
     end = t.end
     for info in t.lowered.exits:
+        if info.inline:
+            # Leaves through a resume object: no bridge grows there; when hot,
+            # the callee is called instead (_retrace_without).
+            if not info.entry:
+                t.native.hot_at[info.index] = hot
+            continue
         if info.error:
             handler = handler_at(t.code, info.pc * 2)
             if handler is not None:
@@ -677,6 +721,11 @@ def _on_exit(handle: int, code: int) -> Any:
 def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     native = t.native
     native.hot_at[k] = NEVER
+    info = t.lowered.exits[k]
+    if info.inline:
+        assert isinstance(info.callee, types.CodeType)
+        _retrace_without(t, info.callee)
+        return
     if frame.f_code is not t.code or native.links[k]:
         return
     if STATE.recording is not None or _tools_active():
@@ -692,3 +741,23 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     _start_recording(t.code, pc, pc, frame, "bridge", (t, k))
 
 
+
+
+def _retrace_without(t: CompiledTrace, callee: types.CodeType) -> None:
+    """An exit inside an inlined call is taken often (the callee does not
+    always do what it did while recording, and no bridge can grow inside it):
+    that callee is called from now on, and the trace is recorded again."""
+    STATE.no_inline[id(callee)] = callee
+    reason = AbortReason.INLINE_EXIT_HOT
+    STATS.aborts[reason.value] += 1
+    jitlog.abort(t.code, t.key, reason.value, f"{callee.co_name}: retracing", False)
+    parent = t.parent
+    _evict(t)  # with its bridges; links to it wait for the new trace
+    if parent is not None:
+        _retry_exit_later(parent, penalize=False)
+        return
+    key = (id(t.code), t.key)
+    counter = STATE.counters.get(key)
+    if counter is None:
+        counter = _new_counter(t.code, t.key, STATE.params.threshold)
+    counter.count = max(counter.count, counter.threshold - 1)

@@ -202,6 +202,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 46, '_JIT_OPERAND2', 0),
         ),
     ),
+    'fetch_exc': (
+        bytes.fromhex(
+            "50ff15000000004989850000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 3, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'float_add': (
         bytes.fromhex(
             "f2410f108500000000f2410f588500000000f2410f118500000000e900000000"
@@ -410,6 +421,20 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 15, '_JIT_CONTINUE', -4),
         ),
     ),
+    'guard_field_is': (
+        bytes.fromhex(
+            "498b850000000048b9000000000000000048ba0000000000000000483914080f"
+            "8500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 33, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 38, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'guard_global': (
         bytes.fromhex(
             "554883ec104c897424084d89ee498b5c2418488b4308f680ab000000200f84b6"
@@ -443,6 +468,37 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 295, '_JIT_OPERAND0', 24),
             ('code', 'R_X86_64_PLT32', 320, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 359, '_JIT_ERROR', -4),
+        ),
+    ),
+    'guard_global_in': (
+        bytes.fromhex(
+            "5548b80000000000000000488b1848b800000000000000004c8b3848bd000000"
+            "0000000000483b5d00751348b800000000000000004c3b380f848700000048bf"
+            "000000000000000048be0000000000000000ff15000000004885c0752f498b46"
+            "704885c074074883780800757448bf000000000000000048be00000000000000"
+            "00ff15000000004885c0743f48b90000000000000000483b0174065de9000000"
+            "004885db0f95c04d85ff0f95c120c180f901751148895d0048b8000000000000"
+            "00004c89385de900000000498b46704885c07407488378080075065de9000000"
+            "005de900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 24),
+            ('code', 'R_X86_64_64', 16, '_JIT_OPERAND2', 24),
+            ('code', 'R_X86_64_64', 29, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 45, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 64, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 74, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 84, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 111, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 121, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 131, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 142, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_PLT32', 157, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 186, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_PLT32', 199, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 221, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 227, '_JIT_ERROR', -4),
         ),
     ),
     'guard_is': (
@@ -492,6 +548,19 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 18, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_PLT32', 37, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'guard_type_version': (
+        bytes.fromhex(
+            "48b8000000000000000048b9000000000000000039080f8500000000e9000000"
+            "00"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 384),
+            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_PLT32', 24, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 29, '_JIT_CONTINUE', -4),
         ),
     ),
     'incref': (
@@ -893,6 +962,19 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 159, '_JIT_EXIT', -4),
         ),
     ),
+    'load_field': (
+        bytes.fromhex(
+            "498b850000000048b90000000000000000488b040849898500000000e9000000"
+            "00"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 24, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 29, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'load_slot': (
         bytes.fromhex(
             "498b84240000000049898500000000e900000000"
@@ -926,6 +1008,20 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_32S', 45, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'resume_chain': (
+        bytes.fromhex(
+            "5048b8000000000000000048be00000000000000004c89efffd04885c0740d49"
+            "89850000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_32S', 34, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 46, '_JIT_ERROR', -4),
         ),
     ),
     'richcompare': (
@@ -1134,6 +1230,130 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 1577, 'PyErr_GetRaisedException', -4),
             ('code', 'R_X86_64_GOTPCRELX', 1606, '_Py_Dealloc', -4),
             ('code', 'R_X86_64_GOTPCRELX', 1678, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_resume_basicsize': (
+        bytes.fromhex(
+            "b848000000c3"
+        ),
+        b"",
+        (
+        ),
+    ),
+    'tj_resume_call': (
+        bytes.fromhex(
+            "554889e54157415641554154534883ec284989fcff150000000049837c244000"
+            "742448b80000000000000000488b38ff150000000031c0488d65d85b415c415d"
+            "415e415f5dc34889c749c7442440010000004d8b742420498b5c2410498b7424"
+            "184c8bb8f00000004d85ff488945d00f848e0000004963464c488b8ff8000000"
+            "4c29f948c1f9034839c17e77498d04c7488987f00000008b06ffc07402890649"
+            "897710418b06ffc074034189064d8937f30f6f4610f3410f7f471849c7472800"
+            "00000049634648498d8ec80000004189474049c747300000000049894f386641"
+            "c74744000041c64746004885c00f8e3e01000083f8040f83dd00000031c9e91d"
+            "0100004c397630741e488b76104c89f7ff1500000000488b7dd04889c64885c0"
+            "750de90effffff8b06ffc0740289064989e54d634634418d40014889e1488d04"
+            "c50f0000004883e0f04829c14889cc4d85c07e6848b800000000000000004183"
+            "f804730431d2eb484489c281e2fcffff7f4489c7c1ef0281e7ffffff1f48c1e7"
+            "054531c966480f6ec0660f70c044669066420f7f040966420f7f4409104983c1"
+            "204c39cf75ea4c39c2488b7dd0740d90488904d148ffc24939d075f431d24531"
+            "c9ff15000000004989c731c04d85ff4c89ec755de95efeffff89c181e1fcffff"
+            "7f89c2c1ea0281e2ffffff1f48c1e20531f6660fefc0662e0f1f840000000000"
+            "f3410f7f443748f3410f7f4437584883c6204839f275e94839c174150f1f4000"
+            "49c744cf480000000048ffc14839c875ef4885db7e624531edeb200f1f440000"
+            "4b8b44ec484b8944ef484bc744ec480000000049ffc54c39eb743d4963464849"
+            "39c57ddc4b8b7cef484b8b44ec484b8944ef484bc744ec48000000004885ff74"
+            "d2488b0785c078cb48ffc848890775c3ff1500000000ebbb41895f40498b4424"
+            "30498d04464805c800000049894738488b7dd0488b4748498947084d8b6c2428"
+            "4d85ed0f8460010000488945c049c7442428000000004c897f48ff1500000000"
+            "4889c34c89efff15000000004885db0f84ad0000004889dfff150000000085c0"
+            "0f889c000000498b5c24384885db0f848e000000ff1500000000488945c8498b"
+            "4738488945b849634648498d04c74883c04848895db04889d948c1e9200fb7c9"
+            "4c8d2cc8496347404d8d24c74983c4484d39ec7667488d1cc5f8ffffffeb0e90"
+            "4983c4f84883c3f84d39ec764f498b7c24f849c74424f8000000004889d848c1"
+            "e803418947404885ff74d5488b0785c078ce48ffc848890775c6ff1500000000"
+            "ebbe488b7dd0488b45c0488947484c89feff1500000000e979fcffff4981c6c8"
+            "000000488b7dd0488b45c048894748488b5db0480fbae3307321488b7db84c29"
+            "f748d1ffff15000000004885c0744a498904244983c408488b7dd0488b4dc849"
+            "8d474849890c244929c44983c40849c1ec034589674089d8c1e81f01d8d1f848"
+            "98498d0446498947384c89fe31d2ff1500000000e9fefbffff488b4dc8488b01"
+            "85c0488b7dd00f8862ffffff48ffc84889010f8556ffffff4889cfff15000000"
+            "00488b7dd0e944ffffff"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 22, 'PyThreadState_Get', -4),
+            ('code', 'R_X86_64_64', 36, 'PyExc_RuntimeError', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 49, 'PyErr_SetNone', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 274, 'PyFunction_New', -4),
+            ('code', 'R_X86_64_64', 342, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 451, '_PyEvalFramePushAndInit', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 658, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 732, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 744, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 762, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 790, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 924, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 947, '_PyEval_FrameClearAndPop', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 998, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1072, '_PyEval_EvalFrameDefault', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1117, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_resume_chain': (
+        bytes.fromhex(
+            "554157415641554154534883ec384c8b66104d85e40f8ef40100004989f14c8d"
+            "561831c049bd000000000000000066490f6ec5660f70c04431c9660f7f442420"
+            "48897c2408eb1e660f1f840000000000488b4d2048837c2410014c8b6424180f"
+            "8eac0100004889c24c89642410498d4424ff4889442418486be8384989cf488d"
+            "71024885d24989d6480f44f24903742a284c89cb498b394d89d4ff1500000000"
+            "4885c00f84490100004c01e5488b4d008b11ffc24d89e2740289114889481848"
+            "8b4d088b11ffc24989d94d89f0740289114889482048c74028000000004d85c0"
+            "4c8b7424087511498b49084885c97808498b0cce488948280f1045100f114030"
+            "48c7404000000000488b552831c94885d27e4d660f6f442420eb140f1f440000"
+            "31f6488974c84848ffc14839d17d37488b7530488b34ce4889f74883e70374e0"
+            "4883e6fc498b347683ff0175d58b3effc774cf893e488b5528ebc70f1f440000"
+            "660f6f4424204d85c00f84e1feffff4c8944c84848c744c850000000004d85ff"
+            "0f8ecafeffff488d51024983ff04723f4c89fe48bffcffffffffffff7f4821fe"
+            "4801f2488d3cc84883c7684531c06690f3420f7f44c7f0f3420f7f04c74983c0"
+            "044c39c675ea4939f70f8481feffff4c01f94883c102662e0f1f840000000000"
+            "4c896cd04848ffc24839d175f3e95efeffff4d85f67418498b0685c0781148ff"
+            "c849890675094c89f7ff150000000031c04883c4385b415c415d415e415f5dc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 38, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 156, '_PyObject_NewVar', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 523, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_resume_dealloc': (
+        bytes.fromhex(
+            "41574156415453504989fe488b5f0848837f10007e414531ff4c8b2500000000"
+            "eb1766666666662e0f1f84000000000049ffc74d3b7e107d1e4b8b7cfe484885"
+            "ff74ed488b0785c078e648ffc848890775de41ffd4ebd9498b7e184885ff7415"
+            "488b0785c0780e48ffc84889077506ff1500000000498b7e204885ff7415488b"
+            "0785c0780e48ffc84889077506ff1500000000498b7e284885ff7415488b0785"
+            "c0780e48ffc84889077506ff15000000004c89f7ff1500000000488b0385c078"
+            "0848ffc8488903740c4883c4085b415c415e415fc34889df4883c4085b415c41"
+            "5e415fff2500000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_REX_GOTPCRELX', 28, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 113, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 143, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 173, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 182, 'PyObject_Free', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 229, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_type_version': (
+        bytes.fromhex(
+            "534889fbff150000000085c074088b83800100005bc331c05bc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 6, 'PyUnstable_Type_AssignVersionTag', -4),
         ),
     ),
     'trace_entry': (

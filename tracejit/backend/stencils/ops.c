@@ -758,6 +758,46 @@ _Py_COMP_DIAG_POP
     CONTINUE();
 }
 
+/* guard_global for an inlined callee, in its function's own dicts (OP1
+ * globals, OP2 builtins; OP3 name): cell {globals version, builtins version,
+ * object}, as above. */
+STENCIL(guard_global_in)
+{
+    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
+    PyObject *g = (PyObject *)(uintptr_t)OP(1);
+    PyObject *b = (PyObject *)(uintptr_t)OP(2);
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    uint64_t gv = ((PyDictObject *)g)->ma_version_tag;
+    uint64_t bv = ((PyDictObject *)b)->ma_version_tag;
+_Py_COMP_DIAG_POP
+    if (gv == cell[0] && bv == cell[1]) {
+        CONTINUE();
+    }
+    PyObject *name = (PyObject *)(uintptr_t)OP(3);
+    PyObject *v = PyDict_GetItemWithError(g, name);
+    if (v == NULL) {
+        if (UNLIKELY(_PyErr_Occurred(tstate))) {
+            ERROR();
+        }
+        v = PyDict_GetItemWithError(b, name);
+        if (v == NULL) {
+            if (UNLIKELY(_PyErr_Occurred(tstate))) {
+                ERROR();
+            }
+            EXIT();
+        }
+    }
+    if (v != (PyObject *)(uintptr_t)cell[2]) {
+        EXIT();
+    }
+    if (gv != 0 && bv != 0) {
+        cell[0] = gv;
+        cell[1] = bv;
+    }
+    CONTINUE();
+}
+
 /* ---- control ------------------------------------------------------------ */
 
 /* Exit when the interpreter has work pending (signals, GIL drop requests,
@@ -829,6 +869,100 @@ STENCIL(exit_finish)
     frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + OP(0);
     frame->stacktop = (int)OP(1);
     return (int)OP(2);
+}
+
+/* ---- inlined calls ------------------------------------------------------
+ *
+ * An inlined callee has no frame while native code runs.  An exit inside it
+ * leaves the caller at its CALL instruction with the callable replaced by a
+ * *resume object* (tj_resume below): calling it rebuilds the callee's frame
+ * (locals, value stack, instr_ptr at the exit) and runs it in the
+ * interpreter, so the caller's CALL receives the callee's return value or
+ * exception exactly where CPython would.  Nested inlined calls nest resume
+ * objects (the callable slot of an outer callee's stack holds the inner one).
+ */
+
+typedef struct {
+    PyObject_VAR_HEAD
+    PyObject *func;       /* the callee (f_funcobj) */
+    PyObject *code;       /* the code traced (func.__code__ may have changed) */
+    PyObject *exc;        /* error mode: the exception raised at pc, else NULL */
+    int64_t pc;           /* code units: where the frame continues (or failed) */
+    uint64_t unwind;      /* error mode: packed handler (TJ_UNWIND_*) or 0 */
+    int64_t used;
+    PyObject *values[1];  /* ob_size entries: localsplus, then the value stack */
+} tj_resume;
+
+/* What an exit knows at compile time about the inlined frames it leaves
+ * (tracejit/runtime/resume.py mirrors these): per frame, its function, code,
+ * pc, handler (error mode), the CALL oparg of the frame below, and one entry
+ * per localsplus/stack value: (register << 2) | kind, kind 0 NULL, 1 a
+ * borrowed reference (increfed), 2 an owned one (stolen). */
+typedef struct {
+    PyObject *func;
+    PyObject *code;
+    int64_t pc;
+    uint64_t unwind;
+    int64_t argc;
+    int64_t n;
+    const uint64_t *entries;
+} tj_frame_desc;
+
+typedef struct {
+    PyTypeObject *type;   /* the resume type */
+    int64_t exc_reg;      /* register holding the exception raised, or -1 */
+    int64_t nframes;
+    tj_frame_desc frames[1];  /* outermost first */
+} tj_chain_desc;
+
+typedef PyObject *(*tj_chain_fn)(uint64_t *, const tj_chain_desc *);
+
+/* R0 = a borrowed field of an object: *(PyObject **)((char *)R1 + OP2). */
+STENCIL(load_field)
+{
+    SET_OBJ(0, *(PyObject **)((char *)R_OBJ(1) + OP(2)));
+    CONTINUE();
+}
+
+/* Exit unless the field at offset OP1 of R0 is the object OP2 (a function's
+ * __code__ or __defaults__). */
+STENCIL(guard_field_is)
+{
+    if (*(uint64_t *)((char *)R_OBJ(0) + OP(1)) == OP(2)) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* Exit unless the type OP0 still has version tag OP1 (its attributes, and
+ * those of its bases, are unchanged since the trace was compiled). */
+STENCIL(guard_type_version)
+{
+    if (((PyTypeObject *)(uintptr_t)OP(0))->tp_version_tag == (unsigned int)OP(1)) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* R0 = the exception being raised (taken over; error stubs of inlined frames). */
+STENCIL(fetch_exc)
+{
+    SET_OBJ(0, PyErr_GetRaisedException());
+    CONTINUE();
+}
+
+/* R0 = the resume object of the outermost inlined frame an exit leaves
+ * (tj_resume_chain, OP2, builds the chain from the tj_chain_desc OP1); error
+ * exit if out of memory. */
+STENCIL(resume_chain)
+{
+    tj_chain_fn fn = (tj_chain_fn)(uintptr_t)OP_OPAQUE(2);
+    PyObject *r = fn(regs, (const tj_chain_desc *)(uintptr_t)OP(1));
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
 }
 
 /* ---- runtime: the native dispatcher --------------------------------------
@@ -1068,4 +1202,198 @@ int
 tj_call(uint64_t entry, PyFrameObject *f)
 {
     return ((tj_entry_fn)(uintptr_t)entry)(f->f_frame, PyThreadState_Get());
+}
+
+/* ---- runtime: resume objects (see "inlined calls" above) ------------------
+ *
+ * tj_resume_call is the resume type's tp_call: it pushes the callee's frame
+ * on the thread's data stack, fills localsplus and the value stack, and runs
+ * it with _PyEval_EvalFrameDefault from instr_ptr = pc.  In error mode the
+ * exception is raised at pc as the interpreter's own error path would: a
+ * traceback entry for the callee's line, then the failing instruction's
+ * handler in the callee, or the exception leaves the callee (its frame is
+ * popped) and the caller's CALL fails with it. */
+PyObject *
+tj_resume_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    tj_resume *r = (tj_resume *)self;
+    PyThreadState *tstate = PyThreadState_Get();
+    if (r->used) {
+        PyErr_SetNone(PyExc_RuntimeError);  /* it runs once (no string: no data) */
+        return NULL;
+    }
+    r->used = 1;
+    PyCodeObject *co = (PyCodeObject *)r->code;
+    PyFunctionObject *func = (PyFunctionObject *)r->func;
+    Py_ssize_t n = Py_SIZE(r);
+    _PyInterpreterFrame *frame;
+    if (_PyThreadState_HasStackSpace(tstate, co->co_framesize)) {
+        frame = (_PyInterpreterFrame *)tstate->datastack_top;
+        tstate->datastack_top += co->co_framesize;
+        _PyFrame_Initialize(frame, (PyFunctionObject *)Py_NewRef(func), NULL, co, 0);
+    }
+    else {
+        /* A new data-stack chunk: let CPython push the frame (with arguments
+         * that are replaced below; the callee takes no *args, **kwargs or
+         * keyword-only arguments). */
+        PyObject *f = (PyObject *)func;
+        if (func->func_code != (PyObject *)co) {
+            f = PyFunction_New((PyObject *)co, func->func_globals);
+            if (f == NULL) {
+                return NULL;
+            }
+        }
+        else {
+            Py_INCREF(f);
+        }
+        int argc = co->co_argcount;
+        PyObject *nones[argc + 1];
+        for (int i = 0; i < argc; i++) {
+            nones[i] = Py_None;
+        }
+        frame = _PyEvalFramePushAndInit(tstate, (PyFunctionObject *)f, NULL, nones, argc, NULL);
+        if (frame == NULL) {
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *old = i < co->co_nlocalsplus ? frame->localsplus[i] : NULL;
+        frame->localsplus[i] = r->values[i];
+        r->values[i] = NULL;
+        Py_XDECREF(old);
+    }
+    frame->stacktop = (int)n;
+    frame->instr_ptr = _PyCode_CODE(co) + r->pc;
+    frame->previous = tstate->current_frame;
+    if (r->exc == NULL) {
+        return _PyEval_EvalFrameDefault(tstate, frame, 0);
+    }
+    /* Error mode: the frame is current while the traceback entry is made. */
+    PyObject *exc = r->exc;
+    r->exc = NULL;
+    _PyInterpreterFrame *caller = tstate->current_frame;
+    tstate->current_frame = frame;
+    PyFrameObject *f = PyEval_GetFrame();
+    PyErr_SetRaisedException(exc);
+    if (f == NULL || PyTraceBack_Here(f) < 0) {
+        tstate->current_frame = caller;
+        _PyEval_FrameClearAndPop(tstate, frame);
+        return NULL;
+    }
+    if (r->unwind == 0) {
+        tstate->current_frame = caller;
+        _PyEval_FrameClearAndPop(tstate, frame);
+        return NULL;
+    }
+    /* The handler of the failing instruction, in the callee. */
+    uint64_t u = r->unwind;
+    exc = PyErr_GetRaisedException();
+    _Py_CODEUNIT *code0 = _PyCode_CODE(co);
+    long lasti = (long)(frame->instr_ptr - code0);
+    PyObject **base = frame->localsplus + co->co_nlocalsplus + TJ_UNWIND_DEPTH(u);
+    PyObject **top = frame->localsplus + frame->stacktop;
+    while (top > base) {
+        PyObject *o = *--top;
+        *top = NULL;
+        frame->stacktop = (int)(top - frame->localsplus);
+        Py_XDECREF(o);
+    }
+    tstate->current_frame = caller;
+    if (TJ_UNWIND_LASTI(u)) {
+        PyObject *l = PyLong_FromLong(lasti);
+        if (l == NULL) {
+            Py_DECREF(exc);
+            _PyEval_FrameClearAndPop(tstate, frame);
+            return NULL;
+        }
+        *top++ = l;
+    }
+    *top++ = exc;
+    frame->stacktop = (int)(top - frame->localsplus);
+    frame->instr_ptr = code0 + TJ_UNWIND_TARGET(u) / 2;
+    return _PyEval_EvalFrameDefault(tstate, frame, 0);
+}
+
+void
+tj_resume_dealloc(PyObject *self)
+{
+    tj_resume *r = (tj_resume *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    for (Py_ssize_t i = 0; i < Py_SIZE(r); i++) {
+        Py_XDECREF(r->values[i]);
+    }
+    Py_XDECREF(r->func);
+    Py_XDECREF(r->code);
+    Py_XDECREF(r->exc);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+/* Offsets the Python side needs to create the type: basicsize. */
+int64_t
+tj_resume_basicsize(void)
+{
+    return (int64_t)offsetof(tj_resume, values);
+}
+
+/* The version tag of a type (assigned now if it has none), 0 if it cannot
+ * have one: what guard_type_version compares with. */
+int64_t
+tj_type_version(PyObject *tp)
+{
+    if (!PyUnstable_Type_AssignVersionTag((PyTypeObject *)tp)) {
+        return 0;
+    }
+    return (int64_t)((PyTypeObject *)tp)->tp_version_tag;
+}
+
+/* Builds the resume objects of an exit inside inlined calls, innermost
+ * first; each outer frame's value stack ends with the CALL inputs [inner
+ * resume object, NULL, None * argc].  Returns the outermost one (new
+ * reference), or NULL with MemoryError set. */
+PyObject *
+tj_resume_chain(uint64_t *regs, const tj_chain_desc *d)
+{
+    PyObject *inner = NULL;
+    int64_t inner_argc = 0;
+    for (int64_t k = d->nframes - 1; k >= 0; k--) {
+        const tj_frame_desc *f = &d->frames[k];
+        Py_ssize_t n = (Py_ssize_t)f->n + (inner != NULL ? 2 + inner_argc : 0);
+        tj_resume *r = (tj_resume *)_PyObject_NewVar(d->type, n);
+        if (r == NULL) {
+            Py_XDECREF(inner);
+            return NULL;
+        }
+        r->func = Py_NewRef(f->func);
+        r->code = Py_NewRef(f->code);
+        r->exc = NULL;
+        if (inner == NULL && d->exc_reg >= 0) {
+            r->exc = (PyObject *)(uintptr_t)regs[d->exc_reg];
+        }
+        r->pc = f->pc;
+        r->unwind = f->unwind;
+        r->used = 0;
+        Py_ssize_t i = 0;
+        for (; i < f->n; i++) {
+            uint64_t e = f->entries[i];
+            PyObject *o = (PyObject *)(uintptr_t)regs[e >> 2];
+            if ((e & 3) == 0) {
+                o = NULL;
+            }
+            else if ((e & 3) == 1) {
+                Py_INCREF(o);
+            }
+            r->values[i] = o;
+        }
+        if (inner != NULL) {
+            r->values[i++] = inner;
+            r->values[i++] = NULL;
+            for (int64_t a = 0; a < inner_argc; a++) {
+                r->values[i++] = Py_None;
+            }
+        }
+        inner = (PyObject *)r;
+        inner_argc = f->argc;
+    }
+    return inner;
 }
