@@ -1603,6 +1603,29 @@ program(
 )
 
 
+program(
+    "truth_of_guarded_global_container",
+    """
+    PENDING = []
+    SEEN = {}
+    def drain(n):
+        out = 0
+        for i in range(n):
+            if PENDING:          # the same list object every time, not the same contents
+                out += PENDING.pop()
+            if not SEEN:
+                out += 1
+            if i % 7 == 0:
+                PENDING.append(i)
+            if i == 50:
+                SEEN['x'] = 1
+        return out
+    print(drain(200), PENDING, SEEN)
+    print(drain(200), PENDING)
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

@@ -166,3 +166,46 @@ def test_dead_code_frees_trace_graphs(tmp_path: Path) -> None:
     (_, _), (blocks1, bytes1), (blocks2, bytes2), (blocks3, bytes3) = out["marks"]
     assert bytes3 <= bytes1 + 64 * 1024, out["marks"]
     assert blocks3 - blocks1 < 3000, out["marks"]
+
+
+def test_dispatcher_table_deletions_keep_every_entry_reachable() -> None:
+    """forget_code() empties slots with backward-shift deletion: every remaining
+    location must still be found by the native lookup (linear probing from its
+    hash, stopping at an empty slot), at the index the runtime records."""
+    import random
+
+    from tracejit.runtime.dispatch import Dispatcher, _hash
+
+    d = Dispatcher(lambda *a: None, lambda *a: None)
+    rng = random.Random(4)
+    codes = [object() for _ in range(300)]
+    live: dict[int, set[int]] = {}
+
+    def lookup(code_id: int, offset: int) -> int | None:
+        table = d._table
+        mask = len(table) - 1
+        i = _hash(code_id, offset) & mask
+        while True:
+            if table[i].code == code_id and table[i].offset == offset:
+                return i
+            if not table[i].code:
+                return None
+            i = (i + 1) & mask
+
+    for step in range(20000):
+        code = rng.choice(codes)
+        if rng.random() < 0.7:
+            offset = rng.randrange(0, 40) * 2
+            d.count_down(code, offset, 5)
+            live.setdefault(id(code), set()).add(offset)
+        else:
+            d.forget_code(id(code))
+            live.pop(id(code), None)
+        if step % 50 == 0 or step > 19900:
+            for code_id, offsets in live.items():
+                for offset in offsets:
+                    assert lookup(code_id, offset) == d.entries[(code_id, offset)][1]
+            assert len(d.entries) == sum(len(o) for o in live.values())
+    for code in codes:
+        d.forget_code(id(code))
+    assert not d.entries and all(not s.code for s in d._table)

@@ -147,20 +147,27 @@ def spin_kernel() -> int:
 
 
 def test_check_eval_breaker_stops_a_native_loop() -> None:
-    # Another thread wanting the GIL sets the eval breaker (drop request).
+    # Another thread wanting the GIL sets the eval breaker (drop request). It
+    # runs Python code until the kernel is done, so it is still asking for the
+    # GIL whenever the kernel starts, however the OS schedules the two threads.
     started = threading.Event()
+    stop = False
 
     def other() -> None:
         started.set()
-        time.sleep(0.01)
+        while not stop:
+            pass
 
     t = threading.Thread(target=other)
     t.start()
     started.wait()
     t0 = time.perf_counter()
-    assert spin_kernel() == 7
-    assert time.perf_counter() - t0 < 5
-    t.join()
+    try:
+        assert spin_kernel() == 7
+        assert time.perf_counter() - t0 < 5
+    finally:
+        stop = True
+        t.join()
 
 
 def guards_kernel(x: object) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
+import ctypes
 import operator
 import sys
 import types
@@ -368,31 +368,41 @@ def test_iter_next_generic() -> None:
 GLOBAL_ANSWER = 42
 
 
-def global_kernel(name: str) -> tuple[int, object]:
-    r: object = None
+def global_kernel(cell: ctypes.Array[ctypes.c_uint64], name: str) -> int:
+    """guard_global on this module's globals (the frame's): 0 continue, 1 exit."""
     missing, err = Label("missing"), Label("err")
     code: list[MachineInstr | Label] = [
-        I(
-            "dict_lookup_global",
-            (0, id(globals()), id(builtins.__dict__), id(name)),
-            exit=missing,
-            error=err,
-        ),  # fmt: skip
-        I("incref", (0,)),  # borrowed
-        I("store_local", (0, slot(global_kernel, "r"))),
+        I("guard_global", (ctypes.addressof(cell), id(name)), exit=missing, error=err),
         finish(0),
         missing,
         finish(1),
         err,
         finish(-1),
     ]
-    return run(sys._getframe(), code), r
+    return run(sys._getframe(), code)
 
 
-def test_dict_lookup_global() -> None:
-    assert global_kernel("GLOBAL_ANSWER") == (0, 42)
-    assert global_kernel("len") == (0, len)
-    assert global_kernel("no_such_name_anywhere") == (1, None)
+def global_cell(expected: object) -> ctypes.Array[ctypes.c_uint64]:
+    """{globals version, builtins version, globals, builtins, object}, unset."""
+    never = (1 << 64) - 1
+    return (ctypes.c_uint64 * 5)(never, never, 0, 0, id(expected))
+
+
+def test_guard_global() -> None:
+    global GLOBAL_ANSWER
+    answer = global_cell(42)
+    assert global_kernel(answer, "GLOBAL_ANSWER") == 0
+    # the versions seen are remembered: the next check does no lookup
+    assert answer[0] != (1 << 64) - 1 and answer[2] == id(globals())
+    assert global_kernel(answer, "GLOBAL_ANSWER") == 0
+    assert global_kernel(global_cell(len), "len") == 0  # from builtins
+    assert global_kernel(global_cell(None), "no_such_name_anywhere") == 1
+    assert global_kernel(global_cell(43), "GLOBAL_ANSWER") == 1  # another object
+    GLOBAL_ANSWER = 4200  # rebinding changes the globals' version: looked up again
+    try:
+        assert global_kernel(answer, "GLOBAL_ANSWER") == 1
+    finally:
+        GLOBAL_ANSWER = 42
 
 
 def binop_kernel(op: str, a: int, b: int) -> tuple[int, int | None]:

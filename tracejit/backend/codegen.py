@@ -205,11 +205,6 @@ class CodeGen:
             for i, a in enumerate(op.args):
                 self.emit("copy", (block + i, self.reg(a)))
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
-        elif name == "load_global":
-            # In the frame's globals and builtins (see the stencil), not the
-            # dicts seen while recording.
-            self.emit("frame_lookup_global", dst + (self.obj_addr(op.attrs["name"]),), op,
-                      guard=True, raises=True)
         elif name == "guard_global_in":
             cell = (ctypes.c_uint64 * 3)(_NO_VERSION, _NO_VERSION,
                                          self.obj_addr(op.attrs["obj"]))

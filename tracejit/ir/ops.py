@@ -180,10 +180,6 @@ OPS: dict[str, OpInfo] = _ops(
         doc="tp_iternext; exit at end, raise on error.",
     ),
     OpInfo(
-        "load_global", O, (), ("globals", "builtins", "name"), guard=True, raises=True,
-        doc="Borrowed lookup of `name` in globals then builtins; exit if missing.",
-    ),
-    OpInfo(
         "guard_global", V, (), ("name", "obj"), guard=True, raises=True,
         doc="Exit unless `name` (the frame's globals, then builtins) is `obj`; no "
         "lookup while neither dict changed since the last check.",

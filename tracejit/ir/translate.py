@@ -463,6 +463,10 @@ class Translator:
         end = rec.end
         assert end is not None
         self.pc = end.pc // 2
+        if self.pending_check:
+            # The end may be linked to another trace: no tool may watch then.
+            self.pending_check = False
+            self.emit("check_instrumentation", [], None, self.snapshot())
         self.emit("exit", [], None, self.snapshot(end.pc // 2))
         return self.trace
 
@@ -739,7 +743,8 @@ class Translator:
             if ref.type is not Type.OBJ or type(ref.value) in _IMMUTABLE_TRUTH:
                 self.release(sv)
                 return Const(bool(ref.value), Type.BOOL)
-            # A guarded global such as a list: same object, not same contents.
+            # A guarded global such as a list: same object, not same contents
+            # (found by the inlining work: `while pending:` never saw it fill).
             truth = self.emitv("is_true", [ref], Type.BOOL, snap)
             self.release(sv)
             return truth

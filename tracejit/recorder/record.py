@@ -96,7 +96,10 @@ _CODE_INFO: dict[int, CodeInfo] = {}
 
 def _forget_info(key: int) -> Callable[[object], None]:
     def forget(_: object) -> None:
-        _CODE_INFO.pop(key, None)
+        try:
+            _CODE_INFO.pop(key, None)
+        except Exception:
+            pass  # at exit, with this module torn down
     return forget
 
 

@@ -103,7 +103,10 @@ _HANDLERS: dict[int, tuple[weakref.ReferenceType[types.CodeType], list[Handler]]
 
 def _forget_handlers(key: int) -> Callable[[object], None]:
     def forget(_: object) -> None:
-        _HANDLERS.pop(key, None)
+        try:
+            _HANDLERS.pop(key, None)
+        except Exception:
+            pass  # at exit, with this module torn down
     return forget
 
 

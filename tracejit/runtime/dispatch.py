@@ -124,6 +124,7 @@ class Dispatcher:
         # (id(code), offset) -> (root trace or None while counting, slot index).
         # The runtime calls forget_code() when a code object dies.
         self.entries: dict[tuple[int, int], tuple[NativeTrace | None, int]] = {}
+        self._offsets: dict[int, set[int]] = {}  # id(code) -> offsets in entries
         self._table: ctypes.Array[TJSlot] = (TJSlot * 8)()
         self.state.table = ctypes.addressof(self._table)
         self.state.mask = 7
@@ -158,14 +159,40 @@ class Dispatcher:
 
     def forget_code(self, code_id: int) -> None:
         """Remove every slot of a code object that is being deallocated."""
-        keys = [key for key in self.entries if key[0] == code_id]
-        if keys:
-            for key in keys:
-                del self.entries[key]
-            size = len(self._table)
-            while size > 8 and 4 * (len(self.entries) + 1) <= size:
-                size //= 2
-            self._rebuild(size)
+        for offset in self._offsets.pop(code_id, ()):
+            _, i = self.entries.pop((code_id, offset))
+            self._delete(i)
+        size = len(self._table)
+        if size > 64 and 8 * (len(self.entries) + 1) <= size:
+            self._rebuild(size // 4)
+
+    def _delete(self, i: int) -> None:
+        """Empty slot i, moving later slots of its probe run back (backward-shift
+        deletion: linear probing needs no tombstones)."""
+        table = self._table
+        mask = len(table) - 1
+        j = i
+        while True:
+            table[i].code = None
+            table[i].trace = None
+            table[i].countdown = 0
+            while True:
+                j = (j + 1) & mask
+                code_j = table[j].code
+                if not code_j:
+                    return
+                k = _hash(code_j, table[j].offset) & mask
+                # Slot j moves to i when its home k lies cyclically outside (i, j].
+                if (k <= i or k > j) if i < j else (j < k <= i):
+                    break
+            offset_j = table[j].offset
+            table[i].code = code_j
+            table[i].offset = offset_j
+            table[i].trace = table[j].trace
+            table[i].countdown = table[j].countdown
+            trace, _ = self.entries[(code_j, offset_j)]
+            self.entries[(code_j, offset_j)] = (trace, i)
+            i = j
 
     @property
     def running(self) -> bool:
@@ -180,6 +207,7 @@ class Dispatcher:
 
     def clear(self) -> None:
         self.entries.clear()
+        self._offsets.clear()
         self._rebuild(8)
 
     def _slot(self, code: object, offset: int) -> int:
@@ -190,6 +218,7 @@ class Dispatcher:
             self._rebuild(2 * len(self._table))
         i = self._insert(self._table, id(code), offset)
         self.entries[(id(code), offset)] = (None, i)
+        self._offsets.setdefault(id(code), set()).add(offset)
         return i
 
     @staticmethod

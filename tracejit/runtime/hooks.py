@@ -76,7 +76,10 @@ class _Tracked:
     def __init__(self, code: types.CodeType) -> None:
         code_id = id(code)
         def died(_: object) -> None:
-            _code_died(code_id)
+            try:
+                _code_died(code_id)
+            except BaseException:
+                pass  # at exit, with the runtime's modules torn down
 
         self.ref = weakref.ref(code, died)
         self.offsets: set[int] = set()  # counter keys
@@ -320,7 +323,7 @@ def _code_died(code_id: int) -> None:
         if dead:
             _retire(dead)
     except Exception as err:  # a weakref callback: never let it reach the program
-        STATS.aborts[f"internal error freeing code: {err!r}"[:80]] += 1
+        _internal_error("freeing code", err)
 
 
 def _retire(traces: list[CompiledTrace]) -> None:
@@ -433,8 +436,17 @@ def _constant_died(handle: int) -> Any:
             if t is not None:
                 _evict(t)
         except Exception as err:  # a weakref callback: never reach the program
-            STATS.aborts[f"internal error invalidating: {err!r}"[:80]] += 1
+            _internal_error("invalidating", err)
+        except BaseException:
+            pass  # at exit, with the runtime's modules torn down
     return died
+
+
+def _internal_error(what: str, err: Exception) -> None:
+    try:
+        STATS.aborts[f"internal error {what}: {err!r}"[:80]] += 1
+    except BaseException:
+        pass  # at exit, with the runtime's modules torn down
 
 
 # ---------------------------------------------------------------- recording

@@ -159,27 +159,6 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 42, '_JIT_CONTINUE', -4),
         ),
     ),
-    'dict_lookup_global': (
-        bytes.fromhex(
-            "5048bf000000000000000048be0000000000000000ff15000000004885c0752f"
-            "498b46704885c074074883780800754248bf000000000000000048be00000000"
-            "00000000ff15000000004885c0740d4989850000000058e900000000498b4670"
-            "4885c074074883780800750658e90000000058e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 23, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 60, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 70, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_32S', 82, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 88, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 110, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 116, '_JIT_ERROR', -4),
-        ),
-    ),
     'exit_count': (
         bytes.fromhex(
             "48b8000000000000000048ff00e900000000"
@@ -374,25 +353,6 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET2', 0),
             ('code', 'R_X86_64_32S', 23, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'frame_lookup_global': (
-        bytes.fromhex(
-            "50498b7c241848be0000000000000000ff15000000004885c0752a498b467048"
-            "85c074074883780800753d498b7c242048be0000000000000000ff1500000000"
-            "4885c0740d4989850000000058e900000000498b46704885c074074883780800"
-            "750658e90000000058e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 8, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 60, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_32S', 72, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 100, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 106, '_JIT_ERROR', -4),
         ),
     ),
     'getattr': (
@@ -890,17 +850,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'list_getitem': (
         bytes.fromhex(
-            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
-            "39f10f8300000000488b4018488b04c88b08ffc17402890849898500000000e9"
-            "00000000"
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b4018488b04c88b08"
+            "ffc17402890849898500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
             ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_32S', 59, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 64, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 73, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
         ),
     ),
     'list_iter_next': (
@@ -920,46 +880,48 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'list_setitem': (
         bytes.fromhex(
-            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
-            "39f10f8300000000488b4018488b3cc8498b9500000000488914c8488b0785c0"
-            "0f880000000048ffc84889070f850000000050ff15000000004883c408e90000"
-            "0000"
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b4018488b3cc8498b"
+            "9500000000488914c8488b0785c00f880000000048ffc84889070f8500000000"
+            "50ff15000000004883c408e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_32S', 51, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 66, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 85, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 94, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 65, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_PLT32', 80, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 92, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 99, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 108, '_JIT_CONTINUE', -4),
         ),
     ),
     'list_setitem_float': (
         bytes.fromhex(
-            "554d8bbd00000000498b8500000000498b4f104889c548c1fd3f4821cd4801c5"
-            "4839cd7378498b4718488b1ce848b8000000000000000048394308751a48833b"
-            "017514f2410f108500000000f20f1143105de900000000f2410f108500000000"
-            "ff15000000004885c0741d498b4f18488904e9488b0385c0780848ffc8488903"
-            "740c5de9000000005de9000000004889dfff15000000005de9000000005de900"
-            "000000"
+            "55498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce"
+            "4839d649c7c7ffffffff4c0f42fe4d85ff0f8888000000488b6818f2410f1085"
+            "000000004a8b5cfd004885db744648b800000000000000004839430875114883"
+            "3b01750bf20f1143105de900000000ff15000000004885c074304a8944fd0048"
+            "8b0385c0780848ffc848890374225de900000000ff15000000004885c0740b4a"
+            "8944fd005de9000000005de9000000004889dfff15000000005de9000000005d"
+            "e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_64', 47, 'PyFloat_Type', 0),
-            ('code', 'R_X86_64_32S', 72, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 83, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_32S', 92, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 98, 'PyFloat_FromDouble', -4),
-            ('code', 'R_X86_64_PLT32', 132, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 138, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 147, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 153, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 159, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 64, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_64', 80, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_PLT32', 107, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 113, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 144, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 150, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 166, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 172, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 181, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 187, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 193, '_JIT_EXIT', -4),
         ),
     ),
     'load_field': (
@@ -1101,25 +1063,26 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'store_local_float': (
         bytes.fromhex(
-            "50498b9c24000000004885db742a48b8000000000000000048394308751a4883"
-            "3b017514f2410f108500000000f20f11431058e900000000f2410f1085000000"
-            "00ff15000000004885c07425498d8c24000000004889014885db740f488b0385"
-            "c0780848ffc8488903740c58e90000000058e9000000004889dfff1500000000"
-            "58e900000000"
+            "504d8dbc2400000000f2410f108500000000498b9c24000000004885db744448"
+            "b8000000000000000048394308751148833b01750bf20f11431058e900000000"
+            "ff15000000004885c0742c498907488b0385c0780848ffc8488903742058e900"
+            "000000ff15000000004885c0740949890758e90000000058e9000000004889df"
+            "ff150000000058e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 72),
-            ('code', 'R_X86_64_64', 16, 'PyFloat_Type', 0),
-            ('code', 'R_X86_64_32S', 41, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 52, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_32S', 61, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 67, 'PyFloat_FromDouble', -4),
-            ('code', 'R_X86_64_32S', 80, '_JIT_OFFSET1', 72),
-            ('code', 'R_X86_64_PLT32', 109, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 115, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 124, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 130, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 22, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_64', 33, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_PLT32', 60, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 66, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 95, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 101, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_PLT32', 115, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 121, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 130, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 136, '_JIT_CONTINUE', -4),
         ),
     ),
     'store_slot_raw': (
@@ -1153,52 +1116,57 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             "004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faff24831fe"
             "48bf0000000000000000488b3f49b800000000000000004d8b08eb0c0f1f4000"
             "48ffc64d85d274824821fe4989f049c1e0054f8b14014939ca75e54d01c84939"
-            "500875dc498b58104885db0f848c010000488b78484885ff0f844cffffff4839"
-            "0f0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb6967df2"
+            "500875dc498b68104885ed0f845b020000488b58484885db0f844cffffff4839"
+            "0b0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb6967df2"
             "0200660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d2"
-            "08660febd066410f7ed1660f6fc1660f72d010660febc1660f6fc8660f71d108"
-            "660febc866410f7ec84509c8440a867cf202000a967ef202004408c2488b89b0"
-            "0000004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d01066"
-            "0febc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2f6c2"
-            "df0f8583feffff48b9000000000000000048ff0148ff43308b683cc7403c0000"
-            "000049bd000000000000000049ff450048897c24104889c64889442418ff1341"
-            "89c7488b742418498b4500488d48ff49894d00896e3c4585ff0f888e00000048"
-            "8b4b104489ff4c8b24f94d85e4488b4c24100f848f02000048ba000000000000"
-            "000048ff0249ff442430c7463c00000000498945004889cf41ff14244189c748"
-            "8b742418498b4500488d48ff49894d00896e3c4c89e34585ff79a4eb33498b40"
-            "184883f8020f8cbffdffff48ffc84989401848b800000000000000008b08ffc1"
-            "0f84ce0300008908e9c70300004989dc41f7d7498b4424204a833cf8000f84af"
-            "030000ff15000000004885c00f84a0030000498b442420488b4c2418488b4910"
-            "f30f7e8170f20200660f6e8978f202000fb6a97df20200660f70d055660febd0"
-            "660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f7ed2660f"
-            "6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f7ece09d6400a"
-            "b17cf20200400aa97ef20200498b0e4008f5488b89b00000004885c97436f30f"
-            "7e410a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71"
-            "d108660febc8660f7eca0a5112400a69134008d54e8b34f8ff15000000004885"
-            "c00f84cb0200004889c7ff150000000085c00f88ba020000488b442410488b08"
-            "4c8b603848894c2438488d81c800000048894424404929c449d1fc40f6c5df74"
-            "4b488b442418488b40100fb6807af2020024df88442420c644242100742e4c89"
-            "f048c1e83125ff3f00004401e08d1445feffffff488d7c2420488b742438ff15"
-            "0000000085c00f8846020000ff15000000004889442408488b44243848634048"
-            "488b542410488d04c24883c0484c89f148c1e9200fb7c94c8d2cc8486342404c"
-            "8d3cc24983c7484d39ef0f86f5000000488d1cc5f8ffffff488b4c2410eb1149"
-            "83c7f84883c3f84d39ef0f86d5000000498b7ff849c747f8000000004889d848"
-            "c1e8038941404885ff74d4488b0785c078cd48ffc848890775c5ff1500000000"
-            "488b4c2410ebb8488b4308488b4b18488b04f8483b04f90f82b5fdffffff1500"
-            "0000004885c00f84860100004989c7488b432848894424204c897c242848b800"
-            "00000000000000488b38488d742420ba0200000031c9ff15000000004989c649"
-            "8b0785c0781148ffc849890775094c89ffff15000000004d85f60f8432010000"
-            "498b0685c00f8847fdffff48ffc84989060f853bfdffff4c89f7ff1500000000"
-            "e92dfdffff490fbae63073194c89e7ff15000000004885c00f84d00000004989"
-            "074983c708488b542410488d42484c89f94829c14883c10848c1e903488b4424"
-            "08498907894a4040f6c5df747d488b4424088b00ffc07407488b4c2408890148"
-            "8b7c2408ff1500000000488b442418488b40100fb6807bf2020024df88442420"
-            "c64424210074204489f2c1ea1f4401f283e2fe488d7c2420488b742438ff1500"
-            "00000085c0786bff15000000004885c07418488b0885c9781148ffc948890875"
-            "094889c7ff15000000004489f0c1e81f4401f0d1f84898488b4c2440488d0441"
-            "488b4c241048894138e944fcffff488b442408488b0085c0781848ffc8488b4c"
-            "2408488901750b488b7c2408ff150000000031c04883c4485b415c415d415e41"
-            "5f5dc3"
+            "08660febd0660f7ed7660f6fc1660f72d010660febc1660f6fc8660f71d10866"
+            "0febc866410f7ec84109f8440a867cf202000a967ef202004408c2488b89b000"
+            "00004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d010660f"
+            "ebc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2f6c2df"
+            "0f8584feffff48b9000000000000000048ff0148ff4530448b603cc7403c0000"
+            "000049bd000000000000000049ff45004889df4889c64889442418ff55004189"
+            "c7488b742418498b4500488d48ff49894d0044896424104489663c4585ff0f88"
+            "f2010000488b4d104489ff4c8b24f94d85e40f8444010000488b5610f30f7e82"
+            "70f20200660f6e8a78f202000fb68a7df20200660f70d055660febd0660f6fc2"
+            "660f72d010660febc2660f6fd0660f71d208660febd066410f7ed0660f6fc166"
+            "0f72d010660febc1660f6fc8660f71d108660febc866410f7ec94509c1440a8a"
+            "7cf202000a8a7ef20200498b164408c9488b92b00000004885d27437f30f7e42"
+            "0a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108"
+            "660febc866410f7ec8440a42120a4a134408c1f6c1df0f858000000048b90000"
+            "00000000000048ff0149ff442430c7463c00000000498945004889df41ff1424"
+            "4189c7488b742418498b4500488d48ff49894d008b4c2410894e3c4c89e54585"
+            "ff0f89ddfeffffe9cd000000498b40184883f8020f8cf0fcffff48ffc8498940"
+            "1848b800000000000000008b08ffc10f84ba0300008908e9b3030000488b4508"
+            "488b4d18488b04f8483b04f972d3ff15000000004885c00f84900300004889c3"
+            "488b4528488944242048895c242848b80000000000000000488b38488d742420"
+            "ba0200000031c9ff15000000004989c6488b0385c0781148ffc8488903750948"
+            "89dfff15000000004d85f60f843c030000498b0685c00f8865ffffff48ffc849"
+            "89060f8559ffffff4c89f7ff1500000000e94bffffff4989ec41f7d7498b4424"
+            "204a833cf8000f8401030000ff15000000004885c00f84f2020000498b442420"
+            "488b4c2418488b4910f30f7e8170f20200660f6e8978f202000fb6a97df20200"
+            "660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d20866"
+            "0febd0660f7ed2660f6fc1660f72d010660febc1660f6fc8660f71d108660feb"
+            "c8660f7ece09d6400ab17cf20200400aa97ef20200498b0e4008f5488b89b000"
+            "00004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d010660f"
+            "ebc1660f6fc8660f71d108660febc8660f7eca0a5112400a69134008d54a8b04"
+            "f84889442410ff15000000004885c00f84180200004889c7ff150000000085c0"
+            "0f8807020000488b034c8b633848894424384805c800000048894424404929c4"
+            "49d1fc40f6c5df744d488b442418488b40100fb6807af2020024df88442420c6"
+            "442421007430488b44241048c1e83125ff3f00004401e08d1445feffffff488d"
+            "7c2420488b742438ff150000000085c00f8897010000ff150000000048894424"
+            "08488b44243848634048488d04c34883c048488b4c241048c1e9200fb7c94c8d"
+            "3cc8486343404c8d2cc34983c5484d39fd76494c8d34c5f8ffffffeb0d4983c5"
+            "f84983c6f84d39fd7632498b7df849c745f8000000004c89f048c1e803894340"
+            "4885ff74d8488b0785c078d148ffc848890775c9ff1500000000ebc1480fba64"
+            "241030731a4c89e7ff15000000004885c00f84d2000000498945004983c50848"
+            "8d43484c89e94829c14883c10848c1e903488b44240849894500894b4040f6c5"
+            "df0f8480000000488b4424088b00ffc07407488b4c24088901488b7c2408ff15"
+            "00000000488b442418488b40100fb6807bf2020024df88442420c64424210074"
+            "23488b44241089c2c1ea1f01c283e2fe488d7c2420488b742438ff1500000000"
+            "85c07869ff15000000004885c07418488b0885c9781148ffc948890875094889"
+            "c7ff1500000000488b4c241089c8c1e81f01c8d1f84898488b4c2440488d0441"
+            "48894338e958fcffff488b442408488b0085c0781848ffc8488b4c2408488901"
+            "750b488b7c2408ff150000000031c04883c4485b415c415d415e415f5dc3"
         ),
         b"",
         (
@@ -1209,27 +1177,27 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 143, 'PyObject_Vectorcall', -4),
             ('code', 'R_X86_64_64', 194, '_JIT_OPERAND0', 8),
             ('code', 'R_X86_64_64', 207, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 489, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 488, '_JIT_OPERAND0', 40),
             ('code', 'R_X86_64_64', 516, '_JIT_OPERAND0', 56),
-            ('code', 'R_X86_64_64', 602, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_64', 692, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 741, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 954, 'PyEval_GetFrame', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 972, 'PyTraceBack_Here', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1088, '_PyMonitoring_FireRaiseEvent', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1102, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1244, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1279, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 1311, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 1336, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1363, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1404, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1425, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1510, 'PyErr_SetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1567, '_PyMonitoring_FireExceptionHandledEvent', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1577, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1606, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1678, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 798, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_64', 899, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 944, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 976, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 1001, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1028, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1069, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1102, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1320, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1338, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1450, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1464, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1590, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1610, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1696, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1756, '_PyMonitoring_FireExceptionHandledEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1766, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1795, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1865, '_Py_Dealloc', -4),
         ),
     ),
     'tj_resume_basicsize': (
@@ -1370,17 +1338,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tuple_getitem': (
         bytes.fromhex(
-            "498b8500000000498b9500000000488b70104889d148c1f93f4821f14801d148"
-            "39f10f8300000000488b44c8188b08ffc17402890849898500000000e9000000"
-            "00"
+            "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
+            "39d648c7c1ffffffff480f42ce4885c90f8800000000488b44c8188b08ffc174"
+            "02890849898500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
             ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET2', 0),
-            ('code', 'R_X86_64_PLT32', 36, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_32S', 56, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 61, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_32S', 70, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 75, '_JIT_CONTINUE', -4),
         ),
     ),
     'tuple_iter_next': (

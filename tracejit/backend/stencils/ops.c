@@ -23,6 +23,37 @@ trace_entry(_PyInterpreterFrame *frame, PyThreadState *tstate)
     return _JIT_CONTINUE(frame, regs, tstate);
 }
 
+/* Index i of a sequence of n items, negative from the end, or -1 when out
+ * of range (as the interpreter's list and tuple subscripts check it). */
+ALWAYS_INLINE int64_t
+seq_index(int64_t i, int64_t n)
+{
+    if (i < 0) {
+        i += n;
+    }
+    return (uint64_t)i < (uint64_t)n ? i : -1;
+}
+
+/* *slot = float(v), releasing the old object: an old exact float that only
+ * this slot refers to is updated in place instead (unobservable; CPython's
+ * own float ops reuse a dying operand the same way).  -1 if boxing failed. */
+ALWAYS_INLINE int
+store_float(PyObject **slot, double v)
+{
+    PyObject *old = *slot;
+    if (old != NULL && Py_IS_TYPE(old, &PyFloat_Type) && Py_REFCNT(old) == 1) {
+        ((PyFloatObject *)old)->ob_fval = v;
+        return 0;
+    }
+    PyObject *f = PyFloat_FromDouble(v);
+    if (f == NULL) {
+        return -1;
+    }
+    *slot = f;
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* ---- frame and registers ------------------------------------------------ */
 
 STENCIL(load_slot)
@@ -39,22 +70,13 @@ STENCIL(store_local)
     CONTINUE();
 }
 
-/* Write an unboxed float into a frame slot (exit stubs): an old exact float
- * only the frame refers to is updated in place, else a new float replaces it. */
+/* Write an unboxed float into a frame slot (exit stubs; see store_float). */
 STENCIL(store_local_float)
 {
-    PyObject *old = SLOT(1);
-    if (old != NULL && Py_IS_TYPE(old, &PyFloat_Type) && Py_REFCNT(old) == 1) {
-        ((PyFloatObject *)old)->ob_fval = R_F64(0);
+    if (store_float(&SLOT(1), R_F64(0)) == 0) {
         CONTINUE();
     }
-    PyObject *v = PyFloat_FromDouble(R_F64(0));
-    if (v == NULL) {
-        ERROR();
-    }
-    SLOT(1) = v;
-    Py_XDECREF(old);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(store_slot_raw)
@@ -368,8 +390,7 @@ STENCIL(float_div)
 
 /* a ** b where CPython's float_pow reduces to C pow(): a finite and > 0, b
  * finite, a finite normal (or zero) result (overflow is an OverflowError
- * there).  Any
- * other case exits: the interpreter raises, returns a complex, etc. */
+ * there).  Any other case exits: the interpreter raises, returns a complex. */
 STENCIL(float_pow)
 {
     double a = R_F64(1), b = R_F64(2);
@@ -515,12 +536,8 @@ STENCIL(len)
 STENCIL(list_getitem)
 {
     PyListObject *seq = (PyListObject *)R_OBJ(1);
-    int64_t i = R_I64(2);
-    int64_t n = Py_SIZE(seq);
-    if (i < 0) {
-        i += n;
-    }
-    if ((uint64_t)i < (uint64_t)n) {
+    int64_t i = seq_index(R_I64(2), Py_SIZE(seq));
+    if (i >= 0) {
         PyObject *item = seq->ob_item[i];
         Py_INCREF(item);
         SET_OBJ(0, item);
@@ -532,12 +549,8 @@ STENCIL(list_getitem)
 STENCIL(tuple_getitem)
 {
     PyTupleObject *seq = (PyTupleObject *)R_OBJ(1);
-    int64_t i = R_I64(2);
-    int64_t n = Py_SIZE(seq);
-    if (i < 0) {
-        i += n;
-    }
-    if ((uint64_t)i < (uint64_t)n) {
+    int64_t i = seq_index(R_I64(2), Py_SIZE(seq));
+    if (i >= 0) {
         PyObject *item = seq->ob_item[i];
         Py_INCREF(item);
         SET_OBJ(0, item);
@@ -549,12 +562,8 @@ STENCIL(tuple_getitem)
 STENCIL(list_setitem)
 {
     PyListObject *seq = (PyListObject *)R_OBJ(0);
-    int64_t i = R_I64(1);
-    int64_t n = Py_SIZE(seq);
-    if (i < 0) {
-        i += n;
-    }
-    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
+    int64_t i = seq_index(R_I64(1), Py_SIZE(seq));
+    if (UNLIKELY(i < 0)) {
         EXIT();  /* value is not stolen on this path */
     }
     PyObject *old = seq->ob_item[i];
@@ -563,32 +572,18 @@ STENCIL(list_setitem)
     CONTINUE();
 }
 
-/* seq[idx] = float(value): when the old item is an exact float that only the
- * list refers to, its value is replaced in place (unobservable; CPython's own
- * float ops reuse a dying operand the same way), else a new float is stored. */
+/* seq[idx] = float(value) (see store_float); exit if out of range. */
 STENCIL(list_setitem_float)
 {
     PyListObject *seq = (PyListObject *)R_OBJ(0);
-    int64_t i = R_I64(1);
-    int64_t n = Py_SIZE(seq);
-    if (i < 0) {
-        i += n;
-    }
-    if (UNLIKELY((uint64_t)i >= (uint64_t)n)) {
+    int64_t i = seq_index(R_I64(1), Py_SIZE(seq));
+    if (UNLIKELY(i < 0)) {
         EXIT();
     }
-    PyObject *old = seq->ob_item[i];
-    if (Py_IS_TYPE(old, &PyFloat_Type) && Py_REFCNT(old) == 1) {
-        ((PyFloatObject *)old)->ob_fval = R_F64(2);
+    if (store_float(&seq->ob_item[i], R_F64(2)) == 0) {
         CONTINUE();
     }
-    PyObject *v = PyFloat_FromDouble(R_F64(2));
-    if (v == NULL) {
-        ERROR();
-    }
-    seq->ob_item[i] = v;
-    Py_DECREF(old);
-    CONTINUE();
+    ERROR();
 }
 
 STENCIL(range_iter_next)
@@ -660,50 +655,6 @@ STENCIL(iter_next_null)
         PyErr_Clear();
     }
     SET_OBJ(0, item);
-    CONTINUE();
-}
-
-STENCIL(dict_lookup_global)
-{
-    PyObject *name = (PyObject *)(uintptr_t)OP(3);
-    PyObject *v = PyDict_GetItemWithError((PyObject *)(uintptr_t)OP(1), name);
-    if (v == NULL) {
-        if (UNLIKELY(_PyErr_Occurred(tstate))) {
-            ERROR();
-        }
-        v = PyDict_GetItemWithError((PyObject *)(uintptr_t)OP(2), name);
-        if (v == NULL) {
-            if (UNLIKELY(_PyErr_Occurred(tstate))) {
-                ERROR();
-            }
-            EXIT();  /* missing: the interpreter raises NameError */
-        }
-    }
-    SET_OBJ(0, v);
-    CONTINUE();
-}
-
-/* The same lookup in the frame's own globals and builtins (OP1 = name): the
- * trace holds no reference to them (a trace must not keep a dead module's
- * dict, and with it its functions and code, alive), and a code object run
- * with other globals looks its names up where the interpreter would. */
-STENCIL(frame_lookup_global)
-{
-    PyObject *name = (PyObject *)(uintptr_t)OP(1);
-    PyObject *v = PyDict_GetItemWithError(frame->f_globals, name);
-    if (v == NULL) {
-        if (UNLIKELY(_PyErr_Occurred(tstate))) {
-            ERROR();
-        }
-        v = PyDict_GetItemWithError(frame->f_builtins, name);
-        if (v == NULL) {
-            if (UNLIKELY(_PyErr_Occurred(tstate))) {
-                ERROR();
-            }
-            EXIT();  /* missing: the interpreter raises NameError */
-        }
-    }
-    SET_OBJ(0, v);
     CONTINUE();
 }
 
@@ -1169,7 +1120,9 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
         tstate->tracing = tracing;
         if (r >= 0) {
             tj_trace *next = t->links[r];
-            if (next != NULL) {
+            /* Code the trace called may have turned a tool on after the last
+             * check (in the instruction that exited): the interpreter goes on. */
+            if (next != NULL && !tj_other_tools(tstate, (PyCodeObject *)args[0])) {
                 st->transfers++;
                 next->entries++;
                 t = next;
