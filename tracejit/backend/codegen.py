@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import types
 from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -72,12 +73,13 @@ def const_bits(c: Const) -> int:
 class ExitInfo:
     index: int
     pc: int  # code units
-    # An error exit the dispatcher sees (negative exit code, exception set).
+    # An error exit the dispatcher sees (negative exit code, exception set);
+    # an exit inside inlined calls is one when the callee raises.
     error: bool
     op: str
     entry: bool = False  # an entry check (see Snapshot.entry)
-    # Inside an inlined call: leaves at the trace's own CALL with a resume
-    # object (an error inside the callee travels in the resume object).
+    # Inside an inlined call: runs the rest of the callee through a resume
+    # object, then leaves after the trace's own CALL (or fails at it).
     inline: bool = False
     # The innermost inlined callee's code (inline exits).
     callee: object = None
@@ -93,11 +95,15 @@ class Lowered:
     iterations: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
     keepalive: list[object] = field(default_factory=list)
     cells: list[object] = field(default_factory=list)
+    # Non-zero once the trace is taken out of use (check_instrumentation exits).
+    retired: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
 
 
 class CodeGen:
-    def __init__(self, trace: Trace, nlocalsplus: int, base: int) -> None:
+    def __init__(self, trace: Trace, nlocalsplus: int, base: int,
+                 code: types.CodeType | None = None) -> None:
         self.trace = trace
+        self.code = code
         self.nlocalsplus = nlocalsplus
         self.base = base  # header stack depth
         self.regs: dict[int, int] = {}
@@ -110,6 +116,8 @@ class CodeGen:
         # Memory the machine code uses (guard_global's caches, resume chain
         # descriptors): held strongly, never weakly like keepalive's objects.
         self.cells: list[object] = []
+        # Set when the trace is taken out of use; checked after call-outs.
+        self.retired = ctypes.c_uint64(0)
         self.current_pc: int | None = None
 
     def new_reg(self) -> int:
@@ -184,8 +192,10 @@ class CodeGen:
             self.emit("guard_type", args + (self.obj_addr(op.attrs["type"]),), op, guard=True)
         elif name in ("guard_is", "guard_is_not"):
             self.emit(name, args + (self.obj_addr(op.attrs["obj"]),), op, guard=True)
-        elif name in ("check_eval_breaker", "check_instrumentation"):
+        elif name == "check_eval_breaker":
             self.emit(name, (), op, guard=True)
+        elif name == "check_instrumentation":
+            self.emit(name, (ctypes.addressof(self.retired),), op, guard=True)
         elif name == "call_unary" or name == "call_binary":
             fn = _pyapi_address(str(op.attrs["fn"]))
             self.emit(name, dst + args + (fn,), op, raises=True)
@@ -206,12 +216,15 @@ class CodeGen:
                 self.emit("copy", (block + i, self.reg(a)))
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
         elif name == "guard_global_in":
+            # {globals version, builtins version, object}, in the inlined
+            # function's own dicts (read from the function, held weakly: no
+            # reference to a module's dict)
             cell = (ctypes.c_uint64 * 3)(_NO_VERSION, _NO_VERSION,
                                          self.obj_addr(op.attrs["obj"]))
             self.cells.append(cell)
             self.emit("guard_global_in", (
-                ctypes.addressof(cell), self.obj_addr(op.attrs["globals"]),
-                self.obj_addr(op.attrs["builtins"]), self.obj_addr(op.attrs["name"])), op)
+                ctypes.addressof(cell), self.obj_addr(op.attrs["func"]),
+                self.obj_addr(op.attrs["name"])), op)
         elif name == "guard_global":
             # {globals version, builtins version, globals, builtins, object}: a
             # version no dict has, so the first check looks up
@@ -316,9 +329,9 @@ class CodeGen:
         oom = Label(f"oom{index}")
         # Inside inlined calls: the resume objects first (innermost first); an
         # exception raised in the callee is taken over by the innermost one.
-        call_top: list[int] = []
+        resume = -1
         if snap.frames:
-            call_top = self.lower_resume(snap, error, out, boxed, oom)
+            resume = self.lower_resume(snap, error, out, boxed, oom)
             error = False
         uses: dict[int, int] = {}
         for e in list(snap.locals.values()) + snap.stack:
@@ -334,12 +347,34 @@ class CodeGen:
             r = self.materialize(entry, out, boxed, oom)
             out.append(MachineInstr("store_local", (r, slot)))
         first = self.nlocalsplus + self.base
-        stack = [self.materialize(entry, out, boxed, oom) for entry in snap.stack] + call_top
+        stack = [self.materialize(entry, out, boxed, oom) for entry in snap.stack]
         for i, r in enumerate(stack):
             out.append(MachineInstr("store_slot_raw", (r, first + i)))
-        out.append(MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,)))
-        code = -(index + 1) if error else index
-        out.append(MachineInstr("exit_finish", (snap.pc, first + len(stack), code)))
+        count = MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,))
+        if resume >= 0:
+            # The callee runs to its end now, the caller's frame as during its
+            # CALL; then the trace leaves after the CALL with the result, or at
+            # the CALL with the callee's exception (see tracejit/runtime/resume.py).
+            from tracejit.runtime.resume import call_site
+
+            if self.code is None:
+                raise NotImplementedError("an exit inside inlined calls needs the code")
+            call_at, next_at = call_site(self.code, snap.pc)
+            depth = first + len(stack)
+            result = self.new_reg()
+            failed = Label(f"rfail{index}")
+            out.append(MachineInstr("resume_call", (result, resume, depth, call_at),
+                                    error=failed))
+            out.append(MachineInstr("store_slot_raw", (result, depth)))
+            out.append(count)
+            out.append(MachineInstr("exit_finish", (next_at, depth + 1, index)))
+            out.append(failed)
+            out.append(count)
+            out.append(MachineInstr("exit_finish", (call_at, depth, -(index + 1))))
+        else:
+            out.append(count)
+            code = -(index + 1) if error else index
+            out.append(MachineInstr("exit_finish", (snap.pc, first + len(stack), code)))
         # Boxing failed (out of memory): resume at the same place with the error
         # set; references not yet written to the frame are lost.
         out.append(oom)
@@ -347,14 +382,12 @@ class CodeGen:
         return out
 
     def lower_resume(self, snap: Snapshot, error: bool, out: list[MachineInstr | Label],
-                     boxed: dict[int, int], oom: Label) -> list[int]:
+                     boxed: dict[int, int], oom: Label) -> int:
         """Build the resume objects of an exit inside inlined calls (one runtime
-        call, tj_resume_chain); return the registers that replace the inputs of
-        the trace's own CALL (resume object, NULL, None for each argument)."""
+        call, tj_resume_chain); return the register holding the outermost."""
         from tracejit.recorder.record import code_info
         from tracejit.runtime import resume
 
-        null = self.reg(Const(NULL, Type.OBJ))
         exc = -1
         if error:
             exc = self.new_reg()
@@ -380,14 +413,15 @@ class CodeGen:
             func = f.func.value if isinstance(f.func, Const) else None
             if func is None:
                 raise NotImplementedError("inlined frame without a constant function")
+            self.obj_addr(func)  # held weakly with the trace's other objects
+            self.obj_addr(f.code)
             specs.append(resume.FrameSpec(func, f.code, f.pc, f.argc, entries))
         address, keep = resume.make_chain(specs, exc)
         self.cells.extend(keep)  # the chain's descriptors: held strongly
         dst = self.new_reg()
         out.append(MachineInstr("resume_chain", (dst, address, resume.chain_function()),
                                 error=oom))
-        none = self.reg(Const(None, Type.OBJ))
-        return [dst, null] + [none] * snap.frames[0].argc
+        return dst
 
     def lower(self) -> Lowered:
         label_op: Op | None = None
@@ -428,12 +462,16 @@ class CodeGen:
         self.nregs = top
         for index, (_label, snap, error, opname) in enumerate(self.stubs):
             inline = bool(snap.frames)
-            exits.append(ExitInfo(index, snap.pc, error and not inline, opname, snap.entry,
+            # An exit inside inlined calls fails at the trace's CALL when the
+            # callee raises.
+            exits.append(ExitInfo(index, snap.pc, error or inline, opname, snap.entry,
                                   inline, snap.frames[-1].code if inline else None))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive,
-                       self.cells)
+                       self.cells, self.retired)
 
 
-def lower_trace(trace: Trace, nlocalsplus: int, base: int) -> Lowered:
-    return CodeGen(trace, nlocalsplus, base).lower()
+def lower_trace(trace: Trace, nlocalsplus: int, base: int,
+                code: types.CodeType | None = None) -> Lowered:
+    """`code`: the trace's own code object (needed when calls were inlined)."""
+    return CodeGen(trace, nlocalsplus, base, code).lower()

@@ -185,8 +185,9 @@ OPS: dict[str, OpInfo] = _ops(
         "lookup while neither dict changed since the last check.",
     ),
     OpInfo(
-        "guard_global_in", V, (), ("globals", "builtins", "name", "obj"), guard=True,
-        raises=True, doc="guard_global in the given dicts (an inlined callee's own).",
+        "guard_global_in", V, (), ("func", "name", "obj"), guard=True,
+        raises=True, doc="guard_global in the globals and builtins of function `func` "
+        "(an inlined callee's own).",
     ),
     # Loop structure.
     OpInfo(

@@ -820,9 +820,7 @@ class Translator:
         snap = self.snapshot()
         if self.cur is not None:
             # An inlined callee's own globals (it has no frame to read them from).
-            func = self.cur.plan.func
-            self.emit("guard_global_in", [], None, snap, globals=func.__globals__,
-                      builtins=func.__builtins__,  # type: ignore[attr-defined]
+            self.emit("guard_global_in", [], None, snap, func=self.cur.plan.func,
                       name=str(r.instr.argval), obj=r.seen)
         else:
             # Checked in the frame's own globals and builtins (no reference to the

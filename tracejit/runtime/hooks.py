@@ -26,6 +26,7 @@ bridges.
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 import time
@@ -106,9 +107,11 @@ class _State:
         self.to_free: list[CompiledTrace] = []
         self.freed_guard_failures = 0
         self.sweep = 0  # eviction sweeps so far
+        self.exit_hook = False  # _at_exit registered
         # Code objects never inlined again (a trace inlining them could not be
-        # compiled), by id; the dict keeps them alive.
-        self.no_inline: dict[int, types.CodeType] = {}
+        # compiled), by id; held weakly (an entry goes with its code object).
+        self.no_inline: weakref.WeakValueDictionary[int, types.CodeType] = \
+            weakref.WeakValueDictionary()
         # Code objects with INSTRUCTION events on for the current recording.
         self.events_on: dict[int, types.CodeType] = {}
 
@@ -141,6 +144,23 @@ def install(params: Params) -> None:
     sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION, _on_instruction)
     sys.monitoring.set_events(TOOL, events)
     STATE.installed = True
+    if not STATE.exit_hook:
+        atexit.register(_at_exit)
+        STATE.exit_hook = True
+
+
+def _at_exit() -> None:
+    """Before the interpreter tears modules down: no more events (the native
+    dispatcher calls this module's functions, which are about to be cleared;
+    weakref callbacks run during teardown would otherwise reach it).  Traces
+    and counters stay, so the program's later atexit handlers still read the
+    stats; threads still running continue on the interpreter."""
+    if not STATE.installed:
+        return
+    _abort_recording(None)
+    sys.monitoring.set_events(TOOL, 0)
+    for event in (EVENTS.JUMP, EVENTS.PY_START, EVENTS.INSTRUCTION):
+        sys.monitoring.register_callback(TOOL, event, None)
 
 
 def uninstall() -> None:
@@ -327,6 +347,13 @@ def _code_died(code_id: int) -> None:
 
 
 def _retire(traces: list[CompiledTrace]) -> None:
+    """Take traces out of use.  One may be running now (it called the code
+    that evicted it, or freed an object it holds weakly): its retired flag
+    makes it leave at its next check_instrumentation, right after that
+    call-out, before it relies on anything it recorded again; its machine
+    code is unmapped once no trace runs."""
+    for t in traces:
+        t.lowered.retired.value = 1
     STATE.to_free.extend(traces)
     STATS.code_bytes = STATE.cache.bytes
     _free_retired()
@@ -590,7 +617,7 @@ def _finish_recording(rec: Recording) -> None:
         name = f"{rec.code.co_name}:{rec.header // 2}"
         trace = optimize(translate(rec, name))
         base = len(rec.entry_stack) if rec.end is not None and rec.end.kind == "loop" else 0
-        lowered = lower_trace(trace, rec.info.nlocalsplus, base)
+        lowered = lower_trace(trace, rec.info.nlocalsplus, base, rec.code)
         compiled = assemble(lowered.code, lowered.nregs)
     except RecordingAborted as exc:
         if exc.callee is not None:
@@ -683,8 +710,14 @@ def _set_exit_policy(t: CompiledTrace) -> None:
     end = t.end
     for info in t.lowered.exits:
         if info.inline:
-            # Leaves through a resume object: no bridge grows there; when hot,
-            # the callee is called instead (_retrace_without).
+            # The rest of the callee ran through a resume object: no bridge
+            # grows there; when hot, the callee is called instead
+            # (_retrace_without).  When the callee raised, the exit fails at
+            # the trace's CALL, as a call-out that raised (_raise_delta).
+            handler = handler_at(t.code, info.pc * 2)
+            if handler is not None:
+                _, _, target, depth, lasti = handler
+                t.native.set_handler(info.index, target, depth, lasti, -1)
             if not info.entry:
                 t.native.hot_at[info.index] = hot
             continue

@@ -51,7 +51,8 @@ class FrameDesc(ctypes.Structure):
     _fields_ = [("func", ctypes.c_void_p), ("code", ctypes.c_void_p),
                 ("pc", ctypes.c_int64), ("unwind", ctypes.c_uint64),
                 ("argc", ctypes.c_int64), ("n", ctypes.c_int64),
-                ("entries", ctypes.c_void_p)]
+                ("entries", ctypes.c_void_p), ("raise_at", ctypes.c_int64),
+                ("next_pc", ctypes.c_int64)]
 
 
 # Entry kinds of tj_frame_desc: (register << 2) | kind.
@@ -60,6 +61,9 @@ BORROWED = 1
 OWNED = 2
 
 
+# The message of the RecursionError a resumed frame waiting for an inner one
+# raises (as CPython's _Py_CheckRecursiveCallPy): alive as long as the module.
+_RECURSION_MSG = "maximum recursion depth exceeded"
 _TYPE: type | None = None
 _KEEP: list[object] = []
 
@@ -102,6 +106,30 @@ def unwind_word(code: types.CodeType, pc: int) -> int:
     return target | (depth << 32) | (int(lasti) << 48) | (1 << 63)
 
 
+def call_site(code: types.CodeType, pc: int) -> tuple[int, int]:
+    """The CALL instruction that starts at code unit `pc` (after any
+    EXTENDED_ARG prefix) and the instruction after it, in code units."""
+    from tracejit.recorder.record import code_info
+
+    instrs = code_info(code).instrs
+    ins = instrs[pc * 2]
+    while ins.opname == "EXTENDED_ARG":
+        ins = instrs[ins.next_offset]
+    return ins.offset // 2, ins.next_offset // 2
+
+
+def last_unit(code: types.CodeType, pc: int) -> int:
+    """The last code unit (inline caches included) of the instruction at `pc`:
+    where a RAISE event reports an exception raised there in place."""
+    from tracejit.recorder.record import code_info
+
+    instrs = code_info(code).instrs
+    ins = instrs.get(pc * 2)
+    while ins is not None and ins.opname == "EXTENDED_ARG":
+        ins = instrs.get(ins.next_offset)
+    return pc if ins is None else ins.next_offset // 2 - 1
+
+
 @dataclass(slots=True)
 class FrameSpec:
     """One inlined frame of an exit, for make_chain."""
@@ -116,17 +144,28 @@ class FrameSpec:
 def make_chain(frames: list[FrameSpec], exc_reg: int) -> tuple[int, list[object]]:
     """A ``tj_chain_desc`` for the frames (outermost first); `exc_reg` holds
     the exception raised in the innermost one (error exit) or is -1.  Returns
-    its address and the objects that must stay alive with it."""
+    its address and the memory that must stay alive with it.  The functions
+    and code objects are not among it: the trace holds them weakly (as every
+    object its machine code refers to) and is taken out of use when one dies."""
     n = len(frames)
     keep: list[object] = []
-    desc = _chain_desc_type(n)(id(resume_type()), exc_reg, n)
+    desc = _chain_desc_type(n)(id(resume_type()), exc_reg, id(_RECURSION_MSG), n)
     for i, f in enumerate(frames):
         entries = (ctypes.c_uint64 * max(1, len(f.entries)))(*f.entries)
-        keep.extend([entries, f.func, f.code])
-        error = exc_reg >= 0 and i == n - 1
+        keep.append(entries)
+        if i < n - 1:
+            # Waits at its CALL for the inner frame; a Python callee's exception
+            # is reported one unit before the CALL, handled at the CALL.
+            pc, next_pc = call_site(f.code, f.pc)
+            desc.frames[i] = FrameDesc(id(f.func), id(f.code), pc, unwind_word(f.code, pc),
+                                       f.argc, len(f.entries), ctypes.addressof(entries),
+                                       pc - 1, next_pc)
+            continue
+        error = exc_reg >= 0
         desc.frames[i] = FrameDesc(id(f.func), id(f.code), f.pc,
                                    unwind_word(f.code, f.pc) if error else 0, f.argc,
-                                   len(f.entries), ctypes.addressof(entries))
+                                   len(f.entries), ctypes.addressof(entries),
+                                   last_unit(f.code, f.pc), 0)
     keep.append(desc)
     return ctypes.addressof(desc), keep
 
@@ -140,7 +179,8 @@ def _chain_desc_type(n: int) -> type[ctypes.Structure]:
     if t is None:
         t = _CHAIN_TYPES[n] = type(f"ChainDesc{n}", (ctypes.Structure,), {"_fields_": [
             ("type", ctypes.c_void_p), ("exc_reg", ctypes.c_int64),
-            ("nframes", ctypes.c_int64), ("frames", FrameDesc * n)]})
+            ("recursion_msg", ctypes.c_void_p), ("nframes", ctypes.c_int64),
+            ("frames", FrameDesc * n)]})
     return t
 
 
