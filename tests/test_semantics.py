@@ -876,7 +876,7 @@ def test_settrace_switched_on_midloop(tmp_path: Path) -> None:
         if frame.f_code.co_name in ("f", "g"):
             events.append((event, frame.f_code.co_name, frame.f_lineno))
         return tracer
-    def switch_on(i, k):
+    def switch_on(i, k, *_):  # *_: called, not inlined
         if i == k:
             _tjsem.snap("on")
             sys.settrace(tracer)
@@ -906,7 +906,7 @@ def test_setprofile_switched_on_midloop(tmp_path: Path) -> None:
     events = Counter()
     def prof(frame, event, arg):
         events[event, frame.f_code.co_name, getattr(arg, "__name__", None)] += 1
-    def switch_on(i, k):
+    def switch_on(i, k, *_):  # *_: called, not inlined
         if i == k:
             _tjsem.snap("on")
             sys.setprofile(prof)
@@ -1040,7 +1040,7 @@ def test_pdb_started_from_native_loop(tmp_path: Path) -> None:
     loop, then `p i, s` at the next two iterations."""
     source = """
     import pdb, _tjsem
-    def stop(i, k):
+    def stop(i, k, *_):  # *_: called, not inlined
         if i == k:
             _tjsem.snap("on")
             pdb.Pdb(nosigint=True, readrc=False).set_trace()
@@ -1083,7 +1083,7 @@ def test_frame_locals_seen_by_introspection_in_native_loop(tmp_path: Path) -> No
             s += i
             ok += inspect.currentframe().f_locals["i"] == i
         return ok
-    def peek(k):
+    def peek(k, *_):  # *_: called, not inlined
         if k % 50 == 7:
             f = sys._getframe(1)
             print("caller at line", f.f_lineno, "sees", f.f_locals["s"], f.f_locals["i"])
@@ -1103,7 +1103,7 @@ def test_frame_locals_seen_by_introspection_in_native_loop(tmp_path: Path) -> No
 def test_frame_locals_written_by_callee_during_native_loop(tmp_path: Path) -> None:
     source = """
     import sys, _tjsem
-    def poke(i):
+    def poke(i, *_):  # *_: called, not inlined
         if i == 150:
             sys._getframe(1).f_locals["s"] = -1000000
     def f(n):
@@ -1265,7 +1265,7 @@ M.register_callback(TOOL, E.PY_START,
 
 def test_monitoring_line_jump_events_switched_on_midloop(tmp_path: Path) -> None:
     source = MONITORING_PRELUDE + """
-def switch_on(i, k):
+def switch_on(i, k, *_):  # *_: called, not inlined
     if i == k:
         _tjsem.snap("on")
         M.set_local_events(TOOL, f.__code__, E.LINE | E.JUMP)

@@ -25,7 +25,8 @@ class Params:
     # Longest trace, counted in recorded bytecode instructions; a longer one
     # aborts and the code is traced in segments from then on.
     trace_limit: int = 6000
-    # Inlining is not implemented yet: calls always go through vectorcall.
+    # Recording follows calls of Python functions into their code, at most
+    # max_inline_depth nested calls deep (docs/design.md, "Inlining").
     inlining: bool = True
     max_inline_depth: int = 8
     # Aborts at one location before it is blacklisted for good.

@@ -21,6 +21,10 @@ class Stats:
     # Exits that continued in another trace without returning to the interpreter.
     trace_transfers: int = 0
     guard_failures: int = 0
+    # Calls inlined in compiled traces, and exits taken inside inlined calls
+    # (each rebuilt the callees' frames).
+    inlined_calls: int = 0
+    inlined_exits: int = 0
     time_in_jit_s: float = 0.0
     aborts: Counter[str] = field(default_factory=Counter)
     code_bytes: int = 0
@@ -42,6 +46,8 @@ class Stats:
             "native_entries": self.native_entries,
             "trace_transfers": self.trace_transfers,
             "guard_failures": self.guard_failures,
+            "inlined_calls": self.inlined_calls,
+            "inlined_exits": self.inlined_exits,
             "time_in_jit_s": round(self.time_in_jit_s, 6),
             "aborts": dict(sorted(self.aborts.items())),
             "code_bytes": self.code_bytes,
@@ -62,6 +68,8 @@ class Stats:
             "native_entries",
             "trace_transfers",
             "guard_failures",
+            "inlined_calls",
+            "inlined_exits",
             "code_bytes",
             "traces_evicted",
             "traces_freed",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import types
 from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -79,9 +80,16 @@ def const_bits(c: Const) -> int:
 class ExitInfo:
     index: int
     pc: int  # code units
+    # An error exit the dispatcher sees (negative exit code, exception set);
+    # an exit inside inlined calls is one when the callee raises.
     error: bool
     op: str
     entry: bool = False  # an entry check (see Snapshot.entry)
+    # Inside an inlined call: runs the rest of the callee through a resume
+    # object, then leaves after the trace's own CALL (or fails at it).
+    inline: bool = False
+    # The innermost inlined callee's code (inline exits).
+    callee: object = None
 
 
 @dataclass(slots=True)
@@ -93,12 +101,16 @@ class Lowered:
     # Loop iterations run natively (counted at the label).
     iterations: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
     keepalive: list[object] = field(default_factory=list)
-    cells: list[ctypes.Array[ctypes.c_uint64]] = field(default_factory=list)
+    cells: list[object] = field(default_factory=list)
+    # Non-zero once the trace is taken out of use (check_instrumentation exits).
+    retired: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
 
 
 class CodeGen:
-    def __init__(self, trace: Trace, nlocalsplus: int, base: int) -> None:
+    def __init__(self, trace: Trace, nlocalsplus: int, base: int,
+                 code: types.CodeType | None = None) -> None:
         self.trace = trace
+        self.code = code
         self.nlocalsplus = nlocalsplus
         self.base = base  # header stack depth
         self.regs: dict[int, int] = {}
@@ -108,9 +120,11 @@ class CodeGen:
         self.prologue: list[MachineInstr | Label] = []
         self.stubs: list[tuple[Label, Snapshot, bool, str]] = []
         self.keepalive: list[object] = []
-        # Writable memory the machine code uses (guard_global's caches): held
-        # strongly, never weakly like keepalive's objects.
-        self.cells: list[ctypes.Array[ctypes.c_uint64]] = []
+        # Memory the machine code uses (guard_global's caches, resume chain
+        # descriptors): held strongly, never weakly like keepalive's objects.
+        self.cells: list[object] = []
+        # Set when the trace is taken out of use; checked after call-outs.
+        self.retired = ctypes.c_uint64(0)
         self.current_pc: int | None = None
         # Fusions (see plan_fusions): ops lowered as part of another one.
         self.skip: set[int] = set()  # id(op)
@@ -253,8 +267,10 @@ class CodeGen:
             self.emit("guard_type", args + (self.obj_addr(op.attrs["type"]),), op, guard=True)
         elif name in ("guard_is", "guard_is_not"):
             self.emit(name, args + (self.obj_addr(op.attrs["obj"]),), op, guard=True)
-        elif name in ("check_eval_breaker", "check_instrumentation"):
+        elif name == "check_eval_breaker":
             self.emit(name, (), op, guard=True)
+        elif name == "check_instrumentation":
+            self.emit(name, (ctypes.addressof(self.retired),), op, guard=True)
         elif name == "call_unary" or name == "call_binary":
             fn = _pyapi_address(str(op.attrs["fn"]))
             self.emit(name, dst + args + (fn,), op, raises=True)
@@ -274,6 +290,16 @@ class CodeGen:
             for i, a in enumerate(op.args):
                 self.emit("copy", (block + i, self.reg(a)))
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
+        elif name == "guard_global_in":
+            # {globals version, builtins version, object}, in the inlined
+            # function's own dicts (read from the function, held weakly: no
+            # reference to a module's dict)
+            cell = (ctypes.c_uint64 * 3)(_NO_VERSION, _NO_VERSION,
+                                         self.obj_addr(op.attrs["obj"]))
+            self.cells.append(cell)
+            self.emit("guard_global_in", (
+                ctypes.addressof(cell), self.obj_addr(op.attrs["func"]),
+                self.obj_addr(op.attrs["name"])), op)
         elif name == "guard_global":
             # {globals version, builtins version, globals, builtins, object}: a
             # version no dict has, so the first check looks up
@@ -284,6 +310,14 @@ class CodeGen:
                       op)
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))
+        elif name == "load_field":
+            self.emit("load_field", dst + args + (int(op.attrs["offset"]),))
+        elif name == "guard_type_version":
+            self.emit("guard_type_version", (self.obj_addr(op.attrs["type"]),
+                                             int(op.attrs["version"])), op, guard=True)
+        elif name == "guard_field_is":
+            self.emit("guard_field_is", args + (int(op.attrs["offset"]),
+                                                self.obj_addr(op.attrs["obj"])), op, guard=True)
         else:
             raise NotImplementedError(f"no lowering for IR op {name}")
 
@@ -368,6 +402,12 @@ class CodeGen:
         out: list[MachineInstr | Label] = [label]
         boxed: dict[int, int] = {}
         oom = Label(f"oom{index}")
+        # Inside inlined calls: the resume objects first (innermost first); an
+        # exception raised in the callee is taken over by the innermost one.
+        resume = -1
+        if snap.frames:
+            resume = self.lower_resume(snap, error, out, boxed, oom)
+            error = False
         uses: dict[int, int] = {}
         for e in list(snap.locals.values()) + snap.stack:
             if isinstance(e.ref, Value):
@@ -375,25 +415,90 @@ class CodeGen:
         for slot, entry in sorted(snap.locals.items()):
             ref = entry.ref
             if ref.type in (Type.FLOAT, Type.INT) and isinstance(ref, Value) \
-                    and uses[ref.id] == 1:
-                # boxed straight into the slot, reusing a float or int only the frame holds
+                    and uses[ref.id] == 1 and ref.id not in boxed:
+                # boxed straight into the slot, reusing a float or int only the
+                # frame holds (not when also boxed for a callee's frame)
                 store = "store_local_float" if ref.type is Type.FLOAT else "store_local_int"
                 out.append(MachineInstr(store, (self.reg(ref), slot), error=oom))
                 continue
             r = self.materialize(entry, out, boxed, oom)
             out.append(MachineInstr("store_local", (r, slot)))
         first = self.nlocalsplus + self.base
-        for i, entry in enumerate(snap.stack):
-            r = self.materialize(entry, out, boxed, oom)
+        stack = [self.materialize(entry, out, boxed, oom) for entry in snap.stack]
+        for i, r in enumerate(stack):
             out.append(MachineInstr("store_slot_raw", (r, first + i)))
-        out.append(MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,)))
-        code = -(index + 1) if error else index
-        out.append(MachineInstr("exit_finish", (snap.pc, first + len(snap.stack), code)))
+        count = MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,))
+        if resume >= 0:
+            # The callee runs to its end now, the caller's frame as during its
+            # CALL; then the trace leaves after the CALL with the result, or at
+            # the CALL with the callee's exception (see tracejit/runtime/resume.py).
+            from tracejit.runtime.resume import call_site
+
+            if self.code is None:
+                raise NotImplementedError("an exit inside inlined calls needs the code")
+            call_at, next_at = call_site(self.code, snap.pc)
+            depth = first + len(stack)
+            result = self.new_reg()
+            failed = Label(f"rfail{index}")
+            out.append(MachineInstr("resume_call", (result, resume, depth, call_at),
+                                    error=failed))
+            out.append(MachineInstr("store_slot_raw", (result, depth)))
+            out.append(count)
+            out.append(MachineInstr("exit_finish", (next_at, depth + 1, index)))
+            out.append(failed)
+            out.append(count)
+            out.append(MachineInstr("exit_finish", (call_at, depth, -(index + 1))))
+        else:
+            out.append(count)
+            code = -(index + 1) if error else index
+            out.append(MachineInstr("exit_finish", (snap.pc, first + len(stack), code)))
         # Boxing failed (out of memory): resume at the same place with the error
         # set; references not yet written to the frame are lost.
         out.append(oom)
         out.append(MachineInstr("exit_finish", (snap.pc, first, -(index + 1))))
         return out
+
+    def lower_resume(self, snap: Snapshot, error: bool, out: list[MachineInstr | Label],
+                     boxed: dict[int, int], oom: Label) -> int:
+        """Build the resume objects of an exit inside inlined calls (one runtime
+        call, tj_resume_chain); return the register holding the outermost."""
+        from tracejit.recorder.record import code_info
+        from tracejit.runtime import resume
+
+        exc = -1
+        if error:
+            exc = self.new_reg()
+            out.append(MachineInstr("fetch_exc", (exc,)))
+        specs: list[resume.FrameSpec] = []
+        for f in snap.frames:
+            entries: list[int] = []
+            values = [f.locals.get(slot) for slot in range(code_info(f.code).nlocalsplus)]
+            values.extend(f.stack)
+            for entry in values:
+                if entry is None or (isinstance(entry.ref, Const) and entry.ref.value is NULL):
+                    entries.append(resume.NULL_ENTRY)
+                    continue
+                ref = entry.ref
+                if ref.type is not Type.OBJ:
+                    # Boxed once per exit (materialize), then shared.
+                    r = self.materialize(entry, out, boxed, oom)
+                    entries.append((r << 2) | resume.OWNED)
+                elif isinstance(ref, Const) or not entry.owned:
+                    entries.append((self.reg(ref) << 2) | resume.BORROWED)
+                else:
+                    entries.append((self.reg(ref) << 2) | resume.OWNED)
+            func = f.func.value if isinstance(f.func, Const) else None
+            if func is None:
+                raise NotImplementedError("inlined frame without a constant function")
+            self.obj_addr(func)  # held weakly with the trace's other objects
+            self.obj_addr(f.code)
+            specs.append(resume.FrameSpec(func, f.code, f.pc, f.argc, entries))
+        address, keep = resume.make_chain(specs, exc)
+        self.cells.extend(keep)  # the chain's descriptors: held strongly
+        dst = self.new_reg()
+        out.append(MachineInstr("resume_chain", (dst, address, resume.chain_function()),
+                                error=oom))
+        return dst
 
     def lower(self) -> Lowered:
         label_op: Op | None = None
@@ -419,13 +524,32 @@ class CodeGen:
         counters = (ctypes.c_uint64 * max(1, len(self.stubs)))()
         exits: list[ExitInfo] = []
         stub_code: list[MachineInstr | Label] = []
-        for index, (label, snap, error, opname) in enumerate(self.stubs):
+        # Exit stubs never run together: they share scratch registers above
+        # the body's (constants they use are allocated first).
+        for c in (Const(NULL, Type.OBJ), Const(None, Type.OBJ)):
+            self.reg(c)
+        for _label, snap, _error, _opname in self.stubs:
+            for ref in snap.refs():
+                self.reg(ref)
+        scratch = self.nregs
+        top = scratch
+        for index, (label, snap, error, _opname) in enumerate(self.stubs):
+            self.nregs = scratch
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
-            exits.append(ExitInfo(index, snap.pc, error, opname, snap.entry))
+            top = max(top, self.nregs)
+        self.nregs = top
+        for index, (_label, snap, error, opname) in enumerate(self.stubs):
+            inline = bool(snap.frames)
+            # An exit inside inlined calls fails at the trace's CALL when the
+            # callee raises.
+            exits.append(ExitInfo(index, snap.pc, error or inline, opname, snap.entry,
+                                  inline, snap.frames[-1].code if inline else None))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive,
-                       self.cells)
+                       self.cells, self.retired)
 
 
-def lower_trace(trace: Trace, nlocalsplus: int, base: int) -> Lowered:
-    return CodeGen(trace, nlocalsplus, base).lower()
+def lower_trace(trace: Trace, nlocalsplus: int, base: int,
+                code: types.CodeType | None = None) -> Lowered:
+    """`code`: the trace's own code object (needed when calls were inlined)."""
+    return CodeGen(trace, nlocalsplus, base, code).lower()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 
@@ -22,7 +23,32 @@ LAYOUT: dict[str, int] = {
     "_PyInterpreterFrame.instr_ptr": 56,
     "_PyInterpreterFrame.stacktop": 64,
     "_PyInterpreterFrame.localsplus": 72,
+    # Include/cpython/funcobject.h and classobject.h (inlined calls).
+    "PyFunctionObject.func_code": 48,
+    "PyFunctionObject.func_defaults": 56,
+    "PyMethodObject.im_func": 16,
+    "PyMethodObject.im_self": 24,
 }
+
+
+def _field(obj: object, name: str) -> int:
+    return ctypes.c_void_p.from_address(id(obj) + LAYOUT[name]).value or 0
+
+
+def _probe_objects() -> bool:
+    def f(a: object = None) -> object:
+        return a
+
+    class C:
+        def m(self) -> None:
+            pass
+
+    c = C()
+    m: Any = c.m
+    return (_field(f, "PyFunctionObject.func_code") == id(f.__code__)
+            and _field(f, "PyFunctionObject.func_defaults") == id(f.__defaults__)
+            and _field(m, "PyMethodObject.im_func") == id(m.__func__)
+            and _field(m, "PyMethodObject.im_self") == id(c))
 
 
 def _probe(a: object, b: object) -> tuple[int, int, int]:
@@ -44,4 +70,6 @@ def check_layout() -> str:
         return f"frame layout probe failed: {exc}"
     if code != id(_probe.__code__) or first != id(a) or second != id(b):
         return "this interpreter's frame layout differs from CPython 3.13's"
+    if not _probe_objects():
+        return "this interpreter's function or method layout differs from CPython 3.13's"
     return ""

@@ -150,12 +150,19 @@ OPERANDS: Final[dict[str, str]] = {
     "iter_next": "rr",
     "iter_next_null": "rr",
     "set_ip": "i",
-    "check_instrumentation": "",
+    "check_instrumentation": "i",
     "guard_global": "ii",
+    "guard_global_in": "iii",
     "check_eval_breaker": "",
     "jump": "",
     "exit_count": "i",
     "exit_finish": "iii",
+    "load_field": "rri",
+    "guard_field_is": "rii",
+    "fetch_exc": "r",
+    "resume_chain": "rii",
+    "resume_call": "rrii",
+    "guard_type_version": "ii",
 }
 
 

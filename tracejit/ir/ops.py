@@ -193,6 +193,11 @@ OPS: dict[str, OpInfo] = _ops(
         doc="Exit unless `name` (the frame's globals, then builtins) is `obj`; no "
         "lookup while neither dict changed since the last check.",
     ),
+    OpInfo(
+        "guard_global_in", V, (), ("func", "name", "obj"), guard=True,
+        raises=True, doc="guard_global in the globals and builtins of function `func` "
+        "(an inlined callee's own).",
+    ),
     # Loop structure.
     OpInfo(
         "label", V, (), varargs=True,
@@ -206,6 +211,22 @@ OPS: dict[str, OpInfo] = _ops(
         "setprofile, sys.monitoring) now watches this code.",
     ),
     OpInfo("exit", V, (), guard=True, doc="Always leave the trace (the end of a segment)."),
+    # Inlined calls.
+    OpInfo(
+        "load_field", O, (O,), ("offset",),
+        doc="Borrowed reference held by the object field at byte `offset` (a bound "
+        "method's function or self).",
+    ),
+    OpInfo(
+        "guard_field_is", V, (O,), ("offset", "obj"), guard=True,
+        doc="Exit unless the object field at byte `offset` is `obj` (an inlined "
+        "function's code or defaults).",
+    ),
+    OpInfo(
+        "guard_type_version", V, (), ("type", "version"), guard=True,
+        doc="Exit unless `type` still has version tag `version` (no attribute of it "
+        "or its bases changed).",
+    ),
 )
 
 # Ops that can run arbitrary Python code, not only a destructor (`escapes`

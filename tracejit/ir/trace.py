@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,27 @@ class SnapEntry:
 
 
 @dataclass(slots=True)
+class FrameSnap:
+    """An inlined callee's frame at an exit.  Text:
+    ``func=F code=C pc=P argc=N | stack | locals`` (all its locals, slots of
+    its own code; a missing slot is unbound)."""
+
+    func: Ref
+    code: Any  # types.CodeType
+    pc: int  # code units: its CALL (outer frames) or where it resumes (innermost)
+    argc: int  # the oparg of the CALL in the frame below that made this call
+    stack: list[SnapEntry] = field(default_factory=list)
+    locals: dict[int, SnapEntry] = field(default_factory=dict)
+
+    def refs(self) -> list[Ref]:
+        return [self.func] + [e.ref for e in self.stack] + [e.ref for e in self.locals.values()]
+
+    def copy(self) -> FrameSnap:
+        return FrameSnap(self.func, self.code, self.pc, self.argc, list(self.stack),
+                         dict(self.locals))
+
+
+@dataclass(slots=True)
 class Snapshot:
     pc: int
     stack: list[SnapEntry] = field(default_factory=list)
@@ -69,12 +91,29 @@ class Snapshot:
     # An entry check (preamble guard, eval-breaker poll): leaving there means
     # the trace does not apply now, so no bridge grows from it.  Text: `pc=P!`.
     entry: bool = False
+    # Inlined callees the exit is inside, outermost first.  Then `pc` is the
+    # trace's own CALL into frames[0] and `stack` its value stack below that
+    # CALL's inputs (see tracejit/runtime/resume.py).  Text: `|| frame` each.
+    frames: list[FrameSnap] = field(default_factory=list)
 
     def refs(self) -> list[Ref]:
-        return [e.ref for e in self.stack] + [e.ref for e in self.locals.values()]
+        out = [e.ref for e in self.stack] + [e.ref for e in self.locals.values()]
+        for f in self.frames:
+            out.extend(f.refs())
+        return out
 
     def copy(self) -> Snapshot:
-        return Snapshot(self.pc, list(self.stack), dict(self.locals), self.entry)
+        return Snapshot(self.pc, list(self.stack), dict(self.locals), self.entry,
+                        [f.copy() for f in self.frames])
+
+    def map_refs(self, sub: Callable[[Ref], Ref]) -> None:
+        """Replace every value the snapshot refers to by sub(value)."""
+        self.stack = [SnapEntry(sub(e.ref), e.owned) for e in self.stack]
+        self.locals = {k: SnapEntry(sub(e.ref), e.owned) for k, e in self.locals.items()}
+        for f in self.frames:
+            f.func = sub(f.func)
+            f.stack = [SnapEntry(sub(e.ref), e.owned) for e in f.stack]
+            f.locals = {k: SnapEntry(sub(e.ref), e.owned) for k, e in f.locals.items()}
 
 
 @dataclass(slots=True)
@@ -99,6 +138,8 @@ class Trace:
     # Objects the trace refers to by ``$cN``; kept alive while the trace lives.
     consts: list[object] = field(default_factory=list)
     next_id: int = 0
+    # Calls the translator inlined (not part of the text form).
+    inlined_calls: int = 0
 
     def new_value(self, type: Type) -> Value:
         v = Value(self.next_id, type)
@@ -163,16 +204,22 @@ def _fmt_attr(trace: Trace, value: object) -> str:
     return _fmt_obj(trace, value)
 
 
-def _fmt_snapshot(trace: Trace, snap: Snapshot) -> str:
-    stack = " ".join(
-        _fmt_ref(trace, e.ref) + ("" if e.owned else "^") for e in snap.stack
-    )
+def _fmt_entries(trace: Trace, stack: list[SnapEntry], locals: dict[int, SnapEntry]) -> str:
+    st = " ".join(_fmt_ref(trace, e.ref) + ("" if e.owned else "^") for e in stack)
     locs = " ".join(
         f"l{slot}=" + _fmt_ref(trace, e.ref) + ("" if e.owned else "^")
-        for slot, e in sorted(snap.locals.items())
+        for slot, e in sorted(locals.items())
     )
+    return f"| {st} | {locs}"
+
+
+def _fmt_snapshot(trace: Trace, snap: Snapshot) -> str:
     mark = "!" if snap.entry else ""
-    return f"[pc={snap.pc}{mark} | {stack} | {locs}]".replace("  ", " ")
+    text = f"[pc={snap.pc}{mark} " + _fmt_entries(trace, snap.stack, snap.locals)
+    for f in snap.frames:
+        text += (f" || func={_fmt_ref(trace, f.func)} code={_fmt_obj(trace, f.code)} "
+                 f"pc={f.pc} argc={f.argc} " + _fmt_entries(trace, f.stack, f.locals))
+    return (text + "]").replace("  ", " ").replace("  ", " ")
 
 
 def format_op(trace: Trace, op: Op) -> str:
@@ -277,8 +324,8 @@ class _Parser:
         return SnapEntry(self.ref(token.rstrip("^")), owned)
 
     def snapshot(self, text: str) -> Snapshot:
-        inner = text[1:-1]
-        fields = [f.strip() for f in inner.split("|")]
+        parts = text[1:-1].split("||")
+        fields = [f.strip() for f in parts[0].split("|")]
         if len(fields) != 3 or not fields[0].startswith("pc="):
             raise IRError(f"bad snapshot {text!r}")
         pc = fields[0][3:]
@@ -287,6 +334,21 @@ class _Parser:
         for item in fields[2].split():
             slot, _, tok = item.partition("=")
             snap.locals[int(slot[1:])] = self.entry(tok)
+        for part in parts[1:]:
+            ff = [f.strip() for f in part.split("|")]
+            head = dict(t.partition("=")[::2] for t in ff[0].split())
+            if len(ff) != 3 or set(head) != {"func", "code", "pc", "argc"}:
+                raise IRError(f"bad inlined frame in snapshot {text!r}")
+            code = self.ref(head["code"])
+            if not isinstance(code, Const):
+                raise IRError(f"bad code object in snapshot {text!r}")
+            frame = FrameSnap(self.ref(head["func"]), code.value, int(head["pc"]),
+                              int(head["argc"]))
+            frame.stack = [self.entry(t) for t in ff[1].split()]
+            for item in ff[2].split():
+                slot, _, tok = item.partition("=")
+                frame.locals[int(slot[1:])] = self.entry(tok)
+            snap.frames.append(frame)
         return snap
 
     def line(self, text: str) -> Op:

@@ -29,15 +29,19 @@ import types
 from dataclasses import dataclass
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.ir.ops import CALLS_OUT, Type
-from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
+from tracejit.backend.layout import LAYOUT
+from tracejit.ir.ops import CALLS_OUT, OPS, Type
+from tracejit.ir.trace import Const, FrameSnap, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.record import (
     AbortReason,
+    CodeInfo,
+    InlineCall,
     NullType,
     Record,
     Recording,
     RecordingAborted,
+    code_info,
 )
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
@@ -111,6 +115,35 @@ class SV:
     slot: int | None = None
 
 
+@dataclass(slots=True)
+class _Callee:
+    """An inlined call's frame: it has no interpreter frame, all its locals
+    are values of the trace (owned or not, like stack entries)."""
+
+    plan: InlineCall
+    func: Const
+    info: CodeInfo
+    argc: int  # the oparg of the CALL that made it
+    locals: dict[int, SV]
+
+
+@dataclass(slots=True)
+class _Suspended:
+    """A frame waiting for the inlined call it made (None: the trace's own)."""
+
+    callee: _Callee | None
+    stack: list[SV]  # below the CALL's inputs
+    pc: int  # the CALL
+    base: int
+    info: CodeInfo
+
+
+_FUNC_CODE = LAYOUT["PyFunctionObject.func_code"]
+_FUNC_DEFAULTS = LAYOUT["PyFunctionObject.func_defaults"]
+_IM_FUNC = LAYOUT["PyMethodObject.im_func"]
+_IM_SELF = LAYOUT["PyMethodObject.im_self"]
+
+
 class Translator:
     def __init__(self, rec: Recording, carried: dict[int, Type], name: str) -> None:
         self.rec = rec
@@ -127,6 +160,10 @@ class Translator:
         self.record: Record | None = None
         # Code ran since the last instruction boundary: check for tools there.
         self.pending_check = False
+        # Inlined calls: the innermost callee (None in the trace's own code) and
+        # the frames waiting for their calls, the trace's own first.
+        self.cur: _Callee | None = None
+        self.suspended: list[_Suspended] = []
 
     # ------------------------------------------------------------ emission
 
@@ -136,9 +173,14 @@ class Translator:
         """Append an op.  ``calls``: whether it can run arbitrary Python code
         (default: the op is in CALLS_OUT; False where the operand types prove
         it cannot).  Such code may read and write this frame's locals, so the
-        frame is brought up to date first and trusted again only after."""
+        frame is brought up to date first and trusted again only after.
+        Inside an inlined call only ops proven not to run Python code are
+        allowed (the callee has no frame such code could see)."""
         if calls is None:
             calls = opname in CALLS_OUT
+        if self.cur is not None and OPS[opname].escapes and opname != "decref":
+            self._check_frame_safe(opname, args, attrs, snapshot)
+            calls = False
         if calls:
             snapshot = self.sync_frame(snapshot)
         value = self.trace.new_value(result) if result is not None else None
@@ -204,9 +246,26 @@ class Translator:
 
     def snapshot(self, pc: int | None = None, stack: list[SV] | None = None) -> Snapshot:
         entries = stack if stack is not None else self.stack
-        snap = Snapshot(self.pc if pc is None else pc)
-        for sv in entries[self.base:]:
-            snap.stack.append(SnapEntry(sv.ref, sv.owned or sv.ref.type is not Type.OBJ))
+        here = self.pc if pc is None else pc
+        if self.cur is None:
+            return self._own_snapshot(here, entries, self.base)
+        # Inside inlined calls: the trace's own frame at its CALL, then each
+        # callee's frame (see Snapshot.frames).
+        own = self.suspended[0]
+        snap = self._own_snapshot(own.pc, own.stack, own.base)
+        levels = [(s.callee, s.stack, s.pc) for s in self.suspended[1:]]
+        levels.append((self.cur, entries, here))
+        for callee, st, p in levels:
+            assert callee is not None
+            snap.frames.append(FrameSnap(
+                callee.func, callee.info.code, p, callee.argc, [_entry(sv) for sv in st],
+                {slot: _entry(sv) for slot, sv in callee.locals.items()}))
+        return snap
+
+    def _own_snapshot(self, pc: int, entries: list[SV], base: int) -> Snapshot:
+        snap = Snapshot(pc)
+        for sv in entries[base:]:
+            snap.stack.append(_entry(sv))
         for slot, ref in self.virtual.items():
             snap.locals[slot] = SnapEntry(ref, True)
         return snap
@@ -360,9 +419,14 @@ class Translator:
         self.trace.ops.append(Op("_enter", list(initial)))
         self.trace.ops.append(label)
         self.emit("check_eval_breaker", [], None, self.entry_snapshot(header_pc))
-        for record in rec.records:
-            self.step(record)
+        self.translate_records()
         raise AssertionError("recording did not end with a back-edge")
+
+    def translate_records(self) -> None:
+        for record in self.rec.records:
+            if record.depth != len(self.suspended):
+                raise RecordingAborted(AbortReason.BACKEND, "inlining depth mismatch")
+            self.step(record)
 
     def entry_snapshot(self, pc: int) -> Snapshot:
         snap = self.snapshot(pc)
@@ -393,8 +457,9 @@ class Translator:
             assert isinstance(sv.ref, Value)
             self.emit("guard_type", [sv.ref], None, self.entry_snapshot(start), type=st)
             self.ptype[sv.ref.id] = st
-        for record in rec.records:
-            self.step(record)
+        self.translate_records()
+        if self.cur is not None:
+            raise RecordingAborted(AbortReason.BACKEND, "trace ends inside an inlined call")
         end = rec.end
         assert end is not None
         self.pc = end.pc // 2
@@ -407,7 +472,7 @@ class Translator:
 
     def close_loop(self) -> Trace:
         """At the back-edge: pass carried values to the label."""
-        if len(self.stack) != self.base:
+        if len(self.stack) != self.base or self.cur is not None:
             raise RecordingAborted(AbortReason.STACK_SHAPE)
         args: list[Ref] = []
         mismatched = {}
@@ -442,6 +507,14 @@ class Translator:
         raise _LoopClosed
 
     def _load(self, slot: int, check: bool = False) -> None:
+        if self.cur is not None:
+            sv = self.cur.locals.get(slot)
+            if sv is None:
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND,
+                                       "unbound local in an inlined call")
+            owner = slot if isinstance(sv.ref, Value) and sv.ref.type is Type.OBJ else None
+            self.push(sv.ref, False, owner)
+            return
         if slot in self.virtual:
             self.push(self.virtual[slot])
             return
@@ -468,6 +541,17 @@ class Translator:
         for i, other in enumerate(self.stack):
             if other.slot == slot and not other.owned:
                 self.stack[i] = self.own(other)
+        if self.cur is not None:
+            if sv.ref.type is Type.OBJ and isinstance(sv.ref, Value):
+                sv = self.own(sv)
+                new = SV(sv.ref, True)
+            else:
+                new = SV(sv.ref, False)
+            old = self.cur.locals.get(slot)
+            self.cur.locals[slot] = new
+            if old is not None:
+                self.release(old)
+            return
         if sv.ref.type is not Type.OBJ:
             self.virtual[slot] = sv.ref
             self.known.pop(slot, None)
@@ -734,9 +818,14 @@ class Translator:
 
     def op_load_global(self, r: Record) -> None:
         snap = self.snapshot()
-        # Checked in the frame's own globals and builtins (no reference to the
-        # dicts: a trace must not keep a dead module alive).
-        self.emit("guard_global", [], None, snap, name=str(r.instr.argval), obj=r.seen)
+        if self.cur is not None:
+            # An inlined callee's own globals (it has no frame to read them from).
+            self.emit("guard_global_in", [], None, snap, func=self.cur.plan.func,
+                      name=str(r.instr.argval), obj=r.seen)
+        else:
+            # Checked in the frame's own globals and builtins (no reference to the
+            # dicts: a trace must not keep a dead module alive).
+            self.emit("guard_global", [], None, snap, name=str(r.instr.argval), obj=r.seen)
         self.push(Const(r.seen, Type.OBJ))
         if r.instr.arg & 1:
             self.push(Const(NULL, Type.OBJ))
@@ -753,6 +842,8 @@ class Translator:
             self.push(Const(descr, Type.OBJ))
             self.push(*self._owned_obj(owner, snap))
             return
+        if self.cur is not None:
+            self.guard_type(owner, r.inputs[0], snap)
         oo, new = self.as_obj(owner, snap)
         res = self.emitv("getattr", [oo], Type.OBJ, snap, name=name)
         self.release_obj(oo, new)
@@ -833,11 +924,34 @@ class Translator:
         self.release(sub)
 
     def op_call(self, r: Record) -> None:
+        if isinstance(r.seen, InlineCall):
+            self._inline_call(r, r.seen)
+            return
         snap = self.snapshot()
         argc = r.instr.arg
+        if self.cur is not None:
+            # Inside an inlined call: the callee's checks need the types.
+            for k, sv in enumerate(self.stack[len(self.stack) - argc - 1:]):
+                if isinstance(sv.ref, Value) and sv.ref.type is Type.OBJ:
+                    self.guard_type(sv, r.inputs[k + 1], snap)
         args = [self.pop() for _ in range(argc)][::-1]
         self_or_null = self.pop()
         callable_ = self.pop()
+        if isinstance(callable_.ref, Const) and callable_.ref.value is isinstance \
+                and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
+                and argc == 2:
+            # isinstance(x, C) with type(x) a builtin type proven by a guard and
+            # C a class (or tuple of classes) of metaclass type: a constant.
+            t = self.pytype(args[0])
+            if t is None and args[0].ref.type is Type.OBJ \
+                    and _isinstance_safe(r.inputs[2], args[1].ref):
+                t = self.guard_type(args[0], r.inputs[2], snap)
+            if t is not None and _isinstance_safe(t, args[1].ref):
+                assert isinstance(args[1].ref, Const)
+                self.release(args[0])
+                self.release(args[1])
+                self.push(Const(issubclass(t, args[1].ref.value), Type.OBJ))
+                return
         if isinstance(callable_.ref, Const) and callable_.ref.value is builtins.len \
                 and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
                 and argc == 1:
@@ -871,6 +985,130 @@ class Translator:
             self.release(sv)
         self.push(res, True)
 
+    # ------------------------------------------------------------ inlining
+
+    def _inline_call(self, r: Record, plan: InlineCall) -> None:
+        """Continue in the callee: guard its identity, code and defaults; its
+        arguments become its locals (owned, as in the interpreter's frame)."""
+        snap = self.snapshot()
+        argc = r.instr.arg
+        args = [self.pop() for _ in range(argc)][::-1]
+        self_or_null = self.pop()
+        callable_ = self.pop()
+        func = plan.func
+        code = plan.code
+        fconst = Const(func, Type.OBJ)
+        is_null = isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL
+        if is_null and argc + 1 == plan.nargs:
+            # A bound method object: on the stack (plan.method), or made by the
+            # trace's generic LOAD_ATTR where the interpreter pushed the
+            # function and self.
+            if not isinstance(callable_.ref, Value):
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "bound method call")
+            self.guard_type(callable_, types.MethodType, snap)
+            fv = self.emitv("load_field", [callable_.ref], Type.OBJ, offset=_IM_FUNC)
+            self.emit("guard_is", [fv], None, snap, obj=func)
+            selfv = self.emitv("load_field", [callable_.ref], Type.OBJ, offset=_IM_SELF)
+            params = [SV(selfv, False)] + args
+        else:
+            if isinstance(callable_.ref, Const):
+                if callable_.ref.value is not func:
+                    raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "callee changed")
+            elif callable_.ref.type is Type.OBJ:
+                self.emit("guard_is", [callable_.ref], None, snap, obj=func)
+                self.ptype[callable_.ref.id] = types.FunctionType
+            else:
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "unboxed callee")
+            params = ([] if is_null else [self_or_null]) + args
+        if len(params) != plan.nargs:
+            raise RecordingAborted(AbortReason.BACKEND, "inlined call arity")
+        # `__code__` and `__defaults__` can be reassigned: guard them too.
+        self.emit("guard_field_is", [fconst], None, snap, offset=_FUNC_CODE, obj=code)
+        defaults = func.__defaults__ or ()
+        if plan.nargs < code.co_argcount:
+            self.emit("guard_field_is", [fconst], None, snap, offset=_FUNC_DEFAULTS,
+                      obj=func.__defaults__)
+        locals_: dict[int, SV] = {}
+        for i, sv in enumerate(params):
+            if sv.ref.type is Type.OBJ and isinstance(sv.ref, Value) and not sv.owned:
+                self.emit("incref", [sv.ref])
+                locals_[i] = SV(sv.ref, True)
+            else:
+                locals_[i] = SV(sv.ref, sv.owned and sv.ref.type is Type.OBJ)
+        first_default = code.co_argcount - len(defaults)
+        for i in range(plan.nargs, code.co_argcount):
+            locals_[i] = SV(Const(defaults[i - first_default], Type.OBJ), False)
+        # The callable's reference goes with the frame in the interpreter; the
+        # function stays alive as a constant of the trace.
+        self.release(callable_)
+        self.suspended.append(_Suspended(self.cur, self.stack, self.pc, self.base, self.info))
+        self.cur = _Callee(plan, fconst, code_info(code), argc, locals_)
+        self.stack = []
+        self.base = 0
+        self.info = self.cur.info
+        self.trace.inlined_calls += 1
+
+    def op_return_value(self, r: Record) -> None:
+        if self.cur is None:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPCODE, "RETURN_VALUE")
+        self._return(self.pop())
+
+    def op_return_const(self, r: Record) -> None:
+        if self.cur is None:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPCODE, "RETURN_CONST")
+        self._return(SV(Const(self.info.code.co_consts[r.instr.arg], Type.OBJ), False))
+
+    def _return(self, sv: SV) -> None:
+        """Back in the caller: the result (owned) replaces the CALL's inputs;
+        the callee's locals are released as its frame's would be."""
+        callee = self.cur
+        assert callee is not None
+        if self.stack:
+            raise RecordingAborted(AbortReason.STACK_SHAPE, "return with a value stack")
+        if sv.ref.type is Type.OBJ and isinstance(sv.ref, Value) and not sv.owned:
+            self.emit("incref", [sv.ref])
+            sv = SV(sv.ref, True)
+        elif sv.ref.type is not Type.OBJ or isinstance(sv.ref, Const):
+            sv = SV(sv.ref, False)
+        s = self.suspended.pop()
+        self.cur, self.stack, self.pc, self.base, self.info = (
+            s.callee, s.stack, s.pc, s.base, s.info)
+        for _slot, local in sorted(callee.locals.items()):
+            self.release(local)
+        self.push(sv.ref, sv.owned)
+
+    def _check_frame_safe(self, opname: str, args: list[Ref], attrs: dict[str, object],
+                          snap: Snapshot | None) -> None:
+        """Inside an inlined call, an op that could run Python code would show
+        that code a frame stack without the callee's frame (sys._getframe,
+        warnings, logging): only ops proven not to are allowed; otherwise the
+        callee is called instead of inlined next time."""
+        types_ = [self._reftype(a) for a in args]
+        if _frame_safe(opname, args, types_, attrs):
+            return
+        if opname in ("getattr", "setattr") and snap is not None and types_[0] is not None \
+                and _plain_attr(types_[0], str(attrs["name"]), opname == "setattr"):
+            # An instance attribute or a method of a class without Python-level
+            # attribute hooks: exact as long as the class does not change.
+            from tracejit.runtime.resume import type_version
+
+            version = type_version(types_[0])
+            if version:
+                self.emit("guard_type_version", [], None, snap, type=types_[0],
+                          version=version)
+                return
+        assert self.cur is not None
+        shown = ", ".join(t.__name__ if t is not None else "?" for t in types_)
+        raise RecordingAborted(AbortReason.INLINE_REFUSED,
+                               f"{opname}({shown}) in {self.cur.info.code.co_name}",
+                               callee=self.cur.info.code)
+
+    def _reftype(self, ref: Ref) -> type | None:
+        if isinstance(ref, Const):
+            return None if ref.value is NULL else type(ref.value)
+        return {Type.INT: int, Type.FLOAT: float, Type.BOOL: bool}.get(
+            ref.type, self.ptype.get(ref.id))
+
     def op_unpack_sequence(self, r: Record) -> None:
         snap = self.snapshot()
         seq = self.pop()
@@ -894,8 +1132,8 @@ class Translator:
         snap = self.snapshot()
         sv = self.pop()
         # iter() of a plain container runs no Python code (worth a guard).
-        t = self.guard_type(sv, r.inputs[0], snap) if r.inputs[0] in _PLAIN_CONTAINERS \
-            else None
+        t = self.guard_type(sv, r.inputs[0], snap) \
+            if r.inputs[0] in _PLAIN_CONTAINERS or self.cur is not None else None
         obj, new = self.as_obj(sv, snap)
         it = self.emitv("call_unary", [obj], Type.OBJ, snap, t not in _PLAIN_CONTAINERS,
                         fn="PyObject_GetIter")
@@ -944,14 +1182,137 @@ class Translator:
             self.push(nxt, True)
 
 
-# Constants whose truth can never change (exact types only).
+def _entry(sv: SV) -> SnapEntry:
+    return SnapEntry(sv.ref, sv.owned or sv.ref.type is not Type.OBJ)
+
+
+# ---------------------------------------------------------------- frame safety
+
+# Types whose operations (arithmetic, comparison, hashing, str(), attribute
+# lookup) never run Python code.
+_LEAF: frozenset[type] = frozenset({int, float, complex, str, bytes, bool, type(None)})
+# Containers whose length, truth, iteration and indexing never run Python code.
+_CONTAINERS: frozenset[type] = frozenset({list, tuple, dict, set, frozenset, str, bytes, range})
+_SAFE_ITERATORS: frozenset[type] = frozenset({
+    type(iter({})), type(iter({}.values())), type(iter({}.items())), type(iter("")),
+    type(iter("\u0100")), type(iter(b"")), type(iter(set())), type(reversed([])),
+    RANGE_ITER, LIST_ITER, TUPLE_ITER,
+})
+# Builtins that run no Python code when every argument is a leaf.
+_LEAF_BUILTINS: frozenset[object] = frozenset({
+    abs, chr, ord, hex, oct, bin, divmod, hash, str, int, float, bool, repr, min, max,
+    operator.pow, operator.ipow, round,
+})
+_METHOD_DESCRIPTOR: type = type(str.replace)
+# Builtin methods that accept any objects without calling into them.
+_ANY_ARG_METHODS: frozenset[object] = frozenset({list.append, list.insert, list.pop,
+                                                 str.join, bytes.join})
+
+
+def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
+                attrs: dict[str, object]) -> bool:
+    """Whether an escaping op with operands of these (proven) types can run no
+    Python code (so no code can observe that an inlined callee has no frame)."""
+    leaf = all(t in _LEAF for t in types_)
+    if opname in ("richcompare", "call_binary", "box_int", "box_float"):
+        if opname == "call_binary" and attrs.get("fn") in ("PyObject_GetItem",):
+            return types_[0] in _CONTAINERS and types_[1] in _LEAF
+        return leaf
+    if opname == "call_unary":
+        if attrs.get("fn") == "PyObject_GetIter":
+            return types_[0] in _CONTAINERS
+        return leaf
+    if opname in ("is_true", "len"):
+        return types_[0] in _CONTAINERS or types_[0] in _LEAF
+    if opname == "getattr":
+        return types_[0] in _LEAF or types_[0] is types.ModuleType
+    if opname == "setitem":
+        return types_[0] in (list, dict) and types_[1] in _LEAF
+    if opname in ("list_setitem", "store_local"):
+        return True
+    if opname in ("iter_next", "iter_next_or_null"):
+        return types_[0] in _SAFE_ITERATORS
+    if opname == "call":
+        fn = args[0].value if isinstance(args[0], Const) else None
+        rest = types_[1:]
+        if fn is list or fn is tuple:
+            return not rest or (len(rest) == 1 and rest[0] in _CONTAINERS)
+        if fn is isinstance:
+            return len(rest) == 2 and _isinstance_safe(rest[0], args[2])
+        if fn is builtins.len:
+            return len(rest) == 1 and rest[0] in _CONTAINERS
+        if fn in _LEAF_BUILTINS:
+            return all(t in _LEAF for t in rest)
+        if type(fn) is _METHOD_DESCRIPTOR:
+            owner = getattr(fn, "__objclass__", None)
+            if not rest or rest[0] is not owner or owner not in _CONTAINERS | _LEAF:
+                return False
+            if fn in _ANY_ARG_METHODS:
+                return True
+            return all(t in _LEAF for t in rest[1:])
+        return False
+    return False
+
+
+_OBJECT_HOOKS = {name: object.__dict__[name]
+                 for name in ("__getattribute__", "__setattr__", "__delattr__")}
+# Descriptor types whose __get__/__set__ are C code calling no Python code.
+_C_DESCRIPTORS: frozenset[type] = frozenset({
+    types.FunctionType, staticmethod, classmethod, types.MemberDescriptorType,
+    types.GetSetDescriptorType, types.MethodDescriptorType, types.BuiltinFunctionType,
+    types.WrapperDescriptorType, types.MethodWrapperType, types.ClassMethodDescriptorType,
+})
+
+
+def _mro_lookup(tp: type, name: str) -> tuple[bool, object]:
+    for klass in tp.__mro__:
+        d = klass.__dict__
+        if name in d:
+            return True, d[name]
+    return False, None
+
+
+def _plain_attr(tp: type, name: str, store: bool) -> bool:
+    """Whether getting (or setting) attribute `name` on an instance of the
+    class `tp` runs no Python code: no __getattribute__/__getattr__/__setattr__
+    of its own, and `name` is not a property or a Python-level descriptor."""
+    if not tp.__flags__ & (1 << 9):  # not a heap type: see _frame_safe
+        return False
+    for hook in ("__getattribute__", "__setattr__", "__delattr__"):
+        if _mro_lookup(tp, hook)[1] is not _OBJECT_HOOKS[hook]:
+            return False
+    if _mro_lookup(tp, "__getattr__")[0]:
+        return False
+    found, value = _mro_lookup(tp, name)
+    if not found:
+        return True
+    vt = type(value)
+    if vt in _C_DESCRIPTORS:
+        return True
+    # Anything else must not be a descriptor at all (a plain class attribute).
+    return not any(hasattr(vt, h) for h in ("__get__", "__set__", "__delete__"))
+
+
+def _isinstance_safe(inst: type | None, cls: Ref) -> bool:
+    """isinstance(x, cls) runs no Python code when type(x) is a builtin type
+    (its __class__ is object's) and cls is a class of metaclass type, or a
+    tuple of such."""
+    if inst is None or inst.__flags__ & (1 << 9):  # Py_TPFLAGS_HEAPTYPE
+        return False
+    if not isinstance(cls, Const):
+        return False
+    c = cls.value
+    items = c if type(c) is tuple else (c,)
+    return all(type(t) is type for t in items)
+
+
+# Constants whose truth never changes (a mutable container's does).
 _IMMUTABLE_TRUTH: frozenset[type] = frozenset({
     type(None), bool, int, float, complex, str, bytes, tuple, frozenset, range,
     types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType,
 })
 
 _IMMUTABLETYPE = 1 << 8
-_METHOD_DESCRIPTOR: type = type(str.replace)
 
 
 def _plain_method(owner_type: type, name: str) -> object | None:
@@ -1026,10 +1387,15 @@ def translate(rec: Recording, name: str = "loop") -> Trace:
 def _check_resume_points(trace: Trace, rec: Recording) -> None:
     """Every exit must resume at the start of an instruction."""
     for op in trace.ops:
-        ins = rec.info.instrs.get(op.snapshot.pc * 2) if op.snapshot is not None else None
-        if op.snapshot is not None and (ins is None or ins.start != ins.offset):
-            raise RecordingAborted(AbortReason.BACKEND,
-                                   f"{op.name} resumes inside an instruction (pc {op.snapshot.pc})")
+        snap = op.snapshot
+        if snap is None:
+            continue
+        points = [(rec.info, snap.pc)] + [(code_info(f.code), f.pc) for f in snap.frames]
+        for info, pc in points:
+            ins = info.instrs.get(pc * 2)
+            if ins is None or ins.start != ins.offset:
+                raise RecordingAborted(AbortReason.BACKEND,
+                                       f"{op.name} resumes inside an instruction (pc {pc})")
 
 
 def _fix_enter(trace: Trace) -> None:

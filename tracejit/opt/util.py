@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.ir.trace import Op, Ref, SnapEntry, Trace, Value
+from tracejit.ir.trace import Op, Ref, Trace, Value
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
@@ -20,10 +20,8 @@ def substitute(trace: Trace, mapping: dict[int, Ref]) -> None:
 
     for op in trace.ops:
         op.args = [sub(a) for a in op.args]
-        snap = op.snapshot
-        if snap is not None:
-            snap.stack = [SnapEntry(sub(e.ref), e.owned) for e in snap.stack]
-            snap.locals = {k: SnapEntry(sub(e.ref), e.owned) for k, e in snap.locals.items()}
+        if op.snapshot is not None:
+            op.snapshot.map_refs(sub)
 
 
 def use_counts(trace: Trace) -> dict[int, int]:

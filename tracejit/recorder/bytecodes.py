@@ -68,4 +68,7 @@ BYTECODES: dict[str, BytecodeRule] = {
     "UNPACK_SEQUENCE": BytecodeRule(_n(1), "unpack_sequence"),
     "GET_ITER": BytecodeRule(_n(1), "get_iter"),
     "BUILD_LIST": BytecodeRule(lambda arg: arg, "build_list"),
+    # Recorded only inside inlined calls (a trace ends before its own return).
+    "RETURN_VALUE": BytecodeRule(_n(1), "return_value"),
+    "RETURN_CONST": BytecodeRule(_n(0), "return_const"),
 }

@@ -44,6 +44,8 @@ class AbortReason(enum.Enum):
     BACKEND = "backend refused the trace"
     UNPROFITABLE = "trace leaves too early to pay off"
     SEGMENTING = "segmenting trace"
+    INLINE_REFUSED = "inlined callee not compilable"
+    INLINE_EXIT_HOT = "hot exit inside an inlined call"
     # Not a recording that failed: one not started (Params.jit_time_percent).
     OVER_TIME_BUDGET = "JIT time budget spent"
 
@@ -54,10 +56,13 @@ PERMANENT_REASONS = frozenset({"generator or coroutine", "closure variables",
 
 
 class RecordingAborted(Exception):
-    def __init__(self, reason: AbortReason, detail: str = "") -> None:
+    def __init__(self, reason: AbortReason, detail: str = "",
+                 callee: types.CodeType | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
         self.detail = detail
+        # INLINE_REFUSED: the inlined callee to call instead next time.
+        self.callee = callee
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +174,12 @@ class Record:
     # Types of the values the instruction reads from the stack, bottom first
     # (NullType for a NULL entry).
     inputs: list[type]
-    # Extra observations (LOAD_GLOBAL's value, ...).
+    # Extra observations (LOAD_GLOBAL's value, a CALL's InlineCall, ...).
     seen: object = None
     # Where control went next (bytes); set by the following step.
     next_offset: int = -1
+    # Inlining depth: 0 for the recorded code, n inside n nested inlined calls.
+    depth: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +207,79 @@ def _no_entries(offset: int) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class InlineCall:
+    """A CALL the recording followed into a Python function (Record.seen)."""
+
+    func: types.FunctionType
+    code: types.CodeType
+    # The callable on the stack was a bound method object (self comes from it).
+    method: bool
+    # Positional arguments the function receives, self included; the rest of
+    # co_argcount comes from func.__defaults__.
+    nargs: int
+
+
+# Code flags an inlined function must not have: generator-like, *args, **kwargs.
+_NO_INLINE_FLAGS = CO_GENERATOR_LIKE | 0x04 | 0x08
+MAX_INLINE_ARGS = 64
+
+
+def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCall | None:
+    """How a CALL of `callable_` would be inlined, or None if it is not a call
+    of a plain Python function with positional arguments the JIT handles."""
+    method = False
+    nargs = argc
+    if type(callable_) is types.FunctionType:
+        func = callable_
+        if self_or_null is not frames.MISSING:
+            nargs += 1
+    elif type(callable_) is types.MethodType and self_or_null is frames.MISSING \
+            and type(callable_.__func__) is types.FunctionType:
+        func = callable_.__func__
+        method = True
+        nargs += 1
+    else:
+        return None
+    code = func.__code__
+    if code.co_flags & _NO_INLINE_FLAGS or code.co_kwonlyargcount \
+            or code.co_cellvars or code.co_freevars or code.co_argcount > MAX_INLINE_ARGS:
+        return None
+    ndefaults = len(func.__defaults__ or ())
+    if not code.co_argcount - ndefaults <= nargs <= code.co_argcount:
+        return None
+    return InlineCall(func, code, method, nargs)
+
+
+@dataclass(slots=True)
+class Level:
+    """One frame the recording follows: the recorded code's (level 0) or an
+    inlined callee's."""
+
+    code: types.CodeType
+    info: CodeInfo
+    frame_id: int
+    # Value-stack depth before the next instruction (tracked with
+    # dis.stack_effect: INSTRUCTION events do not save the stack pointer).
+    depth: int = 0
+    # The level's last record (control flow is checked against it).
+    last: Record | None = None
+    # Index in Recording.records of the CALL that entered this level.
+    call_index: int = -1
+
+
+def _always(code: types.CodeType) -> bool:
+    return True
+
+
+def _ignore(code: types.CodeType) -> None:
+    return None
+
+
+class _Bail(Exception):
+    """Stop following the innermost inlined call (it becomes a plain call)."""
+
+
 @dataclass(slots=True)
 class Recording:
     code: types.CodeType
@@ -214,6 +294,12 @@ class Recording:
     # Whether a root trace starts at this offset of the code (a recording that
     # reaches one ends there and links to it).
     is_entry: Callable[[int], bool] = _no_entries
+    # Inlining: follow calls of Python functions up to this many levels deep;
+    # `may_inline` vetoes a callee's code, `enable_events` turns INSTRUCTION
+    # events on for a callee's code.
+    max_inline_depth: int = 0
+    may_inline: Callable[[types.CodeType], bool] = _always
+    enable_events: Callable[[types.CodeType], None] = _ignore
     end: End | None = None
     info: CodeInfo = field(init=False)
     records: list[Record] = field(default_factory=list)
@@ -221,9 +307,10 @@ class Recording:
     entry_locals: list[type] = field(default_factory=list)
     entry_stack: list[type] = field(default_factory=list)
     done: bool = False
-    # Value-stack depth before the current instruction (tracked with dis.stack_effect,
-    # because INSTRUCTION events do not save the frame's stack pointer).
-    depth: int = 0
+    # The frames followed, the recorded code's first.
+    levels: list[Level] = field(default_factory=list)
+    # A CALL just recorded that is to be followed: (plan, its record index).
+    pending: tuple[InlineCall, int] | None = None
 
     def __post_init__(self) -> None:
         if self.code.co_flags & CO_GENERATOR_LIKE:
@@ -232,19 +319,80 @@ class Recording:
             raise RecordingAborted(AbortReason.CLOSURE)
         self.info = code_info(self.code)
 
+    @property
+    def depth(self) -> int:
+        """Value-stack depth of the recorded code's frame."""
+        return self.levels[0].depth if self.levels else 0
+
     def start(self) -> None:
         """Observe the frame at the loop header."""
         n = self.info.nlocalsplus
         self.entry_locals = [_type_of(frames.slot_object(self.frame, i)) for i in range(n)]
         depth = frames.stack_depth(self.frame, n)
         self.entry_stack = [_type_of(o) for o in frames.stack_items(self.frame, n, depth)]
-        self.depth = depth
+        self.levels = [Level(self.code, self.info, id(self.frame), depth)]
 
-    def step(self, offset: int) -> None:
-        """Called before the instruction at `offset` runs in the recorded frame;
-        sets ``done`` (and ``end``) when the trace ends before that instruction."""
-        if self.records:
-            prev = self.records[-1]
+    # ------------------------------------------------------------ events
+
+    def wants(self, code: types.CodeType, frame: types.FrameType) -> bool:
+        """Whether an INSTRUCTION event of `frame` belongs to the recording
+        (its innermost followed frame, or the callee a pending CALL enters).
+        Abandons inlined calls the event shows to be over."""
+        top = self.levels[-1]
+        fid = id(frame)
+        if self.pending is not None:
+            plan, index = self.pending
+            if code is plan.code and fid != top.frame_id and frame.f_back is not None \
+                    and id(frame.f_back) == top.frame_id:
+                self.pending = None
+                info = code_info(code)
+                self.levels.append(Level(code, info, fid, 0, None, index))
+                return True
+            if fid == top.frame_id:
+                # The call did not run the function's code in a new frame.
+                self.pending = None
+                self.records[index].seen = None
+                return True
+            return False
+        if fid == top.frame_id and code is top.code:
+            return True
+        for lvl in self.levels[:-1]:
+            if fid == lvl.frame_id:
+                # An inlined call ended without its return being seen (an
+                # exception left it).
+                raise RecordingAborted(AbortReason.EXCEPTION, "left an inlined call")
+        return False
+
+    def step(self, offset: int, frame: types.FrameType | None = None) -> None:
+        """Called before the instruction at `offset` runs in the innermost
+        followed frame (`frame`, the recorded frame by default); sets ``done``
+        (and ``end``) when the trace ends before that instruction."""
+        if not self.levels:
+            self.levels = [Level(self.code, self.info, id(self.frame), 0)]
+        if len(self.levels) == 1:
+            self._step(offset, self.frame if frame is None else frame)
+            return
+        assert frame is not None
+        try:
+            self._step(offset, frame)
+        except (RecordingAborted, _Bail):
+            self._bail(len(self.levels) - 1)
+
+    def _bail(self, level: int) -> None:
+        """Stop following the inlined call of levels[level] (>= 1): its CALL is
+        recorded as a plain call; the recording continues after it returns."""
+        lvl = self.levels[level]
+        call = self.records[lvl.call_index]
+        call.seen = None
+        del self.records[lvl.call_index + 1:]
+        del self.levels[level:]
+        self.pending = None
+
+    def _step(self, offset: int, frame: types.FrameType) -> None:
+        lvl = self.levels[-1]
+        inlined = len(self.levels) > 1
+        prev = lvl.last
+        if prev is not None:
             prev.next_offset = offset
             allowed = {prev.instr.next_offset}
             if prev.instr.jump_target is not None:
@@ -261,42 +409,66 @@ class Recording:
                     raise RecordingAborted(AbortReason.LEFT_LOOP, "loop ended")
                 # An exhausted FOR_ITER pops its iterator and skips END_FOR and
                 # POP_TOP (the compiler's model says otherwise).
-                self.depth -= 1
+                lvl.depth -= 1
             else:
                 jumped = offset != prev.instr.next_offset
                 op = dis.opmap[prev.instr.opname]
-                self.depth += dis.stack_effect(op, prev.instr.arg if op >= dis.HAVE_ARGUMENT
-                                               else None, jump=jumped)
+                lvl.depth += dis.stack_effect(op, prev.instr.arg if op >= dis.HAVE_ARGUMENT
+                                              else None, jump=jumped)
+        elif inlined:
+            if offset != lvl.info.instrs[0].next_offset:
+                raise _Bail()
         elif offset != self.header:
             raise RecordingAborted(AbortReason.LEFT_LOOP)
-        instr = self.info.instrs.get(offset)
+        instr = lvl.info.instrs.get(offset)
         if instr is None:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPCODE, f"offset {offset}")
-        if self._ends_before(instr):
+        if inlined:
+            if instr.opname.startswith("JUMP_BACKWARD"):
+                raise _Bail()  # a loop in the callee: call it instead
+        elif self._ends_before(instr):
             return
         rule = BYTECODES.get(instr.opname)
         if rule is None:
+            if inlined:
+                raise _Bail()
             if len(self.records) >= MIN_STOP_RECORDS:
                 self._end("stop", instr.start)
                 return
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPCODE, instr.opname)
         if len(self.records) >= self.limit:
+            if inlined:
+                # Too long with inlined calls: call the outermost one instead.
+                self._bail(1)
+                return
             if self.segmenting:
                 self._end("segment", instr.start)
                 return
             raise RecordingAborted(AbortReason.TRACE_TOO_LONG)
-        if not 0 <= self.depth <= self.code.co_stacksize:
-            raise RecordingAborted(AbortReason.STACK_SHAPE, f"depth {self.depth}")
-        objs = frames.stack_items(self.frame, self.info.nlocalsplus, rule.inputs(instr.arg),
-                                  self.depth)
+        if not 0 <= lvl.depth <= lvl.code.co_stacksize:
+            raise RecordingAborted(AbortReason.STACK_SHAPE, f"depth {lvl.depth}")
+        objs = frames.stack_items(frame, lvl.info.nlocalsplus, rule.inputs(instr.arg),
+                                  lvl.depth)
         # Keep only types: holding the objects would change when they die.
-        rec = Record(instr, [NullType if o is frames.MISSING else type(o) for o in objs])
+        rec = Record(instr, [NullType if o is frames.MISSING else type(o) for o in objs],
+                     depth=len(self.levels) - 1)
         if instr.opname == "IS_OP":
             rec.seen = objs[0] is objs[1]
+        elif instr.opname == "CALL" and len(self.levels) <= self.max_inline_depth:
+            plan = inline_plan(objs[0], objs[1], instr.arg)
+            if plan is not None and self.may_inline(plan.code):
+                rec.seen = plan
+                self.pending = (plan, len(self.records))
+                self.enable_events(plan.code)
         del objs
         if instr.opname == "LOAD_GLOBAL":
-            rec.seen = self._global_value(str(instr.argval))
+            rec.seen = self._global_value(str(instr.argval), frame)
         self.records.append(rec)
+        lvl.last = rec
+        if inlined and instr.opname in _RETURNS:
+            # Back in the caller, after its CALL.
+            self.levels.pop()
+            return
         if instr.opname.startswith("JUMP_BACKWARD"):
             # Only a back-edge to the loop's own start is recorded (_ends_before).
             rec.next_offset = self.header
@@ -325,11 +497,11 @@ class Recording:
         self.done = True
         return True
 
-    def _global_value(self, name: str) -> object:
-        g = self.frame.f_globals
+    def _global_value(self, name: str, frame: types.FrameType) -> object:
+        g = frame.f_globals
         if name in g:
             return g[name]
-        b = self.frame.f_builtins
+        b = frame.f_builtins
         if name in b:
             return b[name]
         raise RecordingAborted(AbortReason.EXCEPTION, f"global {name} missing")

@@ -113,6 +113,12 @@ class _State:
         self.sweep = 0  # eviction sweeps so far
         self.exit_registered = False
         self.enabled_at = time.perf_counter()  # start of the JIT's time budget
+        # Code objects never inlined again (a trace inlining them could not be
+        # compiled), by id; held weakly (an entry goes with its code object).
+        self.no_inline: weakref.WeakValueDictionary[int, types.CodeType] = \
+            weakref.WeakValueDictionary()
+        # Code objects with INSTRUCTION events on for the current recording.
+        self.events_on: dict[int, types.CodeType] = {}
 
 
 STATE = _State()
@@ -273,8 +279,11 @@ def sync_stats() -> None:
         return
     STATS.native_entries = int(d.state.native_entries)
     STATS.trace_transfers = int(d.state.transfers)
+    traces = STATE.cache.all() + STATE.to_free
     STATS.guard_failures = STATE.freed_guard_failures + sum(
-        sum(t.lowered.counters) for t in STATE.cache.all() + STATE.to_free)
+        sum(t.lowered.counters) for t in traces)
+    STATS.inlined_exits = sum(t.lowered.counters[e.index] for t in traces
+                              for e in t.lowered.exits if e.inline)
     STATS.code_bytes = STATE.cache.bytes
 
 
@@ -448,6 +457,13 @@ def _code_died(code_id: int) -> None:
 
 
 def _retire(traces: list[CompiledTrace]) -> None:
+    """Take traces out of use.  One may be running now (it called the code
+    that evicted it, or freed an object it holds weakly): its retired flag
+    makes it leave at its next check_instrumentation, right after that
+    call-out, before it relies on anything it recorded again; its machine
+    code is unmapped once no trace runs."""
+    for t in traces:
+        t.lowered.retired.value = 1
     STATE.to_free.extend(traces)
     STATS.code_bytes = STATE.cache.bytes
     _free_retired()
@@ -583,10 +599,13 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     STATS.traces_started += 1
     roots = STATE.cache.roots
     code_id = id(code)
+    params = STATE.params
     try:
-        rec = Recording(code, start, frame, threading.get_ident(), STATE.params.trace_limit,
+        rec = Recording(code, start, frame, threading.get_ident(), params.trace_limit,
                         kind=kind, segmenting=code_id in STATE.huge,
-                        is_entry=lambda offset: (code_id, offset) in roots)
+                        is_entry=lambda offset: (code_id, offset) in roots,
+                        max_inline_depth=params.max_inline_depth if params.inlining else 0,
+                        may_inline=_may_inline, enable_events=_enable_events)
         rec.start()
     except RecordingAborted as exc:
         _count_abort(code, key, exc.reason, exc.detail, parent)
@@ -601,7 +620,7 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     STATE.rec_parent = parent
     assert STATE.dispatcher is not None
     STATE.dispatcher.busy = True
-    _set_local_events(code, EVENTS.INSTRUCTION)
+    _enable_events(code)
 
 
 def _set_local_events(code: types.CodeType, events: int) -> None:
@@ -613,26 +632,40 @@ def _set_local_events(code: types.CodeType, events: int) -> None:
     STATS.time_in_jit_s += time.perf_counter() - t0
 
 
+def _may_inline(code: types.CodeType) -> bool:
+    return id(code) not in STATE.no_inline and not code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _enable_events(code: types.CodeType) -> None:
+    if id(code) not in STATE.events_on:
+        STATE.events_on[id(code)] = code
+        _set_local_events(code, EVENTS.INSTRUCTION)
+
+
 def _on_instruction(code: types.CodeType, offset: int) -> Any:
     rec = STATE.recording
-    if rec is None or code is not rec.code or rec.thread != threading.get_ident():
+    if rec is None or id(code) not in STATE.events_on or rec.thread != threading.get_ident():
         return None
-    if sys._getframe(1) is not rec.frame or LOCK.mine():
+    if LOCK.mine():
         return None
+    frame = sys._getframe(1)
     LOCK.acquire(True)  # every step counts: wait for another thread's JIT code
     try:
-        _record_step(rec, offset)
+        _record_step(rec, code, offset, frame)
     finally:
         LOCK.release()
     return None
 
 
-def _record_step(rec: Recording, offset: int) -> None:
+def _record_step(rec: Recording, code: types.CodeType, offset: int,
+                 frame: types.FrameType) -> None:
     if STATE.recording is not rec:
         return  # abandoned while this thread waited
     t0 = time.perf_counter()
     try:
-        rec.step(offset)
+        if not rec.wants(code, frame):
+            return None
+        rec.step(offset, frame)
     except RecordingAborted as exc:
         _abort_recording(exc.reason, exc.detail)
     except Exception as exc:  # a bug in the recorder must never break the program
@@ -650,7 +683,9 @@ def _stop_recording() -> Recording | None:
     STATE.recording = None
     if STATE.dispatcher is not None:
         STATE.dispatcher.busy = False
-    _set_local_events(rec.code, 0)
+    for code in STATE.events_on.values():
+        _set_local_events(code, 0)
+    STATE.events_on.clear()
     return rec
 
 
@@ -669,6 +704,17 @@ def _count_abort(code: types.CodeType, key: int, reason: AbortReason, detail: st
         jitlog.abort(code, key, reason.value, detail + " -> segmenting", False)
         if parent is not None:
             _retry_exit_later(parent, penalize=False)
+        return
+    if reason is AbortReason.INLINE_REFUSED:
+        # The callee is called, not inlined, next time: retry soon, no penalty.
+        jitlog.abort(code, key, reason.value, detail, False)
+        if parent is not None:
+            _retry_exit_later(parent, penalize=False)
+            return
+        counter = STATE.counters.get((id(code), key))
+        if counter is None:
+            counter = _new_counter(code, key, STATE.params.threshold)
+        counter.count = max(counter.count, counter.threshold - 1)
         return
     if parent is not None:
         blacklisted = _retry_exit_later(parent, penalize=True)
@@ -707,9 +753,11 @@ def _finish_recording(rec: Recording) -> None:
         name = f"{rec.code.co_name}:{rec.header // 2}"
         trace = optimize(translate(rec, name))
         base = len(rec.entry_stack) if rec.end is not None and rec.end.kind == "loop" else 0
-        lowered = lower_trace(trace, rec.info.nlocalsplus, base)
+        lowered = lower_trace(trace, rec.info.nlocalsplus, base, rec.code)
         compiled = assemble(lowered.code, lowered.nregs)
     except RecordingAborted as exc:
+        if exc.callee is not None:
+            STATE.no_inline[id(exc.callee)] = exc.callee
         _count_abort(rec.code, key, exc.reason, exc.detail, parent)
         return
     except Exception as exc:  # never let a compiler bug reach the program
@@ -739,6 +787,7 @@ def _finish_recording(rec: Recording) -> None:
     _track(rec.code)
     cache.add(t, handle)
     STATS.traces_compiled += 1
+    STATS.inlined_calls += trace.inlined_calls
     if parent is not None:
         p, k = parent
         p.native.link(k, native)
@@ -796,6 +845,18 @@ def _set_exit_policy(t: CompiledTrace) -> None:
     hot = hot_threshold(STATE.params.trace_eagerness)
     end = t.end
     for info in t.lowered.exits:
+        if info.inline:
+            # The rest of the callee ran through a resume object: no bridge
+            # grows there; when hot, the callee is called instead
+            # (_retrace_without).  When the callee raised, the exit fails at
+            # the trace's CALL, as a call-out that raised (_raise_delta).
+            handler = handler_at(t.code, info.pc * 2)
+            if handler is not None:
+                _, _, target, depth, lasti = handler
+                t.native.set_handler(info.index, target, depth, lasti, -1)
+            if not info.entry:
+                t.native.hot_at[info.index] = hot
+            continue
         if info.error:
             handler = handler_at(t.code, info.pc * 2)
             if handler is not None:
@@ -845,6 +906,11 @@ def _on_exit(handle: int, code: int) -> Any:
 def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     native = t.native
     native.hot_at[k] = NEVER
+    info = t.lowered.exits[k]
+    if info.inline:
+        assert isinstance(info.callee, types.CodeType)
+        _retrace_without(t, info.callee)
+        return
     if frame.f_code is not t.code or native.links[k]:
         return
     if STATE.recording is not None or _tools_active() or _over_time_budget():
@@ -860,3 +926,23 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     _start_recording(t.code, pc, pc, frame, "bridge", (t, k))
 
 
+
+
+def _retrace_without(t: CompiledTrace, callee: types.CodeType) -> None:
+    """An exit inside an inlined call is taken often (the callee does not
+    always do what it did while recording, and no bridge can grow inside it):
+    that callee is called from now on, and the trace is recorded again."""
+    STATE.no_inline[id(callee)] = callee
+    reason = AbortReason.INLINE_EXIT_HOT
+    STATS.aborts[reason.value] += 1
+    jitlog.abort(t.code, t.key, reason.value, f"{callee.co_name}: retracing", False)
+    parent = t.parent
+    _evict(t)  # with its bridges; links to it wait for the new trace
+    if parent is not None:
+        _retry_exit_later(parent, penalize=False)
+        return
+    key = (id(t.code), t.key)
+    counter = STATE.counters.get(key)
+    if counter is None:
+        counter = _new_counter(t.code, t.key, STATE.params.threshold)
+    counter.count = max(counter.count, counter.threshold - 1)

@@ -107,20 +107,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'check_instrumentation': (
         bytes.fromhex(
-            "498b4e10f30f7e8170f20200660f6e8978f202000fb6817df20200660f70d055"
-            "660febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f"
-            "7ed2660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f7ece"
-            "09d6400ab17cf202000a817ef20200498b0c244008f0488b89b00000004885c9"
-            "7434f30f7e410a660f70c855660febc8660f6fc1660f72d010660febc1660f6f"
-            "c8660f71d108660febc8660f7eca0a51120a411308d0a8df0f85000000004983"
-            "7e58000f850000000049837e50000f8500000000e900000000"
+            "48b80000000000000000488338000f8500000000498b4e10f30f7e8170f20200"
+            "660f6e8978f202000fb6817df20200660f70d055660febd0660f6fc2660f72d0"
+            "10660febc2660f6fd0660f71d208660febd0660f7ed2660f6fc1660f72d01066"
+            "0febc1660f6fc8660f71d108660febc8660f7ece09d6400ab17cf202000a817e"
+            "f20200498b0c244008f0488b89b00000004885c97434f30f7e410a660f70c855"
+            "660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f"
+            "7eca0a51120a411308d0a8df0f850000000049837e58000f850000000049837e"
+            "50000f8500000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_PLT32', 186, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 197, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 208, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 213, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 206, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 217, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 228, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 233, '_JIT_CONTINUE', -4),
         ),
     ),
     'const': (
@@ -179,6 +182,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 6, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_64', 31, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_64', 46, '_JIT_OPERAND2', 0),
+        ),
+    ),
+    'fetch_exc': (
+        bytes.fromhex(
+            "50ff15000000004989850000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 3, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
         ),
     ),
     'float_add': (
@@ -370,6 +384,20 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 15, '_JIT_CONTINUE', -4),
         ),
     ),
+    'guard_field_is': (
+        bytes.fromhex(
+            "498b850000000048b9000000000000000048ba0000000000000000483914080f"
+            "8500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 19, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 33, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 38, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'guard_global': (
         bytes.fromhex(
             "554883ec104c897424084d89ee498b5c2418488b4308f680ab000000200f84b6"
@@ -403,6 +431,36 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 295, '_JIT_OPERAND0', 24),
             ('code', 'R_X86_64_PLT32', 320, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 359, '_JIT_ERROR', -4),
+        ),
+    ),
+    'guard_global_in': (
+        bytes.fromhex(
+            "5548b80000000000000000488b3848b80000000000000000488b18488b6f184c"
+            "8b7b1848b80000000000000000483b28750f48b800000000000000004c3b3874"
+            "7f48be0000000000000000ff15000000004885c07528498b46704885c0740748"
+            "83780800757648be00000000000000004889dfff15000000004885c0744848b9"
+            "0000000000000000483b0174065de9000000004885ed0f95c04d85ff0f95c120"
+            "c180f901751a48b8000000000000000048892848b800000000000000004c8938"
+            "5de900000000498b46704885c07407488378080075065de9000000005de90000"
+            "0000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 16),
+            ('code', 'R_X86_64_64', 16, '_JIT_OPERAND1', 24),
+            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 52, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 67, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 77, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 104, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 117, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_64', 128, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_PLT32', 143, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 168, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 181, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_PLT32', 194, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 216, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 222, '_JIT_ERROR', -4),
         ),
     ),
     'guard_is': (
@@ -464,6 +522,19 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 18, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_PLT32', 32, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_PLT32', 37, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'guard_type_version': (
+        bytes.fromhex(
+            "48b8000000000000000048b9000000000000000039080f8500000000e9000000"
+            "00"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 384),
+            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_PLT32', 24, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 29, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_unbox_float': (
@@ -951,6 +1022,19 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 166, '_JIT_EXIT', -4),
         ),
     ),
+    'load_field': (
+        bytes.fromhex(
+            "498b850000000048b90000000000000000488b040849898500000000e9000000"
+            "00"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 9, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 24, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 29, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'load_slot': (
         bytes.fromhex(
             "498b84240000000049898500000000e900000000"
@@ -984,6 +1068,39 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_32S', 45, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'resume_call': (
+        bytes.fromhex(
+            "50498b9d00000000498b042448b90000000000000000488d04484805c8000000"
+            "498944243848b8000000000000000041894424404889dfff1500000000488b0b"
+            "85c9780848ffc948890b74124885c074214989850000000058e9000000004889"
+            "df4889c3ff15000000004889d84885c075df58e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 14, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_64', 39, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 57, 'PyObject_CallNoArgs', -4),
+            ('code', 'R_X86_64_32S', 84, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 90, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 102, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 116, '_JIT_ERROR', -4),
+        ),
+    ),
+    'resume_chain': (
+        bytes.fromhex(
+            "5048b8000000000000000048be00000000000000004c89efffd04885c0740d49"
+            "89850000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_32S', 34, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 46, '_JIT_ERROR', -4),
         ),
     ),
     'richcompare': (
@@ -1224,6 +1341,200 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 1766, 'PyErr_GetRaisedException', -4),
             ('code', 'R_X86_64_GOTPCRELX', 1795, '_Py_Dealloc', -4),
             ('code', 'R_X86_64_GOTPCRELX', 1865, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_resume_basicsize': (
+        bytes.fromhex(
+            "b868000000c3"
+        ),
+        b"",
+        (
+        ),
+    ),
+    'tj_resume_call': (
+        bytes.fromhex(
+            "554889e54157415641554154534883ec384989ffff150000000049837f600074"
+            "2448b80000000000000000488b38ff150000000031c0488d65d85b415c415d41"
+            "5e415f5dc34989c449c74760010000004d8b6f20498b5f10498b7718498b4750"
+            "4885c0782b4829c3498b44df5849c744df58000000004883c3fe488945b84d8b"
+            "b424f00000004d85f6751ce9ad00000031c0488945b84d8bb424f00000004d85"
+            "f60f84960000004963454c498b8c24f80000004c29f148c1f9034839c17e7e49"
+            "8d04c649898424f00000008b06ffc07402890649897610418b4500ffc0740441"
+            "8945004d892ef30f6f4610f3410f7f461849c746280000000049634548498d8d"
+            "c80000004189464049c746300000000049894e386641c74644000041c6464600"
+            "4885c04c8965d00f8e9401000083f8040f833501000031c9e9730100004c396e"
+            "307444488b76104c89efff15000000004889c64885c07537488b7db84885ff0f"
+            "84cffeffff488b0785c00f88c4feffff48ffc84889070f85b8feffffff150000"
+            "0000e9adfeffff8b06ffc074028906488965b04d634534418d40014889e1488d"
+            "04c50f0000004883e0f04829c14889cc4d85c07e6748b8000000000000000041"
+            "83f803770431d2eb474489c281e2fcffff7f4489c7c1ef0281e7ffffff1f48c1"
+            "e7054531c966480f6ec0660f70c0449066420f7f040966420f7f4409104983c1"
+            "204c39cf75ea4c39c274110f1f440000488904d148ffc24939d075f44c89e731"
+            "d24531c9ff15000000004989c64885c0488b7db875234885ff741e488b0785c0"
+            "780e48ffc84889077506ff1500000000488b65b0e9dbfdffff4c8965d04d85f6"
+            "488b65b0755be9c9fdffff89c181e1fcffff7f89c2c1ea0281e2ffffff1f48c1"
+            "e20531f6660fefc00f1f840000000000f3410f7f443648f3410f7f4436584883"
+            "c6204839f275e94839c174150f1f400049c744ce480000000048ffc14839c875"
+            "ef4885db7e624531e4eb200f1f4400004b8b44e7684b8944e6484bc744e76800"
+            "00000049ffc44c39e3743d496345484939c47ddc4b8b7ce6484b8b44e7684b89"
+            "44e6484bc744e768000000004885ff74d2488b0785c078cb48ffc848890775c3"
+            "ff1500000000ebbb41895e40498b4730488d0445c80000004c01e8498946384c"
+            "8b65d0498b5424484989560848837db8000f8495000000418b44242c8d48ff41"
+            "894c242c85c07f0c41837c2438000f84dd020000488955b04d89742448488b7d"
+            "b8ff1500000000488b7db84889c3488b0785c0780e48ffc84889077506ff1500"
+            "000000488b45b0498944244841ff44242c4885db0f84720100004981c5c80000"
+            "00496346408d480141894e4049895cc648498b4748488d0445000000004c01e8"
+            "498946384c89e7e969050000498b7f284885ff0f845002000049c74728000000"
+            "00ff15000000004c89e04d8b6720488b58484c897048ff15000000004885c00f"
+            "84dc0300004889c7ff150000000085c00f88cb030000498b5740488b45d0488b"
+            "40100fb6807af2020089c180e1df884dc4498bb424b00000004885f6740a0a46"
+            "1424df8845c489c1c645c50084c9741701d2488d7dc44c89e6ff150000000085"
+            "c00f887a0300004d8b6f384d85ed0f842403000048895db0ff15000000004889"
+            "45a8498b4638488945a04963442448498d04c64883c0484c896db84c89e948c1"
+            "e9200fb7c94c8d2cc8496346404d8d3cc64983c7484d39ef0f86be010000488d"
+            "1cc5f8ffffffeb114983c7f84883c3f84d39ef0f86a3010000498b7ff849c747"
+            "f8000000004889d848c1e803418946404885ff74d3488b0785c078cc48ffc848"
+            "890775c4ff1500000000ebbc4c89e04d8b67204c897048ff15000000004885c0"
+            "0f840e0300004889c7ff150000000085c00f88fd020000498b5740488b45d048"
+            "8b40100fb6807af2020089c180e1df884dca498bb424b00000004885f6740a0a"
+            "461424df8845ca89c1c645cb0084c9741701d2488d7dca4c89e6ff1500000000"
+            "85c00f88ac020000498b5f384885db0f8456020000ff1500000000488945b849"
+            "8b4638488945a04963442448498d04c64883c04848895da84889d948c1e9200f"
+            "b7c94c8d2cc8496346404d8d3cc64983c7484d39ef0f86be000000488d1cc5f8"
+            "ffffffeb114983c7f84883c3f84d39ef0f86a3000000498b7ff849c747f80000"
+            "00004889d848c1e803418946404885ff74d3488b0785c078cc48ffc848890775"
+            "c4ff1500000000ebbc4c89e7e904030000418944242c41c74424380100000048"
+            "b80000000000000000488b38498b7758ff1500000000488b7db841ff4c243848"
+            "8b0785c0780e48ffc84889077506ff15000000004c89e7e9c4010000498d9c24"
+            "c8000000480fba65b8300f82be0100004c8b6db0e9d90100004d8dac24c80000"
+            "00488b5da8480fbae3307320488b7da04c29ef48d1ffff15000000004885c00f"
+            "84a60200004989074983c708488b7db8498d464849893f4929c74983c70849c1"
+            "ef0345897e408b07ffc074028907ff15000000004189df41c1ef1f4101df488b"
+            "45d0488b40100fb6807bf2020089c180e1df884dcc498b9424b00000004885d2"
+            "740a0a421524df8845cc89c141d1ffc645cd0084c97419438d143f488d7dcc4c"
+            "89e6ff150000000085c00f88e40000004963dfff15000000004885c0488b7dd0"
+            "741e488b0885c9781748ffc9488908750f4989ff4889c7ff15000000004c89ff"
+            "488b45b048894748488d045d000000004c01e8e999010000498b5740488b45d0"
+            "488b40100fb6807cf2020089c180e1df884dc8498bb424b00000004885f6740a"
+            "0a461624df8845c889c1c645c90084c9740f01d2488d7dc84c89e6ff15000000"
+            "00488b7dd048895f48eb55498b5740488b45d0488b40100fb6807cf2020089c1"
+            "80e1df884dce498bb424b00000004885f6740a0a461624df8845ce89c1c645cf"
+            "0084c9740f01d2488d7dce4c89e6ff1500000000488b7dd0488b45b048894748"
+            "4c89f6ff1500000000e9c6f7ffff488b7da04829df48d1ffff15000000004885"
+            "c04c8b6db00f84da0000004989074983c708488b7da8498d464849893f4929c7"
+            "4983c70849c1ef0345897e408b07ffc074028907ff1500000000488b45b84189"
+            "c741c1ef1f4101c7488b45d0488b40100fb6807bf2020089c180e1df884dc649"
+            "8b9424b00000004885d2740a0a421524df8845c689c141d1ffc645c70084c974"
+            "15438d143f488d7dc64c89e6ff150000000085c078684989dc4963dfff150000"
+            "00004885c0488b7dd0741e488b0885c9781748ffc9488908750f4989ff4889c7"
+            "ff15000000004c89ff4c896f48498d045c498946384c89f631d2ff1500000000"
+            "e9d1f6ffff488b7da8488b0785c0780e48ffc84889077506ff1500000000488b"
+            "7dd04c896f48e9d5feffff488b7db8488b0785c00f88bafeffff48ffc8488907"
+            "0f85aefeffffff1500000000e9a3feffff"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 22, 'PyThreadState_Get', -4),
+            ('code', 'R_X86_64_64', 35, 'PyExc_RuntimeError', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 48, 'PyErr_SetNone', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 332, 'PyFunction_New', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 382, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 439, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 550, '_PyEvalFramePushAndInit', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 588, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 802, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 899, 'PyObject_CallNoArgs', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 927, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1027, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1048, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1066, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1147, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1178, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1318, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1337, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1355, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1436, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1463, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1603, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 1633, 'PyExc_RecursionError', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 1650, 'PyErr_SetObject', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1680, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1752, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1808, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1892, '_PyMonitoring_FireExceptionHandledEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1909, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1945, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2045, '_PyMonitoring_FirePyUnwindEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2128, '_PyMonitoring_FirePyUnwindEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2149, '_PyEval_FrameClearAndPop', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2170, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2230, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2318, '_PyMonitoring_FireExceptionHandledEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2334, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2370, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2396, '_PyEval_EvalFrameDefault', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2426, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2472, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_resume_chain': (
+        bytes.fromhex(
+            "554157415641554154534883ec284c8b66184d85e40f8e240200004989f24989"
+            "fe4c8d5e2031c048b9000000000000000066480f6ec1660f70c04431c9660f7f"
+            "442410eb1f66662e0f1f840000000000488b492048833c24014c8b6424080f8e"
+            "dd0100004889c24c892424498d4424ff4989cf488d71024885d24889d3480f44"
+            "f24889442408488d2cc0490374eb284d89d5498b3a4d89dcff15000000004885"
+            "c00f847b010000498d0cec488b118b32ffc64d89e37402893248895018488b51"
+            "088b32ffc64d89ea4989d9740289324889502048c74028000000004c89fa4d85"
+            "c948bb00000000000000007518498b720848c7c2ffffffff4885f67808498b34"
+            "f6488970280f1041100f1140300f1041380f11404048895050498b5210488950"
+            "5848c7406000000000488b712831d24885f67e4c660f6f442410eb130f1f4000"
+            "31ff48897cd06848ffc24839f27d37488b7930488b3cd74989f84983e00374e0"
+            "4883e7fc498b3c7e4183f80175d4448b0741ffc074cc448907488b7128ebc390"
+            "660f6f4424104d85c90f84c1feffff4c894cd06848c744d070000000004d85ff"
+            "0f8eaafeffff488d72024983ff04724f4c89ff49b8fcffffffffffff7f4c21c7"
+            "4801fe4c8d04d04981c0880000004531c96666666666662e0f1f840000000000"
+            "f3430f7f44c8f0f3430f7f04c84983c1044c39cf75ea4939ff0f8451feffff4c"
+            "01fa4883c202662e0f1f84000000000048895cf06848ffc64839f275f3e92efe"
+            "ffff4885db7418488b0385c0781148ffc848890375094889dfff150000000031"
+            "c04883c4285b415c415d415e415f5dc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 41, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 154, '_PyObject_NewVar', -4),
+            ('code', 'R_X86_64_64', 227, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 571, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_resume_dealloc': (
+        bytes.fromhex(
+            "41574156415453504989fe488b5f0848837f10007e414531ff4c8b2500000000"
+            "eb1766666666662e0f1f84000000000049ffc74d3b7e107d1e4b8b7cfe684885"
+            "ff74ed488b0785c078e648ffc848890775de41ffd4ebd9498b7e184885ff7415"
+            "488b0785c0780e48ffc84889077506ff1500000000498b7e204885ff7415488b"
+            "0785c0780e48ffc84889077506ff1500000000498b7e284885ff7415488b0785"
+            "c0780e48ffc84889077506ff15000000004c89f7ff1500000000488b0385c078"
+            "0848ffc8488903740c4883c4085b415c415e415fc34889df4883c4085b415c41"
+            "5e415fff2500000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_REX_GOTPCRELX', 28, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 113, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 143, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 173, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 182, 'PyObject_Free', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 229, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_type_version': (
+        bytes.fromhex(
+            "534889fbff150000000085c074088b83800100005bc331c05bc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 6, 'PyUnstable_Type_AssignVersionTag', -4),
         ),
     ),
     'trace_entry': (

@@ -798,6 +798,48 @@ _Py_COMP_DIAG_POP
     CONTINUE();
 }
 
+/* guard_global for an inlined callee, in the dicts of its function OP1
+ * (func_globals and func_builtins never change; the trace holds the function
+ * weakly, so no module dict is kept alive); OP2 name; cell {globals version,
+ * builtins version, object}, as above. */
+STENCIL(guard_global_in)
+{
+    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
+    PyFunctionObject *func = (PyFunctionObject *)(uintptr_t)OP(1);
+    PyObject *g = func->func_globals;
+    PyObject *b = func->func_builtins;
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    uint64_t gv = ((PyDictObject *)g)->ma_version_tag;
+    uint64_t bv = ((PyDictObject *)b)->ma_version_tag;
+_Py_COMP_DIAG_POP
+    if (gv == cell[0] && bv == cell[1]) {
+        CONTINUE();
+    }
+    PyObject *name = (PyObject *)(uintptr_t)OP(2);
+    PyObject *v = PyDict_GetItemWithError(g, name);
+    if (v == NULL) {
+        if (UNLIKELY(_PyErr_Occurred(tstate))) {
+            ERROR();
+        }
+        v = PyDict_GetItemWithError(b, name);
+        if (v == NULL) {
+            if (UNLIKELY(_PyErr_Occurred(tstate))) {
+                ERROR();
+            }
+            EXIT();
+        }
+    }
+    if (v != (PyObject *)(uintptr_t)cell[2]) {
+        EXIT();
+    }
+    if (gv != 0 && bv != 0) {
+        cell[0] = gv;
+        cell[1] = bv;
+    }
+    CONTINUE();
+}
+
 /* ---- control ------------------------------------------------------------ */
 
 /* Exit when the interpreter has work pending (signals, GIL drop requests,
@@ -837,7 +879,11 @@ tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
  * re-instruments executing code at once, and local events keep versions. */
 STENCIL(check_instrumentation)
 {
-    if (!tj_other_tools(tstate, _PyFrame_GetCode(frame)) &&
+    /* OP0: the trace's retired flag, set when it was taken out of use while
+     * it may run (the code that ran freed an object it holds weakly, or
+     * evicted it): leave before anything relies on such an object. */
+    if (!*(volatile uint64_t *)(uintptr_t)OP(0) &&
+        !tj_other_tools(tstate, _PyFrame_GetCode(frame)) &&
         tstate->c_tracefunc == NULL && tstate->c_profilefunc == NULL) {
         CONTINUE();
     }
@@ -869,6 +915,131 @@ STENCIL(exit_finish)
     frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + OP(0);
     frame->stacktop = (int)OP(1);
     return (int)OP(2);
+}
+
+/* ---- inlined calls ------------------------------------------------------
+ *
+ * An inlined callee has no frame while native code runs.  An exit inside it
+ * writes the caller's frame back as it is during its CALL (the CALL's inputs
+ * consumed, instr_ptr at the CALL), builds a *resume object* (tj_resume
+ * below) for the callee and calls it at once (resume_call): it rebuilds the
+ * callee's frame (locals, value stack, instr_ptr at the exit) and runs it in
+ * the interpreter.  The exit then leaves after the CALL with the callee's
+ * return value on the stack, or as an error exit at the CALL with the
+ * callee's exception, which the dispatcher and the interpreter handle as
+ * the exception of a Python callee (RAISE one unit before the CALL).
+ * Nested inlined calls nest resume objects: an outer callee's resume object
+ * runs the inner one the same way before its own frame continues.
+ */
+
+typedef struct {
+    PyObject_VAR_HEAD
+    PyObject *func;       /* the callee (f_funcobj) */
+    PyObject *code;       /* the code traced (func.__code__ may have changed) */
+    PyObject *exc;        /* error mode: the exception raised at pc, else NULL */
+    int64_t pc;           /* code units: where the frame continues (or failed);
+                             with an inner call, its CALL */
+    uint64_t unwind;      /* handler (TJ_UNWIND_*) of the failing instruction
+                             (error mode) or of the CALL (inner call), or 0 */
+    int64_t raise_at;     /* the code unit a RAISE event reports on failure */
+    int64_t next_pc;      /* with an inner call: the instruction after the CALL */
+    int64_t inner_argc;   /* the stack ends with [inner, NULL, None * argc], or -1 */
+    PyObject *recursion_msg;  /* borrowed: the RecursionError message (no data here) */
+    int64_t used;
+    PyObject *values[1];  /* ob_size entries: localsplus, then the value stack */
+} tj_resume;
+
+/* What an exit knows at compile time about the inlined frames it leaves
+ * (tracejit/runtime/resume.py mirrors these): per frame, its function, code,
+ * pc, handler, RAISE unit and next instruction (see tj_resume), the CALL
+ * oparg of the frame below, and one entry per localsplus/stack value:
+ * (register << 2) | kind, kind 0 NULL, 1 a borrowed reference (increfed),
+ * 2 an owned one (stolen). */
+typedef struct {
+    PyObject *func;
+    PyObject *code;
+    int64_t pc;
+    uint64_t unwind;
+    int64_t argc;
+    int64_t n;
+    const uint64_t *entries;
+    int64_t raise_at;
+    int64_t next_pc;
+} tj_frame_desc;
+
+typedef struct {
+    PyTypeObject *type;   /* the resume type */
+    int64_t exc_reg;      /* register holding the exception raised, or -1 */
+    PyObject *recursion_msg;  /* "maximum recursion depth exceeded" (kept alive) */
+    int64_t nframes;
+    tj_frame_desc frames[1];  /* outermost first */
+} tj_chain_desc;
+
+typedef PyObject *(*tj_chain_fn)(uint64_t *, const tj_chain_desc *);
+
+/* R0 = a borrowed field of an object: *(PyObject **)((char *)R1 + OP2). */
+STENCIL(load_field)
+{
+    SET_OBJ(0, *(PyObject **)((char *)R_OBJ(1) + OP(2)));
+    CONTINUE();
+}
+
+/* Exit unless the field at offset OP1 of R0 is the object OP2 (a function's
+ * __code__ or __defaults__). */
+STENCIL(guard_field_is)
+{
+    if (*(uint64_t *)((char *)R_OBJ(0) + OP(1)) == OP(2)) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* Exit unless the type OP0 still has version tag OP1 (its attributes, and
+ * those of its bases, are unchanged since the trace was compiled). */
+STENCIL(guard_type_version)
+{
+    if (((PyTypeObject *)(uintptr_t)OP(0))->tp_version_tag == (unsigned int)OP(1)) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
+/* R0 = the exception being raised (taken over; error stubs of inlined frames). */
+STENCIL(fetch_exc)
+{
+    SET_OBJ(0, PyErr_GetRaisedException());
+    CONTINUE();
+}
+
+/* R0 = the resume object of the outermost inlined frame an exit leaves
+ * (tj_resume_chain, OP2, builds the chain from the tj_chain_desc OP1); error
+ * exit if out of memory. */
+STENCIL(resume_chain)
+{
+    tj_chain_fn fn = (tj_chain_fn)(uintptr_t)OP_OPAQUE(2);
+    PyObject *r = fn(regs, (const tj_chain_desc *)(uintptr_t)OP(1));
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* R0 = R1() for the resume object R1 (released), with the frame as during
+ * its CALL: stacktop OP2 (the CALL's inputs consumed), instr_ptr at the CALL
+ * (OP3, code units).  Error exit with the callee's exception. */
+STENCIL(resume_call)
+{
+    PyObject *r = R_OBJ(1);
+    frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + OP(3);
+    frame->stacktop = (int)OP(2);
+    PyObject *res = PyObject_CallNoArgs(r);
+    Py_DECREF(r);
+    if (res != NULL) {
+        SET_OBJ(0, res);
+        CONTINUE();
+    }
+    ERROR();
 }
 
 /* ---- runtime: the native dispatcher --------------------------------------
@@ -1111,4 +1282,292 @@ int
 tj_call(uint64_t entry, PyFrameObject *f)
 {
     return ((tj_entry_fn)(uintptr_t)entry)(f->f_frame, PyThreadState_Get());
+}
+
+/* ---- runtime: resume objects (see "inlined calls" above) ------------------
+ *
+ * tj_resume_call is the resume type's tp_call: it pushes the callee's frame
+ * on the thread's data stack, fills localsplus and the value stack, and runs
+ * it with _PyEval_EvalFrameDefault from instr_ptr = pc.  With an inner
+ * inlined call (an outer frame of the exit), the frame first waits at its
+ * CALL while the inner resume object runs, then continues after the CALL
+ * with the result, or fails at the CALL as with a Python callee's exception.
+ * In error mode the exception is raised at pc as the interpreter's own
+ * error path would: a traceback entry for the callee's line, RAISE, then
+ * the failing instruction's handler in the callee (EXCEPTION_HANDLED), or
+ * the exception leaves the callee (PY_UNWIND, its frame is popped) and the
+ * caller's CALL fails with it.  Events go to the tools watching globally
+ * (native code runs only while no other tool watches this code). */
+/* Py_XDECREF, inlined (clang may outline the header's static inline one) */
+#define TJ_XDECREF(o) do { PyObject *tj_o_ = (PyObject *)(o); if (tj_o_ != NULL) { Py_DECREF(tj_o_); } } while (0)
+
+ALWAYS_INLINE int
+tj_fire_frame_event(PyThreadState *tstate, int event, PyCodeObject *co, long index)
+{
+    PyMonitoringState ms;
+    ms.active = tstate->interp->monitors.tools[event] & (uint8_t)~TJ_OUR_TOOL;
+    if (co->_co_monitoring != NULL) {
+        ms.active |= co->_co_monitoring->active_monitors.tools[event] &
+                     (uint8_t)~TJ_OUR_TOOL;
+    }
+    ms.opaque = 0;
+    if (!ms.active) {
+        return 0;
+    }
+    int32_t offset = (int32_t)(index * (long)sizeof(_Py_CODEUNIT));
+    if (event == PY_MONITORING_EVENT_RAISE) {
+        return _PyMonitoring_FireRaiseEvent(&ms, (PyObject *)co, offset);
+    }
+    if (event == PY_MONITORING_EVENT_PY_UNWIND) {
+        return _PyMonitoring_FirePyUnwindEvent(&ms, (PyObject *)co, offset);
+    }
+    return _PyMonitoring_FireExceptionHandledEvent(&ms, (PyObject *)co, offset);
+}
+
+/* The exception set fails `frame` (not yet run, on the data stack, instr_ptr
+ * at the failing instruction): what the interpreter's error path does. */
+ALWAYS_INLINE PyObject *
+tj_resume_fail(PyThreadState *tstate, _PyInterpreterFrame *frame, tj_resume *r)
+{
+    PyCodeObject *co = (PyCodeObject *)r->code;
+    _PyInterpreterFrame *caller = tstate->current_frame;
+    /* The frame is current while the traceback entry is made. */
+    tstate->current_frame = frame;
+    PyFrameObject *f = PyEval_GetFrame();
+    if (f == NULL || PyTraceBack_Here(f) < 0 ||
+        tj_fire_frame_event(tstate, PY_MONITORING_EVENT_RAISE, co, (long)r->raise_at) < 0) {
+        tstate->current_frame = caller;
+        _PyEval_FrameClearAndPop(tstate, frame);
+        return NULL;
+    }
+    uint64_t u = r->unwind;
+    if (u == 0) {
+        /* the interpreter reports the unwind at the instruction before its
+         * next_instr, as RAISE */
+        tj_fire_frame_event(tstate, PY_MONITORING_EVENT_PY_UNWIND, co, (long)r->raise_at);
+        tstate->current_frame = caller;
+        _PyEval_FrameClearAndPop(tstate, frame);
+        return NULL;
+    }
+    /* The handler of the failing instruction, in the callee. */
+    PyObject *exc = PyErr_GetRaisedException();
+    _Py_CODEUNIT *code0 = _PyCode_CODE(co);
+    long lasti = (long)(frame->instr_ptr - code0);
+    PyObject **base = frame->localsplus + co->co_nlocalsplus + TJ_UNWIND_DEPTH(u);
+    PyObject **top = frame->localsplus + frame->stacktop;
+    while (top > base) {
+        PyObject *o = *--top;
+        *top = NULL;
+        frame->stacktop = (int)(top - frame->localsplus);
+        TJ_XDECREF(o);
+    }
+    if (TJ_UNWIND_LASTI(u)) {
+        PyObject *l = PyLong_FromLong(lasti);
+        if (l == NULL) {
+            Py_DECREF(exc);
+            tstate->current_frame = caller;
+            _PyEval_FrameClearAndPop(tstate, frame);
+            return NULL;
+        }
+        *top++ = l;
+    }
+    *top++ = exc;
+    frame->stacktop = (int)(top - frame->localsplus);
+    /* The event takes the exception from the error indicator. */
+    PyErr_SetRaisedException(Py_NewRef(exc));
+    if (tj_fire_frame_event(tstate, PY_MONITORING_EVENT_EXCEPTION_HANDLED, co,
+                            TJ_UNWIND_TARGET(u) / 2) < 0) {
+        tstate->current_frame = caller;
+        _PyEval_FrameClearAndPop(tstate, frame);
+        return NULL;
+    }
+    PyObject *again = PyErr_GetRaisedException();
+    TJ_XDECREF(again);
+    tstate->current_frame = caller;
+    frame->instr_ptr = code0 + TJ_UNWIND_TARGET(u) / 2;
+    return _PyEval_EvalFrameDefault(tstate, frame, 0);
+}
+
+PyObject *
+tj_resume_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    tj_resume *r = (tj_resume *)self;
+    PyThreadState *tstate = PyThreadState_Get();
+    if (r->used) {
+        PyErr_SetNone(PyExc_RuntimeError);  /* it runs once (no string: no data) */
+        return NULL;
+    }
+    r->used = 1;
+    PyCodeObject *co = (PyCodeObject *)r->code;
+    PyFunctionObject *func = (PyFunctionObject *)r->func;
+    Py_ssize_t n = Py_SIZE(r);
+    PyObject *inner = NULL;
+    if (r->inner_argc >= 0) {
+        /* [inner, NULL, None * argc] end the stack: the CALL's inputs */
+        n -= 2 + r->inner_argc;
+        inner = r->values[n];
+        r->values[n] = NULL;
+    }
+    _PyInterpreterFrame *frame;
+    if (_PyThreadState_HasStackSpace(tstate, co->co_framesize)) {
+        frame = (_PyInterpreterFrame *)tstate->datastack_top;
+        tstate->datastack_top += co->co_framesize;
+        _PyFrame_Initialize(frame, (PyFunctionObject *)Py_NewRef(func), NULL, co, 0);
+    }
+    else {
+        /* A new data-stack chunk: let CPython push the frame (with arguments
+         * that are replaced below; the callee takes no *args, **kwargs or
+         * keyword-only arguments). */
+        PyObject *f = (PyObject *)func;
+        if (func->func_code != (PyObject *)co) {
+            f = PyFunction_New((PyObject *)co, func->func_globals);
+            if (f == NULL) {
+                TJ_XDECREF(inner);
+                return NULL;
+            }
+        }
+        else {
+            Py_INCREF(f);
+        }
+        int argc = co->co_argcount;
+        PyObject *nones[argc + 1];
+        for (int i = 0; i < argc; i++) {
+            nones[i] = Py_None;
+        }
+        frame = _PyEvalFramePushAndInit(tstate, (PyFunctionObject *)f, NULL, nones, argc, NULL);
+        if (frame == NULL) {
+            TJ_XDECREF(inner);
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *old = i < co->co_nlocalsplus ? frame->localsplus[i] : NULL;
+        frame->localsplus[i] = r->values[i];
+        r->values[i] = NULL;
+        TJ_XDECREF(old);
+    }
+    frame->stacktop = (int)n;
+    frame->instr_ptr = _PyCode_CODE(co) + r->pc;
+    frame->previous = tstate->current_frame;
+    if (inner != NULL) {
+        /* The frame waits at its CALL (current, as the interpreter's would)
+         * while the inner callee runs, counted in the recursion depth as the
+         * interpreter counts a running frame (_Py_EnterRecursivePy). */
+        if (tstate->py_recursion_remaining-- <= 0 && !tstate->recursion_headroom) {
+            tstate->py_recursion_remaining++;
+            tstate->recursion_headroom++;
+            PyErr_SetObject(PyExc_RecursionError, r->recursion_msg);
+            tstate->recursion_headroom--;
+            Py_DECREF(inner);
+            _PyEval_FrameClearAndPop(tstate, frame);
+            return NULL;
+        }
+        _PyInterpreterFrame *caller = tstate->current_frame;
+        tstate->current_frame = frame;
+        PyObject *res = PyObject_CallNoArgs(inner);
+        Py_DECREF(inner);
+        tstate->current_frame = caller;
+        tstate->py_recursion_remaining++;
+        if (res == NULL) {
+            return tj_resume_fail(tstate, frame, r);
+        }
+        frame->localsplus[frame->stacktop++] = res;
+        frame->instr_ptr = _PyCode_CODE(co) + r->next_pc;
+        return _PyEval_EvalFrameDefault(tstate, frame, 0);
+    }
+    if (r->exc == NULL) {
+        return _PyEval_EvalFrameDefault(tstate, frame, 0);
+    }
+    PyObject *exc = r->exc;
+    r->exc = NULL;
+    PyErr_SetRaisedException(exc);
+    return tj_resume_fail(tstate, frame, r);
+}
+
+void
+tj_resume_dealloc(PyObject *self)
+{
+    tj_resume *r = (tj_resume *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    for (Py_ssize_t i = 0; i < Py_SIZE(r); i++) {
+        Py_XDECREF(r->values[i]);
+    }
+    Py_XDECREF(r->func);
+    Py_XDECREF(r->code);
+    Py_XDECREF(r->exc);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+/* Offsets the Python side needs to create the type: basicsize. */
+int64_t
+tj_resume_basicsize(void)
+{
+    return (int64_t)offsetof(tj_resume, values);
+}
+
+/* The version tag of a type (assigned now if it has none), 0 if it cannot
+ * have one: what guard_type_version compares with. */
+int64_t
+tj_type_version(PyObject *tp)
+{
+    if (!PyUnstable_Type_AssignVersionTag((PyTypeObject *)tp)) {
+        return 0;
+    }
+    return (int64_t)((PyTypeObject *)tp)->tp_version_tag;
+}
+
+/* Builds the resume objects of an exit inside inlined calls, innermost
+ * first; each outer frame's value stack ends with the CALL inputs [inner
+ * resume object, NULL, None * argc].  Returns the outermost one (new
+ * reference), or NULL with MemoryError set. */
+PyObject *
+tj_resume_chain(uint64_t *regs, const tj_chain_desc *d)
+{
+    PyObject *inner = NULL;
+    int64_t inner_argc = 0;
+    for (int64_t k = d->nframes - 1; k >= 0; k--) {
+        const tj_frame_desc *f = &d->frames[k];
+        Py_ssize_t n = (Py_ssize_t)f->n + (inner != NULL ? 2 + inner_argc : 0);
+        tj_resume *r = (tj_resume *)_PyObject_NewVar(d->type, n);
+        if (r == NULL) {
+            Py_XDECREF(inner);
+            return NULL;
+        }
+        r->func = Py_NewRef(f->func);
+        r->code = Py_NewRef(f->code);
+        r->exc = NULL;
+        if (inner == NULL && d->exc_reg >= 0) {
+            r->exc = (PyObject *)(uintptr_t)regs[d->exc_reg];
+        }
+        r->pc = f->pc;
+        r->unwind = f->unwind;
+        r->raise_at = f->raise_at;
+        r->next_pc = f->next_pc;
+        r->inner_argc = inner != NULL ? inner_argc : -1;
+        r->recursion_msg = d->recursion_msg;
+        r->used = 0;
+        Py_ssize_t i = 0;
+        for (; i < f->n; i++) {
+            uint64_t e = f->entries[i];
+            PyObject *o = (PyObject *)(uintptr_t)regs[e >> 2];
+            if ((e & 3) == 0) {
+                o = NULL;
+            }
+            else if ((e & 3) == 1) {
+                Py_INCREF(o);
+            }
+            r->values[i] = o;
+        }
+        if (inner != NULL) {
+            r->values[i++] = inner;
+            r->values[i++] = NULL;
+            for (int64_t a = 0; a < inner_argc; a++) {
+                r->values[i++] = Py_None;
+            }
+        }
+        inner = (PyObject *)r;
+        inner_argc = f->argc;
+    }
+    return inner;
 }
