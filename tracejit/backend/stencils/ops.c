@@ -747,6 +747,24 @@ STENCIL(iter_next_null)
     CONTINUE();
 }
 
+/* What a global name means: globals first, then builtins (as LOAD_GLOBAL).
+ * 1 with *v borrowed, 0 when the name is unbound, -1 when a lookup raised. */
+ALWAYS_INLINE int
+tj_global_value(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name, PyObject **v)
+{
+    *v = PyDict_GetItemWithError(g, name);
+    if (*v == NULL) {
+        if (UNLIKELY(_PyErr_Occurred(tstate))) {
+            return -1;
+        }
+        *v = PyDict_GetItemWithError(b, name);
+        if (*v == NULL) {
+            return UNLIKELY(_PyErr_Occurred(tstate)) ? -1 : 0;
+        }
+    }
+    return 1;
+}
+
 /* globals[name] (else builtins[name]), in the frame's own dicts, is the
  * object the trace was recorded with.  OP0 is a writable cell {globals
  * version, builtins version, globals, builtins, object}: while the frame's
@@ -771,18 +789,13 @@ _Py_COMP_DIAG_POP
         CONTINUE();
     }
     PyObject *name = (PyObject *)(uintptr_t)OP(1);
-    PyObject *v = PyDict_GetItemWithError(g, name);
-    if (v == NULL) {
-        if (UNLIKELY(_PyErr_Occurred(tstate))) {
-            ERROR();
-        }
-        v = PyDict_GetItemWithError(b, name);
-        if (v == NULL) {
-            if (UNLIKELY(_PyErr_Occurred(tstate))) {
-                ERROR();
-            }
-            EXIT();
-        }
+    PyObject *v;
+    int found = tj_global_value(tstate, g, b, name, &v);
+    if (UNLIKELY(found < 0)) {
+        ERROR();
+    }
+    if (found == 0) {
+        EXIT();
     }
     if (v != (PyObject *)(uintptr_t)cell[4]) {
         EXIT();
@@ -817,18 +830,13 @@ _Py_COMP_DIAG_POP
         CONTINUE();
     }
     PyObject *name = (PyObject *)(uintptr_t)OP(2);
-    PyObject *v = PyDict_GetItemWithError(g, name);
-    if (v == NULL) {
-        if (UNLIKELY(_PyErr_Occurred(tstate))) {
-            ERROR();
-        }
-        v = PyDict_GetItemWithError(b, name);
-        if (v == NULL) {
-            if (UNLIKELY(_PyErr_Occurred(tstate))) {
-                ERROR();
-            }
-            EXIT();
-        }
+    PyObject *v;
+    int found = tj_global_value(tstate, g, b, name, &v);
+    if (UNLIKELY(found < 0)) {
+        ERROR();
+    }
+    if (found == 0) {
+        EXIT();
     }
     if (v != (PyObject *)(uintptr_t)cell[2]) {
         EXIT();
