@@ -747,22 +747,24 @@ STENCIL(iter_next_null)
     CONTINUE();
 }
 
-/* What a global name means: globals first, then builtins (as LOAD_GLOBAL).
- * 1 with *v borrowed, 0 when the name is unbound, -1 when a lookup raised. */
+/* Whether a global name means `expected`: globals first, then builtins (as
+ * LOAD_GLOBAL).  1 if it does, 0 if it means another object or is unbound,
+ * -1 when a lookup raised. */
 ALWAYS_INLINE int
-tj_global_value(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name, PyObject **v)
+tj_global_is(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name,
+             PyObject *expected)
 {
-    *v = PyDict_GetItemWithError(g, name);
-    if (*v == NULL) {
+    PyObject *v = PyDict_GetItemWithError(g, name);
+    if (v == NULL) {
         if (UNLIKELY(_PyErr_Occurred(tstate))) {
             return -1;
         }
-        *v = PyDict_GetItemWithError(b, name);
-        if (*v == NULL) {
+        v = PyDict_GetItemWithError(b, name);
+        if (v == NULL) {
             return UNLIKELY(_PyErr_Occurred(tstate)) ? -1 : 0;
         }
     }
-    return 1;
+    return v == expected;
 }
 
 /* globals[name] (else builtins[name]), in the frame's own dicts, is the
@@ -788,16 +790,12 @@ _Py_COMP_DIAG_POP
         (uint64_t)(uintptr_t)b == cell[3]) {
         CONTINUE();
     }
-    PyObject *name = (PyObject *)(uintptr_t)OP(1);
-    PyObject *v;
-    int found = tj_global_value(tstate, g, b, name, &v);
-    if (UNLIKELY(found < 0)) {
+    int same = tj_global_is(tstate, g, b, (PyObject *)(uintptr_t)OP(1),
+                            (PyObject *)(uintptr_t)cell[4]);
+    if (UNLIKELY(same < 0)) {
         ERROR();
     }
-    if (found == 0) {
-        EXIT();
-    }
-    if (v != (PyObject *)(uintptr_t)cell[4]) {
+    if (!same) {
         EXIT();
     }
     /* versions read before the lookups: a lookup that ran code and changed a
@@ -829,16 +827,12 @@ _Py_COMP_DIAG_POP
     if (gv == cell[0] && bv == cell[1]) {
         CONTINUE();
     }
-    PyObject *name = (PyObject *)(uintptr_t)OP(2);
-    PyObject *v;
-    int found = tj_global_value(tstate, g, b, name, &v);
-    if (UNLIKELY(found < 0)) {
+    int same = tj_global_is(tstate, g, b, (PyObject *)(uintptr_t)OP(2),
+                            (PyObject *)(uintptr_t)cell[2]);
+    if (UNLIKELY(same < 0)) {
         ERROR();
     }
-    if (found == 0) {
-        EXIT();
-    }
-    if (v != (PyObject *)(uintptr_t)cell[2]) {
+    if (!same) {
         EXIT();
     }
     if (gv != 0 && bv != 0) {
