@@ -131,6 +131,15 @@ class CodeGen:
         self.size_guards: dict[int, tuple[Ref, int]] = {}  # id(guard_true) -> (seq, n)
         self.unbox_at: dict[int, Op] = {}  # id(guard_type) -> the unbox_float it does
 
+    def global_cell(self, op: Op) -> int:
+        """A guard_global cell {globals version, builtins version, globals,
+        builtins, object} (see tj_global_is): versions no dict has, so the
+        first check looks up.  Held by the trace; returns its address."""
+        cell = (ctypes.c_uint64 * 5)(_NO_VERSION, _NO_VERSION, 0, 0,
+                                     self.obj_addr(op.attrs["obj"]))
+        self.cells.append(cell)
+        return ctypes.addressof(cell)
+
     def new_reg(self) -> int:
         r = self.nregs
         self.nregs += 1
@@ -291,22 +300,13 @@ class CodeGen:
                 self.emit("copy", (block + i, self.reg(a)))
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
         elif name == "guard_global_in":
-            # {globals version, builtins version, object}, in the inlined
-            # function's own dicts (read from the function, held weakly: no
-            # reference to a module's dict)
-            cell = (ctypes.c_uint64 * 3)(_NO_VERSION, _NO_VERSION,
-                                         self.obj_addr(op.attrs["obj"]))
-            self.cells.append(cell)
+            # in the inlined function's own dicts (read from the function, held
+            # weakly: no reference to a module's dict)
             self.emit("guard_global_in", (
-                ctypes.addressof(cell), self.obj_addr(op.attrs["func"]),
+                self.global_cell(op), self.obj_addr(op.attrs["func"]),
                 self.obj_addr(op.attrs["name"])), op)
         elif name == "guard_global":
-            # {globals version, builtins version, globals, builtins, object}: a
-            # version no dict has, so the first check looks up
-            cell = (ctypes.c_uint64 * 5)(_NO_VERSION, _NO_VERSION, 0, 0,
-                                         self.obj_addr(op.attrs["obj"]))
-            self.cells.append(cell)
-            self.emit("guard_global", (ctypes.addressof(cell), self.obj_addr(op.attrs["name"])),
+            self.emit("guard_global", (self.global_cell(op), self.obj_addr(op.attrs["name"])),
                       op)
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.recorder.bytecodes import BYTECODES
+from tracejit.recorder.percode import PerCode
 from tracejit.runtime import frames
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
@@ -92,29 +93,13 @@ class CodeInfo:
         return code
 
 
-# Keyed by id(code) (hashing a code object is slow); entries go when the code dies.
-_CODE_INFO: dict[int, CodeInfo] = {}
+def _code_info(code: types.CodeType) -> CodeInfo:
+    cells = [c for c in code.co_cellvars if c not in code.co_varnames]
+    nlocalsplus = len(code.co_varnames) + len(cells) + len(code.co_freevars)
+    return CodeInfo(weakref.ref(code), nlocalsplus, _decode(code))
 
 
-def _forget_info(key: int) -> Callable[[object], None]:
-    def forget(_: object) -> None:
-        try:
-            _CODE_INFO.pop(key, None)
-        except Exception:
-            pass  # at exit, with this module torn down
-    return forget
-
-
-def code_info(code: types.CodeType) -> CodeInfo:
-    key = id(code)
-    info = _CODE_INFO.get(key)
-    if info is None or info.code_ref() is not code:
-        cells = [c for c in code.co_cellvars if c not in code.co_varnames]
-        nlocalsplus = len(code.co_varnames) + len(cells) + len(code.co_freevars)
-        ref = weakref.ref(code, _forget_info(key))
-        info = CodeInfo(ref, nlocalsplus, _decode(code))
-        _CODE_INFO[key] = info
-    return info
+code_info = PerCode(_code_info).get
 
 
 _EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dis
 import types
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +24,7 @@ from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import CompiledCode
 from tracejit.backend.codegen import Lowered
 from tracejit.ir.trace import Trace
+from tracejit.recorder.percode import PerCode
 from tracejit.recorder.record import End
 from tracejit.runtime.dispatch import NEVER, NativeTrace
 
@@ -98,28 +98,19 @@ class CompiledTrace:
 
 # Exception-table entries: (start, end, target, depth, lasti), bytes.
 Handler = tuple[int, int, int, int, bool]
-_HANDLERS: dict[int, tuple[weakref.ReferenceType[types.CodeType], list[Handler]]] = {}
 
 
-def _forget_handlers(key: int) -> Callable[[object], None]:
-    def forget(_: object) -> None:
-        try:
-            _HANDLERS.pop(key, None)
-        except Exception:
-            pass  # at exit, with this module torn down
-    return forget
+def _handlers(code: types.CodeType) -> list[Handler]:
+    return [(e.start, e.end, e.target, e.depth, e.lasti)
+            for e in dis._parse_exception_table(code)]  # type: ignore[attr-defined]
+
+
+_HANDLERS = PerCode(_handlers)
 
 
 def handler_at(code: types.CodeType, offset: int) -> Handler | None:
     """The exception-table entry covering the instruction at `offset` (bytes)."""
-    cached = _HANDLERS.get(id(code))
-    if cached is None or cached[0]() is not code:
-        entries = [(e.start, e.end, e.target, e.depth, e.lasti)
-                   for e in dis._parse_exception_table(code)]  # type: ignore[attr-defined]
-        key = id(code)
-        ref = weakref.ref(code, _forget_handlers(key))
-        cached = _HANDLERS[key] = (ref, entries)
-    for entry in cached[1]:
+    for entry in _HANDLERS.get(code):
         if entry[0] <= offset < entry[1]:
             return entry
     return None

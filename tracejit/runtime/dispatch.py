@@ -142,19 +142,25 @@ class Dispatcher:
     # runs, bit 1 while some thread runs the JIT's Python code (hooks.JitLock).
     @property
     def busy(self) -> bool:
-        return bool(self.state.busy & 1)
+        return self._bit(1)
 
     @busy.setter
     def busy(self, value: bool) -> None:
-        self.state.busy = (self.state.busy & ~1) | (1 if value else 0)
+        self._set_bit(1, value)
 
     @property
     def held(self) -> bool:
-        return bool(self.state.busy & 2)
+        return self._bit(2)
 
     @held.setter
     def held(self, value: bool) -> None:
-        self.state.busy = (self.state.busy & ~2) | (2 if value else 0)
+        self._set_bit(2, value)
+
+    def _bit(self, bit: int) -> bool:
+        return bool(self.state.busy & bit)
+
+    def _set_bit(self, bit: int, value: bool) -> None:
+        self.state.busy = (self.state.busy & ~bit) | (bit if value else 0)
 
     def add(self, code: object, offset: int, trace: NativeTrace) -> None:
         """Run `trace` at this location from now on."""

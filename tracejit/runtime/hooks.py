@@ -390,6 +390,17 @@ def _tick(code: types.CodeType, offset: int, counter: LoopCounter) -> bool:
     return False
 
 
+def _record_at_next_event(code: types.CodeType, offset: int) -> None:
+    """Make a location hot at its next event rather than after a full
+    threshold (also in native code, where a countdown may be absorbing)."""
+    counter = STATE.counters.get((id(code), offset))
+    if counter is None:
+        counter = _new_counter(code, offset, STATE.params.threshold)
+    counter.count = max(counter.count, counter.threshold - 1)
+    if STATE.dispatcher is not None:
+        STATE.dispatcher.count_down(code, offset, 0)
+
+
 def _over_time_budget() -> bool:
     """Whether the JIT has used its share of the run (Params.jit_time_percent);
     then a hot location counts again from zero instead of being recorded."""
@@ -664,7 +675,7 @@ def _record_step(rec: Recording, code: types.CodeType, offset: int,
     t0 = time.perf_counter()
     try:
         if not rec.wants(code, frame):
-            return None
+            return
         rec.step(offset, frame)
     except RecordingAborted as exc:
         _abort_recording(exc.reason, exc.detail)
@@ -711,10 +722,7 @@ def _count_abort(code: types.CodeType, key: int, reason: AbortReason, detail: st
         if parent is not None:
             _retry_exit_later(parent, penalize=False)
             return
-        counter = STATE.counters.get((id(code), key))
-        if counter is None:
-            counter = _new_counter(code, key, STATE.params.threshold)
-        counter.count = max(counter.count, counter.threshold - 1)
+        _record_at_next_event(code, key)
         return
     if parent is not None:
         blacklisted = _retry_exit_later(parent, penalize=True)
@@ -809,10 +817,7 @@ def _finish_recording(rec: Recording) -> None:
             if end.kind == "backedge":
                 # A trace wants to continue in that loop: record it at its next
                 # back-edge rather than after a full threshold.
-                counter = STATE.counters.get((id(rec.code), end.target))
-                if counter is None:
-                    counter = _new_counter(rec.code, end.target, STATE.params.threshold)
-                counter.count = max(counter.count, counter.threshold - 1)
+                _record_at_next_event(rec.code, end.target)
     if end is not None and end.kind == "segment":
         # The seed's table counts a trace cut at the limit as "segmenting trace".
         STATS.aborts[AbortReason.SEGMENTING.value] += 1
@@ -926,8 +931,6 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     _start_recording(t.code, pc, pc, frame, "bridge", (t, k))
 
 
-
-
 def _retrace_without(t: CompiledTrace, callee: types.CodeType) -> None:
     """An exit inside an inlined call is taken often (the callee does not
     always do what it did while recording, and no bridge can grow inside it):
@@ -941,8 +944,4 @@ def _retrace_without(t: CompiledTrace, callee: types.CodeType) -> None:
     if parent is not None:
         _retry_exit_later(parent, penalize=False)
         return
-    key = (id(t.code), t.key)
-    counter = STATE.counters.get(key)
-    if counter is None:
-        counter = _new_counter(t.code, t.key, STATE.params.threshold)
-    counter.count = max(counter.count, counter.threshold - 1)
+    _record_at_next_event(t.code, t.key)

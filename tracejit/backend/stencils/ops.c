@@ -747,13 +747,26 @@ STENCIL(iter_next_null)
     CONTINUE();
 }
 
-/* Whether a global name means `expected`: globals first, then builtins (as
- * LOAD_GLOBAL).  1 if it does, 0 if it means another object or is unbound,
- * -1 when a lookup raised. */
+/* guard_global's check, in dicts g (globals) and b (builtins): whether the
+ * name still means the object the trace was recorded with.  The writable cell
+ * is {globals version, builtins version, globals, builtins, object}: while g
+ * and b are the cell's, at the cell's versions (ma_version_tag changes on
+ * every mutation and is globally unique), nothing is looked up; otherwise
+ * look up as LOAD_GLOBAL does (globals, then builtins), compare, and remember
+ * dicts and versions.  1: it does, 0: another object or unbound, -1: a lookup
+ * raised. */
 ALWAYS_INLINE int
-tj_global_is(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name,
-             PyObject *expected)
+tj_global_is(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name, uint64_t *cell)
 {
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    uint64_t gv = ((PyDictObject *)g)->ma_version_tag;
+    uint64_t bv = ((PyDictObject *)b)->ma_version_tag;
+_Py_COMP_DIAG_POP
+    if (gv == cell[0] && bv == cell[1] && (uint64_t)(uintptr_t)g == cell[2] &&
+        (uint64_t)(uintptr_t)b == cell[3]) {
+        return 1;
+    }
     PyObject *v = PyDict_GetItemWithError(g, name);
     if (v == NULL) {
         if (UNLIKELY(_PyErr_Occurred(tstate))) {
@@ -764,39 +777,8 @@ tj_global_is(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name,
             return UNLIKELY(_PyErr_Occurred(tstate)) ? -1 : 0;
         }
     }
-    return v == expected;
-}
-
-/* globals[name] (else builtins[name]), in the frame's own dicts, is the
- * object the trace was recorded with.  OP0 is a writable cell {globals
- * version, builtins version, globals, builtins, object}: while the frame's
- * dicts are the cell's, at the cell's versions (ma_version_tag changes on
- * every mutation and is globally unique), nothing is looked up; otherwise
- * look up, compare and remember dicts and versions.  Exit if the name now
- * means another object or is missing; error exit if the lookup raised. */
-STENCIL(guard_global)
-{
-    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
-    PyObject *g = frame->f_globals, *b = frame->f_builtins;
-    if (UNLIKELY(!PyDict_Check(g) || !PyDict_Check(b))) {
-        EXIT();
-    }
-_Py_COMP_DIAG_PUSH
-_Py_COMP_DIAG_IGNORE_DEPR_DECLS
-    uint64_t gv = ((PyDictObject *)g)->ma_version_tag;
-    uint64_t bv = ((PyDictObject *)b)->ma_version_tag;
-_Py_COMP_DIAG_POP
-    if (gv == cell[0] && bv == cell[1] && (uint64_t)(uintptr_t)g == cell[2] &&
-        (uint64_t)(uintptr_t)b == cell[3]) {
-        CONTINUE();
-    }
-    int same = tj_global_is(tstate, g, b, (PyObject *)(uintptr_t)OP(1),
-                            (PyObject *)(uintptr_t)cell[4]);
-    if (UNLIKELY(same < 0)) {
-        ERROR();
-    }
-    if (!same) {
-        EXIT();
+    if (v != (PyObject *)(uintptr_t)cell[4]) {
+        return 0;
     }
     /* versions read before the lookups: a lookup that ran code and changed a
      * dict leaves a stale version, so the next check looks up again */
@@ -806,38 +788,43 @@ _Py_COMP_DIAG_POP
         cell[2] = (uint64_t)(uintptr_t)g;
         cell[3] = (uint64_t)(uintptr_t)b;
     }
-    CONTINUE();
+    return 1;
 }
 
-/* guard_global for an inlined callee, in the dicts of its function OP1
- * (func_globals and func_builtins never change; the trace holds the function
- * weakly, so no module dict is kept alive); OP2 name; cell {globals version,
- * builtins version, object}, as above. */
-STENCIL(guard_global_in)
+/* A global (or builtin) name, OP1, still means the object the trace was
+ * recorded with, in the running frame's own dicts; OP0 the cell (see
+ * tj_global_is).  Exit if the name now means another object or is missing;
+ * error exit if the lookup raised. */
+STENCIL(guard_global)
 {
-    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
-    PyFunctionObject *func = (PyFunctionObject *)(uintptr_t)OP(1);
-    PyObject *g = func->func_globals;
-    PyObject *b = func->func_builtins;
-_Py_COMP_DIAG_PUSH
-_Py_COMP_DIAG_IGNORE_DEPR_DECLS
-    uint64_t gv = ((PyDictObject *)g)->ma_version_tag;
-    uint64_t bv = ((PyDictObject *)b)->ma_version_tag;
-_Py_COMP_DIAG_POP
-    if (gv == cell[0] && bv == cell[1]) {
-        CONTINUE();
+    PyObject *g = frame->f_globals, *b = frame->f_builtins;
+    if (UNLIKELY(!PyDict_Check(g) || !PyDict_Check(b))) {
+        EXIT();
     }
-    int same = tj_global_is(tstate, g, b, (PyObject *)(uintptr_t)OP(2),
-                            (PyObject *)(uintptr_t)cell[2]);
+    int same = tj_global_is(tstate, g, b, (PyObject *)(uintptr_t)OP(1),
+                            (uint64_t *)(uintptr_t)OP(0));
     if (UNLIKELY(same < 0)) {
         ERROR();
     }
     if (!same) {
         EXIT();
     }
-    if (gv != 0 && bv != 0) {
-        cell[0] = gv;
-        cell[1] = bv;
+    CONTINUE();
+}
+
+/* guard_global for an inlined callee, in the dicts of its function OP1
+ * (func_globals and func_builtins never change; the trace holds the function
+ * weakly, so no module dict is kept alive); OP2 name; OP0 the cell. */
+STENCIL(guard_global_in)
+{
+    PyFunctionObject *func = (PyFunctionObject *)(uintptr_t)OP(1);
+    int same = tj_global_is(tstate, func->func_globals, func->func_builtins,
+                            (PyObject *)(uintptr_t)OP(2), (uint64_t *)(uintptr_t)OP(0));
+    if (UNLIKELY(same < 0)) {
+        ERROR();
+    }
+    if (!same) {
+        EXIT();
     }
     CONTINUE();
 }
