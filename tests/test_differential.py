@@ -39,7 +39,8 @@ class Outcome:
     returncode: int
 
 
-def _run(source: str, workdir: Path, header: str) -> Outcome:
+def run_program(source: str, workdir: Path, header: str, timeout: float = 60) -> Outcome:
+    """Run `header` + `source` as prog.py in `workdir`, without JIT log variables."""
     prog = workdir / "prog.py"
     prog.write_text(header + "\n" + source)
     env = dict(os.environ)
@@ -53,7 +54,7 @@ def _run(source: str, workdir: Path, header: str) -> Outcome:
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     return Outcome(proc.stdout, proc.stderr, proc.returncode)
@@ -62,11 +63,11 @@ def _run(source: str, workdir: Path, header: str) -> Outcome:
 def run_differential(source: str, workdir: Path) -> tuple[Outcome, Outcome, dict[str, Any]]:
     """Run ``source`` plain and jitted; return both outcomes and the JIT's stats."""
     source = textwrap.dedent(source)
-    plain = _run(source, workdir, PLAIN_HEADER)
+    plain = run_program(source, workdir, PLAIN_HEADER)
     stats_path = workdir / "stats.json"
     if stats_path.exists():
         stats_path.unlink()
-    jit = _run(source, workdir, JIT_HEADER.format(path=str(stats_path)))
+    jit = run_program(source, workdir, JIT_HEADER.format(path=str(stats_path)))
     stats: dict[str, Any] = {}
     if stats_path.exists():
         loaded = json.loads(stats_path.read_text())
@@ -1718,7 +1719,7 @@ def test_program_count() -> None:
 
 
 def _run_raw(source: str, workdir: Path) -> Outcome:
-    return _run(textwrap.dedent(source), workdir, "")
+    return run_program(textwrap.dedent(source), workdir, "")
 
 
 def test_import_textwrap_under_jit(tmp_path: Path) -> None:

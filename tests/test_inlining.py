@@ -13,41 +13,18 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from test_differential import PLAIN_HEADER, REPO_ROOT, run_program
+
 from tracejit.ir.trace import format_trace, parse_trace, verify
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-PLAIN_HEADER = "_tj_stats_file = None"
 JIT_HEADER = (
     "import atexit as _tj_ae, json as _tj_js, tracejit as _tj; "
-    "_tj.enable({params}); _tj_stats_file = {path!r}; "
+    "_tj.enable(jit_time_percent=100, {params}); _tj_stats_file = {path!r}; "
     "_tj_ae.register(lambda: open(_tj_stats_file, 'w').write(_tj_js.dumps(_tj.stats())))"
 )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    stdout: str
-    stderr: str
-    returncode: int
-
-
-def _run(source: str, workdir: Path, header: str) -> Outcome:
-    prog = workdir / "prog.py"
-    prog.write_text(header + "\n" + source)
-    env = dict(os.environ)
-    env.pop("TRACEJIT_LOG", None)
-    env.pop("TRACEJIT_DUMP", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYTHONHASHSEED"] = "0"
-    proc = subprocess.run([sys.executable, "prog.py"], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
-    return Outcome(proc.stdout, proc.stderr, proc.returncode)
 
 
 def check(source: str, workdir: Path, *, params: str = "threshold=1", inlined: int = 1,
@@ -56,10 +33,11 @@ def check(source: str, workdir: Path, *, params: str = "threshold=1", inlined: i
     inlined calls compiled, native code entered, at least `exits` exits taken
     inside inlined calls."""
     source = textwrap.dedent(source)
-    plain = _run(source, workdir, PLAIN_HEADER)
+    plain = run_program(source, workdir, PLAIN_HEADER, timeout=120)
     stats_path = workdir / "stats.json"
     stats_path.unlink(missing_ok=True)
-    jit = _run(source, workdir, JIT_HEADER.format(params=params, path=str(stats_path)))
+    jit = run_program(source, workdir, JIT_HEADER.format(params=params, path=str(stats_path)),
+                      timeout=120)
     assert plain_shows in plain.stdout + plain.stderr, plain
     assert jit.stdout == plain.stdout
     assert jit.stderr == plain.stderr

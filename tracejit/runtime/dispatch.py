@@ -59,6 +59,15 @@ class TJState(ctypes.Structure):
 NEVER = (1 << 64) - 1  # hot_at value of an exit that never calls back
 
 
+def unwind_word(target: int, depth: int, lasti: bool, raise_delta: int) -> int:
+    """An exception-table entry packed as tj_unwind reads it (TJ_UNWIND_*).
+    ``raise_delta``: the code unit a RAISE event reports, relative to the
+    failing instruction's start (-1 .. 8190)."""
+    assert -1 <= raise_delta < (1 << 13) - 1
+    return (target | (depth << 32) | (int(lasti) << 48) | ((raise_delta + 1) << 49)
+            | (1 << 63))
+
+
 class NativeTrace:
     """The dispatcher's view of one compiled trace: its struct and per-exit arrays."""
 
@@ -90,12 +99,8 @@ class NativeTrace:
 
     def set_handler(self, exit_index: int, target: int, depth: int, lasti: bool,
                     raise_delta: int = 0) -> None:
-        """Error exit `exit_index` unwinds to this exception-table entry.
-        ``raise_delta``: the code unit a RAISE event reports, relative to the
-        failing instruction's start (-1 .. 8190; see tj_unwind)."""
-        assert -1 <= raise_delta < (1 << 13) - 1
-        self.unwind[exit_index] = (target | (depth << 32) | (int(lasti) << 48)
-                                   | ((raise_delta + 1) << 49) | (1 << 63))
+        """Error exit `exit_index` unwinds to this exception-table entry."""
+        self.unwind[exit_index] = unwind_word(target, depth, lasti, raise_delta)
 
     def link(self, exit_index: int, target: NativeTrace | None) -> None:
         self.links[exit_index] = target.address if target is not None else None

@@ -56,6 +56,7 @@ from tracejit.runtime.cache import (
 )
 from tracejit.runtime.counters import LoopCounter
 from tracejit.runtime.dispatch import NEVER, Dispatcher, NativeTrace
+from tracejit.runtime.resume import last_unit
 from tracejit.stats import STATS
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
@@ -836,13 +837,7 @@ def _raise_delta(code: types.CodeType, pc: int, op: str) -> int:
     instruction's last unit (its inline caches included)."""
     if op == "call":
         return -1
-    instrs = code_info(code).instrs
-    ins = instrs.get(pc * 2)
-    while ins is not None and ins.opname == "EXTENDED_ARG":
-        ins = instrs.get(ins.next_offset)
-    if ins is None:
-        return 0
-    return max(0, min(ins.next_offset // 2 - 1 - pc, (1 << 13) - 2))
+    return max(0, min(last_unit(code, pc) - pc, (1 << 13) - 2))
 
 
 def _set_exit_policy(t: CompiledTrace) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+from tracejit.runtime.dispatch import unwind_word as unwind_word_of
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
@@ -103,7 +104,7 @@ def unwind_word(code: types.CodeType, pc: int) -> int:
     if handler is None:
         return 0
     _, _, target, depth, lasti = handler
-    return target | (depth << 32) | (int(lasti) << 48) | (1 << 63)
+    return unwind_word_of(target, depth, lasti, -1)  # RAISE: the descriptor's raise_at
 
 
 def call_site(code: types.CodeType, pc: int) -> tuple[int, int]:
