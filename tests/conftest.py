@@ -12,6 +12,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Verify the IR after every optimizer pass, here and in the programs tests run.
+os.environ["TRACEJIT_VERIFY"] = "1"
+
 RunTracejit = Callable[..., "subprocess.CompletedProcess[str]"]
 
 

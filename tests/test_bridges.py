@@ -296,6 +296,48 @@ def test_phases_grow_bridges_of_bridges(tmp_path: Path) -> None:
     assert_converges(run.stats)
 
 
+def test_global_rebound_every_run_is_looked_up_not_retraced(tmp_path: Path) -> None:
+    """Code exec'd in a fresh namespace per run (what Tornado does for every
+    render) sees a new object behind the same global each time: its guard's
+    exit goes hot, the global is read at each use from then on, and the
+    traces converge instead of growing a bridge per new object."""
+    source = """
+    SRC = '''
+    def render(rows):
+        out = []
+        for r in rows:
+            if isinstance(r, KINDS):
+                out.append(LABEL + str(r))
+            else:
+                out.append('-')
+        return ''.join(out)
+    '''
+    code = compile(textwrap.dedent(SRC), 'tmpl', 'exec')
+    total = 0
+    for k in range(300):
+        ns = {'KINDS': (int, float), 'LABEL': 'v%d:' % (k % 3)}
+        exec(code, ns)
+        total += len(ns['render']([1, 2.5, 'x', 4] * 5))
+    print(total)
+    ns = {'KINDS': (str,), 'LABEL': None}
+    exec(code, ns)
+    try:
+        ns['render'](['a'])
+    except TypeError as e:
+        print('TypeError', e)
+    del ns['LABEL']
+    try:
+        ns['render'](['a'])
+    except NameError as e:
+        print('NameError', e)
+    """
+    run = check("import textwrap\n" + textwrap.dedent(source), tmp_path, trace_eagerness=5)
+    assert run.stats["aborts"].get("guarded global varies", 0) >= 1, run.stats
+    # a handful of traces of render (a global per retrace), not one per run
+    assert 1 <= len(run.of("render")) <= 10, run.traces
+    assert_converges(run.stats)
+
+
 def test_type_changes_inside_bridge_path(tmp_path: Path) -> None:
     """A variable only the bridge touches is an int, then a float, then a str:
     the bridge's own guards fail and grow bridges of their own."""

@@ -13,7 +13,7 @@ from backend_helpers import finish, requires_backend, run, slot, stacktop
 
 pytestmark = requires_backend
 
-from tracejit.backend.assembler import Label, MachineInstr, assemble  # noqa: E402
+from tracejit.backend.assembler import Label, MachineInstr, assemble, runtime_address  # noqa: E402
 from tracejit.backend.symbols import address_of  # noqa: E402
 
 I = MachineInstr  # noqa: E741
@@ -372,7 +372,8 @@ def global_kernel(cell: ctypes.Array[ctypes.c_uint64], name: str) -> int:
     """guard_global on this module's globals (the frame's): 0 continue, 1 exit."""
     missing, err = Label("missing"), Label("err")
     code: list[MachineInstr | Label] = [
-        I("guard_global", (ctypes.addressof(cell), id(name)), exit=missing, error=err),
+        I("guard_global", (ctypes.addressof(cell), id(name), runtime_address("tj_global_is")),
+          exit=missing, error=err),
         finish(0),
         missing,
         finish(1),
@@ -401,6 +402,34 @@ def test_guard_global() -> None:
     GLOBAL_ANSWER = 4200  # rebinding changes the globals' version: looked up again
     try:
         assert global_kernel(answer, "GLOBAL_ANSWER") == 1
+    finally:
+        GLOBAL_ANSWER = 42
+
+
+def load_global_kernel(name: str) -> tuple[int, object]:
+    """load_global of `name` into local `v`: 0 and its value, 1 if missing."""
+    v: object = None
+    missing, err = Label("missing"), Label("err")
+    code: list[MachineInstr | Label] = [
+        I("load_global", (0, id(name)), exit=missing, error=err),
+        I("store_local", (0, slot(load_global_kernel, "v"))),
+        finish(0),
+        missing,
+        finish(1),
+        err,
+        finish(-1),
+    ]
+    return run(sys._getframe(), code), v
+
+
+def test_load_global_reads_the_current_value() -> None:
+    global GLOBAL_ANSWER
+    assert load_global_kernel("GLOBAL_ANSWER") == (0, 42)
+    assert load_global_kernel("len") == (0, len)  # from builtins
+    assert load_global_kernel("no_such_name_anywhere") == (1, None)
+    GLOBAL_ANSWER = 4200  # no cell: every use sees the new value
+    try:
+        assert load_global_kernel("GLOBAL_ANSWER") == (0, 4200)
     finally:
         GLOBAL_ANSWER = 42
 

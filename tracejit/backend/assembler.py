@@ -529,6 +529,18 @@ def load_function(name: str, operands: Sequence[int]) -> RuntimeFunction:
     return RuntimeFunction(name, base, total)
 
 
+_RUNTIME: dict[str, RuntimeFunction] = {}
+
+
+def runtime_address(name: str) -> int:
+    """Address of the runtime function `name` (no operands), mapped once per
+    process and never unmapped: machine code calls it through an operand."""
+    fn = _RUNTIME.get(name)
+    if fn is None:
+        fn = _RUNTIME[name] = load_function(name, ())
+    return fn.address
+
+
 def _label_pos(labels: dict[Label, int], label: Label | None, i: int, op: str, what: str) -> int:
     if label is None:
         raise AssemblyError(f"code[{i}]: {op} needs a label for {what}")

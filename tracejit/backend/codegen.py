@@ -13,10 +13,11 @@ from __future__ import annotations
 import ctypes
 import struct
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.assembler import Label, MachineInstr, stencil_exits
+from tracejit.backend.assembler import Label, MachineInstr, runtime_address, stencil_exits
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.ir.translate import NULL
@@ -90,6 +91,8 @@ class ExitInfo:
     inline: bool = False
     # The innermost inlined callee's code (inline exits).
     callee: object = None
+    # guard_global's name (its exit going hot makes the global varying).
+    global_name: str | None = None
 
 
 @dataclass(slots=True)
@@ -106,6 +109,12 @@ class Lowered:
     retired: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
 
 
+# tj_exit_write's descriptor (ops.c, "compact exits").
+_NO_FINISH = (1 << 64) - 1
+_MASK64 = (1 << 64) - 1
+_W_OWNED, _W_BORROWED, _W_INT, _W_FLOAT, _W_BOOL, _W_RAW = 0, 1, 2, 3, 4, 8
+
+
 class CodeGen:
     def __init__(self, trace: Trace, nlocalsplus: int, base: int,
                  code: types.CodeType | None = None) -> None:
@@ -118,7 +127,7 @@ class CodeGen:
         self.nregs = 0
         self.body: list[MachineInstr | Label] = []
         self.prologue: list[MachineInstr | Label] = []
-        self.stubs: list[tuple[Label, Snapshot, bool, str]] = []
+        self.stubs: list[tuple[Label, Snapshot, bool, Op]] = []
         self.keepalive: list[object] = []
         # Memory the machine code uses (guard_global's caches, resume chain
         # descriptors): held strongly, never weakly like keepalive's objects.
@@ -171,7 +180,7 @@ class CodeGen:
     def exit_label(self, op: Op, error: bool = False) -> Label:
         assert op.snapshot is not None
         label = Label(f"{'error' if error else 'exit'}{len(self.stubs)}")
-        self.stubs.append((label, op.snapshot, error, op.name))
+        self.stubs.append((label, op.snapshot, error, op))
         return label
 
     def emit(self, name: str, operands: tuple[int, ...] = (), op: Op | None = None,
@@ -279,7 +288,8 @@ class CodeGen:
         elif name == "check_eval_breaker":
             self.emit(name, (), op, guard=True)
         elif name == "check_instrumentation":
-            self.emit(name, (ctypes.addressof(self.retired),), op, guard=True)
+            self.emit(name, (ctypes.addressof(self.retired), runtime_address("tj_watched")), op,
+                      guard=True)
         elif name == "call_unary" or name == "call_binary":
             fn = _pyapi_address(str(op.attrs["fn"]))
             self.emit(name, dst + args + (fn,), op, raises=True)
@@ -304,10 +314,12 @@ class CodeGen:
             # weakly: no reference to a module's dict)
             self.emit("guard_global_in", (
                 self.global_cell(op), self.obj_addr(op.attrs["func"]),
-                self.obj_addr(op.attrs["name"])), op)
+                self.obj_addr(op.attrs["name"]), runtime_address("tj_global_is")), op)
         elif name == "guard_global":
-            self.emit("guard_global", (self.global_cell(op), self.obj_addr(op.attrs["name"])),
-                      op)
+            self.emit("guard_global", (self.global_cell(op), self.obj_addr(op.attrs["name"]),
+                                       runtime_address("tj_global_is")), op)
+        elif name == "load_global":
+            self.emit("load_global", dst + (self.obj_addr(op.attrs["name"]),), op)
         elif name == "exit":
             self.emit("jump", (), target=self.exit_label(op))
         elif name == "load_field":
@@ -397,6 +409,35 @@ class CodeGen:
             boxed[ref.id] = r
         return r
 
+    def frame_write(self, entry: SnapEntry, slot: int, raw: bool, uses: dict[int, int],
+                    out: list[MachineInstr | Label], boxed: dict[int, int],
+                    oom: Label) -> int:
+        """One write of an exit descriptor (see tj_exit_write in ops.c)."""
+        ref = entry.ref
+        if isinstance(ref, Value) and ref.id in boxed:
+            kind, r = _W_BORROWED, boxed[ref.id]  # boxed once: the same object
+        elif ref.type is Type.OBJ:
+            owned = entry.owned or (isinstance(ref, Const) and ref.value is NULL)
+            kind, r = (_W_OWNED if owned else _W_BORROWED), self.reg(ref)
+        elif ref.type is Type.BOOL:
+            kind, r = _W_BOOL, self.reg(ref)
+        elif isinstance(ref, Value) and uses[ref.id] > 1:
+            # boxed once by a stencil, then shared (identity is kept)
+            kind, r = _W_OWNED, self.materialize(entry, out, boxed, oom)
+        else:
+            # boxed by the write itself; a store reuses an int or float only
+            # the frame holds
+            kind, r = (_W_FLOAT if ref.type is Type.FLOAT else _W_INT), self.reg(ref)
+        return (kind | (_W_RAW if raw else 0)) | (slot << 8) | (r << 32)
+
+    def exit_desc(self, counter: int, pc: int, stacktop: int, code: int, oom_stacktop: int,
+                  oom_code: int, writes: list[int], more: Sequence[int] = ()) -> int:
+        words = [counter, pc, stacktop, code & _MASK64, oom_stacktop, oom_code & _MASK64,
+                 len(writes), *writes, *more]
+        desc = (ctypes.c_uint64 * len(words))(*words)
+        self.cells.append(desc)
+        return ctypes.addressof(desc)
+
     def lower_stub(self, index: int, label: Label, snap: Snapshot, error: bool,
                    counters: ctypes.Array[ctypes.c_uint64]) -> list[MachineInstr | Label]:
         out: list[MachineInstr | Label] = [label]
@@ -404,7 +445,7 @@ class CodeGen:
         oom = Label(f"oom{index}")
         # Inside inlined calls: the resume objects first (innermost first); an
         # exception raised in the callee is taken over by the innermost one.
-        resume = -1
+        resume = None  # the resume objects' tj_chain_desc
         if snap.frames:
             resume = self.lower_resume(snap, error, out, boxed, oom)
             error = False
@@ -412,56 +453,46 @@ class CodeGen:
         for e in list(snap.locals.values()) + snap.stack:
             if isinstance(e.ref, Value):
                 uses[e.ref.id] = uses.get(e.ref.id, 0) + 1
-        for slot, entry in sorted(snap.locals.items()):
-            ref = entry.ref
-            if ref.type in (Type.FLOAT, Type.INT) and isinstance(ref, Value) \
-                    and uses[ref.id] == 1 and ref.id not in boxed:
-                # boxed straight into the slot, reusing a float or int only the
-                # frame holds (not when also boxed for a callee's frame)
-                store = "store_local_float" if ref.type is Type.FLOAT else "store_local_int"
-                out.append(MachineInstr(store, (self.reg(ref), slot), error=oom))
-                continue
-            r = self.materialize(entry, out, boxed, oom)
-            out.append(MachineInstr("store_local", (r, slot)))
         first = self.nlocalsplus + self.base
-        stack = [self.materialize(entry, out, boxed, oom) for entry in snap.stack]
-        for i, r in enumerate(stack):
-            out.append(MachineInstr("store_slot_raw", (r, first + i)))
-        count = MachineInstr("exit_count", (ctypes.addressof(counters) + 8 * index,))
-        if resume >= 0:
-            # The callee runs to its end now, the caller's frame as during its
-            # CALL; then the trace leaves after the CALL with the result, or at
-            # the CALL with the callee's exception (see tracejit/runtime/resume.py).
-            from tracejit.runtime.resume import call_site
-
-            if self.code is None:
-                raise NotImplementedError("an exit inside inlined calls needs the code")
-            call_at, next_at = call_site(self.code, snap.pc)
-            depth = first + len(stack)
-            result = self.new_reg()
-            failed = Label(f"rfail{index}")
-            out.append(MachineInstr("resume_call", (result, resume, depth, call_at),
-                                    error=failed))
-            out.append(MachineInstr("store_slot_raw", (result, depth)))
-            out.append(count)
-            out.append(MachineInstr("exit_finish", (next_at, depth + 1, index)))
-            out.append(failed)
-            out.append(count)
-            out.append(MachineInstr("exit_finish", (call_at, depth, -(index + 1))))
-        else:
-            out.append(count)
+        # The frame writes, as data for one runtime call (tj_exit_write).
+        writes: list[int] = []
+        for slot, entry in sorted(snap.locals.items()):
+            writes.append(self.frame_write(entry, slot, False, uses, out, boxed, oom))
+        for i, entry in enumerate(snap.stack):
+            writes.append(self.frame_write(entry, first + i, True, uses, out, boxed, oom))
+        counter = ctypes.addressof(counters) + 8 * index
+        depth = first + len(snap.stack)
+        if resume is None:
             code = -(index + 1) if error else index
-            out.append(MachineInstr("exit_finish", (snap.pc, first + len(stack), code)))
-        # Boxing failed (out of memory): resume at the same place with the error
-        # set; references not yet written to the frame are lost.
-        out.append(oom)
-        out.append(MachineInstr("exit_finish", (snap.pc, first, -(index + 1))))
+            desc = self.exit_desc(counter, snap.pc, depth, code, first, -(index + 1), writes)
+            out.append(MachineInstr("exit_write", (desc, runtime_address("tj_exit_write"))))
+            return self.oom_path(out, oom, snap.pc, first, index)
+        # The callee runs to its end now, the caller's frame as during its
+        # CALL; then the trace leaves after the CALL with the result, or at
+        # the CALL with the callee's exception (see tracejit/runtime/resume.py).
+        from tracejit.runtime.resume import call_site, chain_function
+
+        if self.code is None:
+            raise NotImplementedError("an exit inside inlined calls needs the code")
+        call_at, next_at = call_site(self.code, snap.pc)
+        desc = self.exit_desc(counter, snap.pc, depth + 1, index, first, -(index + 1), writes,
+                              [chain_function(), resume, call_at, next_at, depth])
+        out.append(MachineInstr("exit_write", (desc, runtime_address("tj_exit_resume"))))
+        return self.oom_path(out, oom, snap.pc, first, index)
+
+    def oom_path(self, out: list[MachineInstr | Label], oom: Label, pc: int, first: int,
+                 index: int) -> list[MachineInstr | Label]:
+        """Boxing by a stencil failed (out of memory): resume at the exit's pc with
+        the error set; references not yet written to the frame are lost."""
+        if any(isinstance(i, MachineInstr) and i.error is oom for i in out):
+            out.append(oom)
+            out.append(MachineInstr("exit_finish", (pc, first, -(index + 1))))
         return out
 
     def lower_resume(self, snap: Snapshot, error: bool, out: list[MachineInstr | Label],
                      boxed: dict[int, int], oom: Label) -> int:
-        """Build the resume objects of an exit inside inlined calls (one runtime
-        call, tj_resume_chain); return the register holding the outermost."""
+        """Describe the resume objects of an exit inside inlined calls (built by
+        one runtime call, tj_resume_chain); return the tj_chain_desc address."""
         from tracejit.recorder.record import code_info
         from tracejit.runtime import resume
 
@@ -495,10 +526,7 @@ class CodeGen:
             specs.append(resume.FrameSpec(func, f.code, f.pc, f.argc, entries))
         address, keep = resume.make_chain(specs, exc)
         self.cells.extend(keep)  # the chain's descriptors: held strongly
-        dst = self.new_reg()
-        out.append(MachineInstr("resume_chain", (dst, address, resume.chain_function()),
-                                error=oom))
-        return dst
+        return address
 
     def lower(self) -> Lowered:
         label_op: Op | None = None
@@ -538,12 +566,13 @@ class CodeGen:
             stub_code.extend(self.lower_stub(index, label, snap, error, counters))
             top = max(top, self.nregs)
         self.nregs = top
-        for index, (_label, snap, error, opname) in enumerate(self.stubs):
+        for index, (_label, snap, error, op) in enumerate(self.stubs):
             inline = bool(snap.frames)
             # An exit inside inlined calls fails at the trace's CALL when the
             # callee raises.
-            exits.append(ExitInfo(index, snap.pc, error or inline, opname, snap.entry,
-                                  inline, snap.frames[-1].code if inline else None))
+            name = str(op.attrs["name"]) if op.name == "guard_global" and not error else None
+            exits.append(ExitInfo(index, snap.pc, error or inline, op.name, snap.entry,
+                                  inline, snap.frames[-1].code if inline else None, name))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive,
                        self.cells, self.retired)

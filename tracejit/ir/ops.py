@@ -194,6 +194,11 @@ OPS: dict[str, OpInfo] = _ops(
         "lookup while neither dict changed since the last check.",
     ),
     OpInfo(
+        "load_global", O, (), ("name",), guard=True, raises=True,
+        doc="The value of `name` in the frame's globals, then builtins, looked up at "
+        "each use (a global whose guard_global went hot); exit if it is missing.",
+    ),
+    OpInfo(
         "guard_global_in", V, (), ("func", "name", "obj"), guard=True,
         raises=True, doc="guard_global in the globals and builtins of function `func` "
         "(an inlined callee's own).",

@@ -822,6 +822,12 @@ class Translator:
             # An inlined callee's own globals (it has no frame to read them from).
             self.emit("guard_global_in", [], None, snap, func=self.cur.plan.func,
                       name=str(r.instr.argval), obj=r.seen)
+        elif str(r.instr.argval) in self.info.varying_globals:
+            self.push(self.emitv("load_global", [], Type.OBJ, snap, name=str(r.instr.argval)),
+                      True)
+            if r.instr.arg & 1:
+                self.push(Const(NULL, Type.OBJ))
+            return
         else:
             # Checked in the frame's own globals and builtins (no reference to the
             # dicts: a trace must not keep a dead module alive).

@@ -47,6 +47,7 @@ class AbortReason(enum.Enum):
     SEGMENTING = "segmenting trace"
     INLINE_REFUSED = "inlined callee not compilable"
     INLINE_EXIT_HOT = "hot exit inside an inlined call"
+    GLOBAL_VARIES = "guarded global varies"
     # Not a recording that failed: one not started (Params.jit_time_percent).
     OVER_TIME_BUDGET = "JIT time budget spent"
 
@@ -84,6 +85,9 @@ class CodeInfo:
     code_ref: weakref.ReferenceType[types.CodeType]
     nlocalsplus: int
     instrs: dict[int, Instr]
+    # Globals whose guard went hot (e.g. a namespace rebuilt for every run of
+    # exec'd code): traces look them up at each use instead of guarding them.
+    varying_globals: set[str] = field(default_factory=set)
 
     @property
     def code(self) -> types.CodeType:

@@ -911,6 +911,9 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
         assert isinstance(info.callee, types.CodeType)
         _retrace_without(t, info.callee)
         return
+    if info.global_name is not None:
+        _retrace_varying(t, info.global_name)
+        return
     if frame.f_code is not t.code or native.links[k]:
         return
     if STATE.recording is not None or _tools_active() or _over_time_budget():
@@ -924,6 +927,38 @@ def _on_hot_exit(t: CompiledTrace, k: int, frame: types.FrameType) -> None:
     root.bridges += 1
     pc = t.lowered.exits[k].pc * 2
     _start_recording(t.code, pc, pc, frame, "bridge", (t, k))
+
+
+def _retrace_varying(t: CompiledTrace, name: str) -> None:
+    """A guarded global often means another object (Tornado rebuilds a
+    template's namespace for every render): traces of this code look it up at
+    each use from now on, and those that guard it are recorded again.  A
+    bridge per new value would never converge."""
+    code = t.code
+    code_info(code).varying_globals.add(name)
+    reason = AbortReason.GLOBAL_VARIES
+    STATS.aborts[reason.value] += 1
+    jitlog.abort(code, t.key, reason.value, f"{name}: retracing", False)
+    cache = STATE.cache
+    guarding = [x for x in cache.by_code.get(t.code_id, [])
+                if any(e.global_name == name for e in x.lowered.exits)]
+    guarding.sort(key=_depth)  # a tree goes with its root
+    for x in guarding:
+        if not any(y is x for y in cache.by_code.get(t.code_id, [])):
+            continue
+        parent = x.parent
+        _evict(x)
+        if parent is not None and any(y is parent[0] for y in cache.by_code.get(t.code_id, [])):
+            _retry_exit_later(parent, penalize=False)
+    if t.parent is None:
+        _record_at_next_event(code, t.key)
+
+
+def _depth(t: CompiledTrace) -> int:
+    n = 0
+    while t.parent is not None:
+        t, n = t.parent[0], n + 1
+    return n
 
 
 def _retrace_without(t: CompiledTrace, callee: types.CodeType) -> None:

@@ -185,18 +185,11 @@ def _chain_desc_type(n: int) -> type[ctypes.Structure]:
     return t
 
 
-_CHAIN_FN: list[int] = []
-
-
 def chain_function() -> int:
     """Address of the runtime function tj_resume_chain."""
-    if not _CHAIN_FN:
-        from tracejit.backend.assembler import load_function
+    from tracejit.backend.assembler import runtime_address
 
-        fn = load_function("tj_resume_chain", ())
-        _KEEP.append(fn)
-        _CHAIN_FN.append(fn.address)
-    return _CHAIN_FN[0]
+    return runtime_address("tj_resume_chain")
 
 
 _VERSION_FN: list[Callable[[type], int]] = []

@@ -107,23 +107,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'check_instrumentation': (
         bytes.fromhex(
-            "48b80000000000000000488338000f8500000000498b4e10f30f7e8170f20200"
-            "660f6e8978f202000fb6817df20200660f70d055660febd0660f6fc2660f72d0"
-            "10660febc2660f6fd0660f71d208660febd0660f7ed2660f6fc1660f72d01066"
-            "0febc1660f6fc8660f71d108660febc8660f7ece09d6400ab17cf202000a817e"
-            "f20200498b0c244008f0488b89b00000004885c97434f30f7e410a660f70c855"
-            "660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f"
-            "7eca0a51120a411308d0a8df0f850000000049837e58000f850000000049837e"
-            "50000f8500000000e900000000"
+            "48b80000000000000000488338000f85000000005048b8000000000000000049"
+            "8b34244c89f7ffd085c0488d6424080f8500000000e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 206, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 217, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 228, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 233, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 23, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_PLT32', 49, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 54, '_JIT_CONTINUE', -4),
         ),
     ),
     'const': (
@@ -182,6 +175,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 6, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_64', 31, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_64', 46, '_JIT_OPERAND2', 0),
+        ),
+    ),
+    'exit_write': (
+        bytes.fromhex(
+            "4c89ee4c89e748b8000000000000000048ba0000000000000000ffe0"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 8, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 18, '_JIT_OPERAND0', 0),
         ),
     ),
     'fetch_exc': (
@@ -400,72 +403,53 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'guard_global': (
         bytes.fromhex(
-            "554883ec104c89742408498b5c2418488b4308f680ab000000200f84b6000000"
-            "4d8b7c2420498b4708f680ab000000200f84a0000000488b6b184d8b771848b8"
-            "0000000000000000483b28753148b800000000000000004c3b30752248b80000"
-            "000000000000483918751348b800000000000000004c39380f84ae00000048be"
-            "00000000000000004889dfff15000000004885c07531488b442408488b407048"
-            "85c0740b48837808000f85a100000048be00000000000000004c89ffff150000"
-            "00004885c0747448b90000000000000000483b01740f4c8b7424084883c4105d"
-            "e9000000004885ed0f95c04d85f60f95c120c180f901753448b8000000000000"
-            "000048892848b800000000000000004c893048b8000000000000000048891848"
-            "b800000000000000004c89384c8b7424084883c4105de900000000488b442408"
-            "488b40704885c0748d488378080074864c8b7424084883c4105de900000000"
+            "498b742418488b4608f680ab000000200f8400000000498b542420488b4208f6"
+            "80ab000000200f8400000000488b461848b90000000000000000483b01753548"
+            "8b421848b90000000000000000483b01752248b8000000000000000048393075"
+            "1348b800000000000000004839100f84000000005048b8000000000000000048"
+            "b9000000000000000049b800000000000000004c89f7ffd085c0488d6424080f"
+            "88000000000f8400000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 64, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 79, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 94, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_64', 109, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_64', 128, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 141, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 177, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 190, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 201, '_JIT_OPERAND0', 32),
-            ('code', 'R_X86_64_PLT32', 225, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 250, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 263, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 276, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_64', 289, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_PLT32', 311, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 347, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 18, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 40, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 69, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 84, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_64', 99, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_PLT32', 112, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 119, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 129, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 139, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 161, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 167, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 172, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_global_in': (
         bytes.fromhex(
-            "554883ec104c8974240848b80000000000000000488b1848b800000000000000"
-            "004c8b38488b6b184d8b771848b80000000000000000483b28753148b8000000"
-            "00000000004c3b30752248b80000000000000000483918751348b80000000000"
-            "0000004c39380f84ae00000048be00000000000000004889dfff150000000048"
-            "85c07531488b442408488b40704885c0740b48837808000f85a100000048be00"
-            "000000000000004c89ffff15000000004885c0747448b9000000000000000048"
-            "3b01740f4c8b7424084883c4105de9000000004885ed0f95c04d85f60f95c120"
-            "c180f901753448b8000000000000000048892848b800000000000000004c8930"
-            "48b8000000000000000048891848b800000000000000004c89384c8b74240848"
-            "83c4105de900000000488b442408488b40704885c0748d488378080074864c8b"
-            "7424084883c4105de900000000"
+            "48b80000000000000000488b3048b80000000000000000488b10488b461848b9"
+            "0000000000000000483b017535488b421848b90000000000000000483b017522"
+            "48b80000000000000000483930751348b800000000000000004839100f840000"
+            "00005048b8000000000000000048b9000000000000000049b800000000000000"
+            "004c89f7ffd085c0488d6424080f88000000000f8400000000e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_64', 12, '_JIT_OPERAND1', 16),
-            ('code', 'R_X86_64_64', 25, '_JIT_OPERAND1', 24),
-            ('code', 'R_X86_64_64', 46, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 61, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 76, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_64', 91, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_64', 110, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 123, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 159, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 172, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_64', 183, '_JIT_OPERAND0', 32),
-            ('code', 'R_X86_64_PLT32', 207, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 232, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 245, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 258, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_64', 271, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_PLT32', 293, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 329, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 16),
+            ('code', 'R_X86_64_64', 15, '_JIT_OPERAND1', 24),
+            ('code', 'R_X86_64_64', 32, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 51, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 66, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_64', 81, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_PLT32', 94, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 101, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_64', 111, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 121, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 143, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 149, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 154, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_is': (
@@ -1040,6 +1024,26 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 29, '_JIT_CONTINUE', -4),
         ),
     ),
+    'load_global': (
+        bytes.fromhex(
+            "50498b7c2418488b4708f680ab000000207462498b5c2420488b4308f680ab00"
+            "000020745048be00000000000000004889e2ff150000000085c0783f488b0424"
+            "4885c0752348be00000000000000004889e24889dfff150000000085c0781c48"
+            "8b04244885c0740d4989850000000058e90000000058e90000000058e9000000"
+            "00"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 39, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 52, 'PyDict_GetItemRef', -4),
+            ('code', 'R_X86_64_64', 71, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 87, 'PyDict_GetItemRef', -4),
+            ('code', 'R_X86_64_32S', 107, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 113, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 119, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 125, '_JIT_ERROR', -4),
+        ),
+    ),
     'load_slot': (
         bytes.fromhex(
             "498b84240000000049898500000000e900000000"
@@ -1073,39 +1077,6 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_32S', 45, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'resume_call': (
-        bytes.fromhex(
-            "50498b9d00000000498b042448b90000000000000000488d04484805c8000000"
-            "498944243848b8000000000000000041894424404889dfff1500000000488b0b"
-            "85c9780848ffc948890b74124885c074214989850000000058e9000000004889"
-            "df4889c3ff15000000004889d84885c075df58e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_64', 14, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_64', 39, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 57, 'PyObject_CallNoArgs', -4),
-            ('code', 'R_X86_64_32S', 84, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 90, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 102, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_PLT32', 116, '_JIT_ERROR', -4),
-        ),
-    ),
-    'resume_chain': (
-        bytes.fromhex(
-            "5048b8000000000000000048be00000000000000004c89efffd04885c0740d49"
-            "89850000000058e90000000058e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_32S', 34, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 40, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 46, '_JIT_ERROR', -4),
         ),
     ),
     'richcompare': (
@@ -1348,6 +1319,115 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 1865, '_Py_Dealloc', -4),
         ),
     ),
+    'tj_exit_resume': (
+        bytes.fromhex(
+            "554157415641554154534883ec184989d64889f04889fb488b6a30488b74ea40"
+            "48894424084889c7ff54ea384885c00f840703000048894424104885ed488b54"
+            "24080f84640200004531ffeb140f1f004a8944e34849ffc74c39fd0f844b0200"
+            "004f8b6cfe384589ec41c1ec084c89e848c1e820488b04c24489e983e10783f9"
+            "017f2d85c90f842501000083f901756f4885c00f844d0100008b08ffc10f840d"
+            "010000890841f6c50875a5e90a01000083f902747483f903754566480f6ec041"
+            "f6c5080f85b00000004e8b6ce3484d85ed0f845a01000048b900000000000000"
+            "0049394d080f850901000049837d00010f85fe00000049894510e95101000048"
+            "85c048b8000000000000000048b90000000000000000480f44c141f6c5080f85"
+            "2cffffffe99100000041f6c508756a4e8b6ce3484d85ed0f84fc00000048b900"
+            "0000000000000049394d08751549837d0001750e498b4d104883f90f0f86f800"
+            "00004889c7ff15000000004885c00f858f000000e9a9010000ff150000000048"
+            "85c00f849a010000488b54240841f6c5080f85b9feffffeb214889c7ff150000"
+            "00004885c00f8477010000488b54240841f6c5080f8596feffff4a8b7ce3484a"
+            "8944e3484885ff0f8488feffff488b0785c00f887dfeffff48ffc84889070f85"
+            "71feffffeb4331c041f6c5080f855efeffffebc6ff15000000004885c00f841f"
+            "0100004a8944e348498b450085c0488b5424080f883cfeffff48ffc849894500"
+            "0f852ffeffff4c89efff1500000000eb1fff1500000000eb094889c7ff150000"
+            "00004885c00f84d70000004a8944e348488b542408e9fbfdffff488d90fffeff"
+            "ff4881faf9feffff0f87f4feffff488d90ffffff3f4881fafeffff7f0f87e0fe"
+            "ffff4883f9080f82d6feffff4889c148f7d9480f48c841894d1848c1e83f488d"
+            "04450800000049894510eba4498b44ee484d8b7cee58488b0b488d04414805c8"
+            "0000004889433844897b404c8b6424104c89e7ff1500000000498b0c2485c978"
+            "0948ffc949890c247475498b0e48ff014885c00f84800000004a8944fb48498b"
+            "4cee50498b4618488b13488d0c4a4881c1c800000048894b38418d4f01894b40"
+            "eb76488b7c2410488b0785c0780e48ffc84889077506ff1500000000498b4e08"
+            "418b5620498b4628488b33488d0c4e4881c1c800000048894b38895340eb394c"
+            "89e74989c4ff15000000004c89e0498b0e48ff014885c07580498b4cee48498b"
+            "4628488b13488d0c4a4881c1c800000048894b3844897b404883c4185b415c41"
+            "5d415e415f5dc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 217, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_64', 260, '_Py_TrueStruct', 0),
+            ('code', 'R_X86_64_64', 270, '_Py_FalseStruct', 0),
+            ('code', 'R_X86_64_64', 319, 'PyLong_Type', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 359, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 379, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 414, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 502, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 555, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 563, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 574, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 725, 'PyObject_CallNoArgs', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 824, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 871, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_exit_write': (
+        bytes.fromhex(
+            "55415741564155415453504989d64889fb4c8b6a304d85ed0f847e02000031ed"
+            "48893424eb1b662e0f1f8400000000004a8944fb4848ffc54939ed0f845b0200"
+            "004d8b64ee384589e741c1ef084c89e048c1e820488b04c64489e183e10783f9"
+            "017f2d85c90f843501000083f90175714885c00f845d0100008b08ffc10f841d"
+            "010000890841f6c40875a5e91a01000083f902747683f903754766480f6ec041"
+            "f6c4080f85b40000004e8b64fb484d85e40f846901000048b900000000000000"
+            "0049394c24080f851801000049833c24010f850d0100004989442410e95e0100"
+            "004885c048b8000000000000000048b90000000000000000480f44c141f6c408"
+            "0f852affffffe99f00000041f6c408756b4e8b64fb484d85e40f840901000048"
+            "b9000000000000000049394c2408751649833c2401750f498b4c24104883f90f"
+            "0f86020100004889c7ff15000000004885c00f859b000000e97f010000ff1500"
+            "0000004885c00f8470010000488b342441f6c4080f85b6feffffeb2e4889c7ff"
+            "15000000004885c00f844e010000488b342466666666662e0f1f840000000000"
+            "41f6c4080f8586feffff4a8b7cfb484a8944fb484885ff0f8478feffff488b07"
+            "85c00f886dfeffff48ffc84889070f8561feffffeb4231c041f6c4080f854efe"
+            "ffffebc6ff15000000004885c00f84e90000004a8944fb48498b042485c0488b"
+            "34240f882dfeffff48ffc8498904240f8520feffff4c89e7ff1500000000eb1f"
+            "ff1500000000eb094889c7ff15000000004885c00f84a20000004a8944fb4848"
+            "8b3424e9edfdffff488d90fffeffff4881faf9feffff0f87eafeffff488d90ff"
+            "ffff3f4881fafeffff7f0f87d6feffff4883f9080f82ccfeffff4889c148f7d9"
+            "480f48c841894c241848c1e83f488d0445080000004989442410eba3498b0648"
+            "ff00b818000000b910000000498b5608418b0c0e418b0406488b33488d145648"
+            "81c2c800000048895338894b404883c4085b415c415d415e415f5dc3b8280000"
+            "00b920000000ebc4"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 185, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_64', 230, '_Py_TrueStruct', 0),
+            ('code', 'R_X86_64_64', 240, '_Py_FalseStruct', 0),
+            ('code', 'R_X86_64_64', 289, 'PyLong_Type', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 331, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 351, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 385, 'PyLong_FromLongLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 486, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 538, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 546, 'PyFloat_FromDouble', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 557, 'PyLong_FromLongLong', -4),
+        ),
+    ),
+    'tj_global_is': (
+        bytes.fromhex(
+            "55415741564155415453504c89c34989cd4989d64989f748893c24488b6e184c"
+            "8b6218493b2875174c3b630875114c397b10750bb8010000004c397318747e4c"
+            "89ff4c89eeff15000000004885c07525488b0424488b40704885c07407488378"
+            "080075684c89f74c89eeff15000000004885c07433483b4320740431c0eb3e48"
+            "85ed0f95c04d85e40f95c120c1b80100000080f901752648892b4c8963084c89"
+            "7b104c897318eb15488b0424488b487031c04885c97406483b410819c04883c4"
+            "085b415c415d415e415f5dc3b8ffffffffebea"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 71, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 108, 'PyDict_GetItemWithError', -4),
+        ),
+    ),
     'tj_resume_basicsize': (
         bytes.fromhex(
             "b868000000c3"
@@ -1540,6 +1620,20 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
         b"",
         (
             ('code', 'R_X86_64_GOTPCRELX', 6, 'PyUnstable_Type_AssignVersionTag', -4),
+        ),
+    ),
+    'tj_watched': (
+        bytes.fromhex(
+            "488b4710f30f7e8070f20200660f6e8878f202000fb6887df20200660f70d055"
+            "660febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f"
+            "7ed2660f6fc1660f72d010660febc1660f6fc8660f71d108660febc866410f7e"
+            "c84109d0440a807cf202000a887ef202004408c1488b86b00000004885c07434"
+            "f30f7e400a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc866"
+            "0f71d108660febc8660f7eca0a50120a481308d1b801000000f6c1df7401c348"
+            "837f580075f831c048837f50000f95c0c3"
+        ),
+        b"",
+        (
         ),
     ),
     'trace_entry': (

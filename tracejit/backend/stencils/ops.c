@@ -754,8 +754,22 @@ STENCIL(iter_next_null)
  * every mutation and is globally unique), nothing is looked up; otherwise
  * look up as LOAD_GLOBAL does (globals, then builtins), compare, and remember
  * dicts and versions.  1: it does, 0: another object or unbound, -1: a lookup
- * raised. */
+ * raised.  The stencils test the cell inline (tj_global_cached) and call this
+ * runtime function (an operand) only when it does not match. */
 ALWAYS_INLINE int
+tj_global_cached(PyObject *g, PyObject *b, const uint64_t *cell)
+{
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    return ((PyDictObject *)g)->ma_version_tag == cell[0] &&
+           ((PyDictObject *)b)->ma_version_tag == cell[1] &&
+           (uint64_t)(uintptr_t)g == cell[2] && (uint64_t)(uintptr_t)b == cell[3];
+_Py_COMP_DIAG_POP
+}
+
+typedef int (*tj_global_fn)(PyThreadState *, PyObject *, PyObject *, PyObject *, uint64_t *);
+
+int
 tj_global_is(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name, uint64_t *cell)
 {
 _Py_COMP_DIAG_PUSH
@@ -792,8 +806,8 @@ _Py_COMP_DIAG_POP
 }
 
 /* A global (or builtin) name, OP1, still means the object the trace was
- * recorded with, in the running frame's own dicts; OP0 the cell (see
- * tj_global_is).  Exit if the name now means another object or is missing;
+ * recorded with, in the running frame's own dicts; OP0 the cell, OP2
+ * tj_global_is.  Exit if the name now means another object or is missing;
  * error exit if the lookup raised. */
 STENCIL(guard_global)
 {
@@ -801,8 +815,12 @@ STENCIL(guard_global)
     if (UNLIKELY(!PyDict_Check(g) || !PyDict_Check(b))) {
         EXIT();
     }
-    int same = tj_global_is(tstate, g, b, (PyObject *)(uintptr_t)OP(1),
-                            (uint64_t *)(uintptr_t)OP(0));
+    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
+    if (LIKELY(tj_global_cached(g, b, cell))) {
+        CONTINUE();
+    }
+    int same = ((tj_global_fn)(uintptr_t)OP_OPAQUE(2))(
+        tstate, g, b, (PyObject *)(uintptr_t)OP(1), cell);
     if (UNLIKELY(same < 0)) {
         ERROR();
     }
@@ -814,18 +832,50 @@ STENCIL(guard_global)
 
 /* guard_global for an inlined callee, in the dicts of its function OP1
  * (func_globals and func_builtins never change; the trace holds the function
- * weakly, so no module dict is kept alive); OP2 name; OP0 the cell. */
+ * weakly, so no module dict is kept alive); OP2 name; OP0 the cell; OP3
+ * tj_global_is. */
 STENCIL(guard_global_in)
 {
     PyFunctionObject *func = (PyFunctionObject *)(uintptr_t)OP(1);
-    int same = tj_global_is(tstate, func->func_globals, func->func_builtins,
-                            (PyObject *)(uintptr_t)OP(2), (uint64_t *)(uintptr_t)OP(0));
+    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
+    if (LIKELY(tj_global_cached(func->func_globals, func->func_builtins, cell))) {
+        CONTINUE();
+    }
+    int same = ((tj_global_fn)(uintptr_t)OP_OPAQUE(3))(
+        tstate, func->func_globals, func->func_builtins, (PyObject *)(uintptr_t)OP(2), cell);
     if (UNLIKELY(same < 0)) {
         ERROR();
     }
     if (!same) {
         EXIT();
     }
+    CONTINUE();
+}
+
+/* A global (or builtin) name, OP1, whose value varies between runs of the
+ * code (its guard_global went hot): looked up at each use in the running
+ * frame's own dicts.  R0 a new reference; exit when the name is missing (the
+ * interpreter raises NameError); error exit if the lookup raised. */
+STENCIL(load_global)
+{
+    PyObject *g = frame->f_globals, *b = frame->f_builtins;
+    if (UNLIKELY(!PyDict_Check(g) || !PyDict_Check(b))) {
+        EXIT();
+    }
+    PyObject *name = (PyObject *)(uintptr_t)OP(1);
+    PyObject *v;
+    if (UNLIKELY(PyDict_GetItemRef(g, name, &v) < 0)) {
+        ERROR();
+    }
+    if (v == NULL) {
+        if (UNLIKELY(PyDict_GetItemRef(b, name, &v) < 0)) {
+            ERROR();
+        }
+        if (v == NULL) {
+            EXIT();
+        }
+    }
+    SET_OBJ(0, v);
     CONTINUE();
 }
 
@@ -863,6 +913,8 @@ tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
     return (any & ~TJ_OUR_TOOL) != 0;
 }
 
+typedef int (*tj_watched_fn)(PyThreadState *, PyCodeObject *);
+
 /* After code ran (a call-out): exit, at the next instruction, if another
  * tool now watches this code.  A version comparison cannot tell: CPython
  * re-instruments executing code at once, and local events keep versions. */
@@ -872,11 +924,19 @@ STENCIL(check_instrumentation)
      * it may run (the code that ran freed an object it holds weakly, or
      * evicted it): leave before anything relies on such an object. */
     if (!*(volatile uint64_t *)(uintptr_t)OP(0) &&
-        !tj_other_tools(tstate, _PyFrame_GetCode(frame)) &&
-        tstate->c_tracefunc == NULL && tstate->c_profilefunc == NULL) {
+        !((tj_watched_fn)(uintptr_t)OP_OPAQUE(1))(tstate, _PyFrame_GetCode(frame))) {
         CONTINUE();
     }
     EXIT();
+}
+
+/* check_instrumentation's test, out of line (its OP1): it follows every
+ * call-out, and inlined it was most of the stencil's 230 bytes. */
+int
+tj_watched(PyThreadState *tstate, PyCodeObject *co)
+{
+    return tj_other_tools(tstate, co) || tstate->c_tracefunc != NULL ||
+           tstate->c_profilefunc != NULL;
 }
 
 STENCIL(jump)
@@ -906,12 +966,165 @@ STENCIL(exit_finish)
     return (int)OP(2);
 }
 
+/* ---- compact exits ------------------------------------------------------
+ *
+ * An exit's frame writes, described by data instead of one stencil per
+ * value: most exits of a huge function run once per call at most, and a
+ * stencil per write made them most of the machine code.  Descriptor (uint64
+ * words; tracejit/backend/codegen.py ExitDesc builds it):
+ *   [0] exit counter address, [1] pc (code units), [2] stacktop, [3] exit
+ *   code (< 0: error exit), [4] stacktop and [5] exit code if boxing fails
+ *   (at pc), [6] number of writes n, then one word per write:
+ *   kind | slot << 8 | register << 32.
+ * A store releases the slot's old value (store_local); a raw write fills a
+ * dead value-stack slot.  Boxing reuses an int or float only the slot holds
+ * (store_int, store_float).  Values are written in order, as the stencils
+ * did. */
+
+enum {
+    TJ_W_OWNED = 0,    /* the register's reference goes to the frame */
+    TJ_W_BORROWED = 1, /* a new reference to the register's object */
+    TJ_W_INT = 2,      /* box the int64 register */
+    TJ_W_FLOAT = 3,    /* box the double register */
+    TJ_W_BOOL = 4,     /* Py_True or Py_False (immortal) */
+    TJ_W_RAW = 8,      /* flag: a raw write, no old value to release */
+};
+
+/* The n writes w to the frame; -1 if boxing failed (MemoryError set;
+ * references not yet written to the frame are lost). */
+ALWAYS_INLINE int
+tj_write_frame(_PyInterpreterFrame *frame, uint64_t *regs, const uint64_t *w, uint64_t n)
+{
+    PyObject **lp = frame->localsplus;
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned kind = (unsigned)(w[i] & 0xFF);
+        PyObject **slot = &lp[(w[i] >> 8) & 0xFFFFFF];
+        uint64_t r = regs[w[i] >> 32];
+        PyObject *v;
+        switch (kind & 7) {
+        case TJ_W_OWNED:
+            v = (PyObject *)(uintptr_t)r;
+            break;
+        case TJ_W_BORROWED:
+            v = (PyObject *)(uintptr_t)r;
+            Py_XINCREF(v);
+            break;
+        case TJ_W_INT:
+            if (!(kind & TJ_W_RAW)) {
+                if (store_int(slot, (int64_t)r) < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            v = PyLong_FromLongLong((long long)(int64_t)r);
+            if (v == NULL) {
+                return -1;
+            }
+            break;
+        case TJ_W_FLOAT: {
+            double f;
+            __builtin_memcpy(&f, &r, sizeof f);
+            if (!(kind & TJ_W_RAW)) {
+                if (store_float(slot, f) < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            v = PyFloat_FromDouble(f);
+            if (v == NULL) {
+                return -1;
+            }
+            break;
+        }
+        default: /* TJ_W_BOOL */
+            v = r ? Py_True : Py_False;
+            break;
+        }
+        if (kind & TJ_W_RAW) {
+            *slot = v;
+        }
+        else {
+            PyObject *old = *slot;
+            *slot = v;
+            Py_XDECREF(old);
+        }
+    }
+    return 0;
+}
+
+ALWAYS_INLINE int
+tj_finish(_PyInterpreterFrame *frame, uint64_t pc, uint64_t stacktop, uint64_t code)
+{
+    frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + pc;
+    frame->stacktop = (int)stacktop;
+    return (int)(int64_t)code;
+}
+
+/* Write the frame, count the exit, leave: returns the exit code (or the
+ * out-of-memory exit's). */
+int
+tj_exit_write(_PyInterpreterFrame *frame, uint64_t *regs, const uint64_t *d)
+{
+    if (UNLIKELY(tj_write_frame(frame, regs, d + 7, d[6]) < 0)) {
+        return tj_finish(frame, d[1], d[4], d[5]);
+    }
+    *(uint64_t *)(uintptr_t)d[0] += 1;
+    return tj_finish(frame, d[1], d[2], d[3]);
+}
+
+/* An exit inside inlined calls (see "inlined calls" below): after the
+ * writes, the descriptor goes on with
+ *   [7 + n] tj_resume_chain, [8 + n] its tj_chain_desc, [9 + n] the
+ *   trace's CALL (code units), [10 + n] the instruction after it,
+ *   [11 + n] the stack depth during the CALL.
+ * Builds the resume objects, writes the caller's frame as during its CALL
+ * and runs the callee to its end at once: the exit leaves after the CALL
+ * with the result ([3] the exit code), or fails at the CALL with the
+ * callee's exception ([5], as an out-of-memory exit at [1]/[4] does). */
+typedef PyObject *(*tj_chain_vfn)(uint64_t *regs, const void *d);
+
+int
+tj_exit_resume(_PyInterpreterFrame *frame, uint64_t *regs, const uint64_t *d)
+{
+    uint64_t n = d[6];
+    const uint64_t *r = d + 7 + n;
+    PyObject *chain = ((tj_chain_vfn)(uintptr_t)r[0])(regs, (const void *)(uintptr_t)r[1]);
+    if (UNLIKELY(chain == NULL)) {
+        return tj_finish(frame, d[1], d[4], d[5]);
+    }
+    if (UNLIKELY(tj_write_frame(frame, regs, d + 7, n) < 0)) {
+        Py_DECREF(chain);
+        return tj_finish(frame, d[1], d[4], d[5]);
+    }
+    uint64_t depth = r[4];
+    frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + r[2];
+    frame->stacktop = (int)depth;
+    PyObject *res = PyObject_CallNoArgs(chain);
+    Py_DECREF(chain);
+    *(uint64_t *)(uintptr_t)d[0] += 1;
+    if (res == NULL) {
+        return tj_finish(frame, r[2], depth, d[5]);
+    }
+    frame->localsplus[depth] = res;
+    return tj_finish(frame, r[3], depth + 1, d[3]);
+}
+
+typedef int (*tj_exit_fn)(_PyInterpreterFrame *, uint64_t *, const uint64_t *);
+
+/* Leave through a runtime function (OP1: tj_exit_write or tj_exit_resume)
+ * with its descriptor (OP0). */
+STENCIL(exit_write)
+{
+    return ((tj_exit_fn)(uintptr_t)OP_OPAQUE(1))(frame, regs,
+                                                 (const uint64_t *)(uintptr_t)OP(0));
+}
+
 /* ---- inlined calls ------------------------------------------------------
  *
  * An inlined callee has no frame while native code runs.  An exit inside it
  * writes the caller's frame back as it is during its CALL (the CALL's inputs
  * consumed, instr_ptr at the CALL), builds a *resume object* (tj_resume
- * below) for the callee and calls it at once (resume_call): it rebuilds the
+ * below) for the callee and calls it at once (tj_exit_resume): it rebuilds the
  * callee's frame (locals, value stack, instr_ptr at the exit) and runs it in
  * the interpreter.  The exit then leaves after the CALL with the callee's
  * return value on the stack, or as an error exit at the CALL with the
@@ -964,8 +1177,6 @@ typedef struct {
     tj_frame_desc frames[1];  /* outermost first */
 } tj_chain_desc;
 
-typedef PyObject *(*tj_chain_fn)(uint64_t *, const tj_chain_desc *);
-
 /* R0 = a borrowed field of an object: *(PyObject **)((char *)R1 + OP2). */
 STENCIL(load_field)
 {
@@ -1000,36 +1211,6 @@ STENCIL(fetch_exc)
     CONTINUE();
 }
 
-/* R0 = the resume object of the outermost inlined frame an exit leaves
- * (tj_resume_chain, OP2, builds the chain from the tj_chain_desc OP1); error
- * exit if out of memory. */
-STENCIL(resume_chain)
-{
-    tj_chain_fn fn = (tj_chain_fn)(uintptr_t)OP_OPAQUE(2);
-    PyObject *r = fn(regs, (const tj_chain_desc *)(uintptr_t)OP(1));
-    if (r != NULL) {
-        SET_OBJ(0, r);
-        CONTINUE();
-    }
-    ERROR();
-}
-
-/* R0 = R1() for the resume object R1 (released), with the frame as during
- * its CALL: stacktop OP2 (the CALL's inputs consumed), instr_ptr at the CALL
- * (OP3, code units).  Error exit with the callee's exception. */
-STENCIL(resume_call)
-{
-    PyObject *r = R_OBJ(1);
-    frame->instr_ptr = _PyCode_CODE(_PyFrame_GetCode(frame)) + OP(3);
-    frame->stacktop = (int)OP(2);
-    PyObject *res = PyObject_CallNoArgs(r);
-    Py_DECREF(r);
-    if (res != NULL) {
-        SET_OBJ(0, res);
-        CONTINUE();
-    }
-    ERROR();
-}
 
 /* ---- runtime: the native dispatcher --------------------------------------
  *

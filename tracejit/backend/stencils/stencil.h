@@ -45,6 +45,7 @@
 #define HIDDEN __attribute__((visibility("hidden")))
 #define PRESERVE_NONE __attribute__((preserve_none))
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 typedef PRESERVE_NONE int (*jit_func)(_PyInterpreterFrame *, uint64_t *, PyThreadState *);
