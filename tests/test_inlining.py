@@ -629,3 +629,42 @@ def test_no_crash_when_inlined_function_dies_at_exit(tmp_path: Path) -> None:
     print(f(2000))
     keep.f = g
     """, tmp_path)
+
+
+def test_tool_watching_only_an_inlined_callee_sees_its_lines(tmp_path: Path) -> None:
+    """A tool sets local LINE events on an inlined callee's code alone: between
+    two runs of the loop (the dispatcher must not enter the trace) and from a
+    call-out in the middle of one (the trace must leave after it); every line
+    of the callee is seen, as without the JIT."""
+    check("""
+    import sys
+    M = sys.monitoring
+    E = M.events
+    TOOL = 3
+    M.use_tool_id(TOOL, "inlining-test")
+    lines = []
+    M.register_callback(TOOL, E.LINE, lambda code, line: lines.append((code.co_name, line)))
+    def sq(x):
+        y = x * x
+        return y + 1
+    def toggle(i, k, *rest):  # *rest: called, not inlined
+        if i == k:
+            M.set_local_events(TOOL, sq.__code__, E.LINE)
+    def f(n, k):
+        t = 0
+        for i in range(n):
+            toggle(i, k)
+            t = (t + sq(i)) % 1000003
+        return t
+    print(f(400, -1))
+    print(f(400, 150))
+    print(len(lines), lines[:3], lines[-2:])
+    M.set_local_events(TOOL, sq.__code__, 0)
+    print(f(400, -1))
+    M.set_local_events(TOOL, sq.__code__, E.LINE)
+    lines.clear()
+    print(f(400, -1))
+    print(len(lines))
+    M.set_local_events(TOOL, sq.__code__, 0)
+    M.free_tool_id(TOOL)
+    """, tmp_path)

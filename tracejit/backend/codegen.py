@@ -107,10 +107,11 @@ class Lowered:
     cells: list[object] = field(default_factory=list)
     # Non-zero once the trace is taken out of use (check_instrumentation exits).
     retired: ctypes.c_uint64 = field(default_factory=ctypes.c_uint64)
+    # The inlined calls' code objects, a NULL-terminated array (0: none).
+    inlined: int = 0
 
 
 # tj_exit_write's descriptor (ops.c, "compact exits").
-_NO_FINISH = (1 << 64) - 1
 _MASK64 = (1 << 64) - 1
 _W_OWNED, _W_BORROWED, _W_INT, _W_FLOAT, _W_BOOL, _W_RAW = 0, 1, 2, 3, 4, 8
 
@@ -135,6 +136,7 @@ class CodeGen:
         # Set when the trace is taken out of use; checked after call-outs.
         self.retired = ctypes.c_uint64(0)
         self.current_pc: int | None = None
+        self.inlined: int | None = None  # see inlined_codes
         # Fusions (see plan_fusions): ops lowered as part of another one.
         self.skip: set[int] = set()  # id(op)
         self.size_guards: dict[int, tuple[Ref, int]] = {}  # id(guard_true) -> (seq, n)
@@ -170,6 +172,20 @@ class CodeGen:
             r = self.new_reg()
             self.regs[ref.id] = r
         return r
+
+    def inlined_codes(self) -> int:
+        """Address of the NULL-terminated array of the inlined calls' code
+        objects (held weakly with the trace's other objects), or 0."""
+        if self.inlined is None:
+            codes = self.trace.inlined_codes
+            if not codes:
+                self.inlined = 0
+            else:
+                array = (ctypes.c_void_p * (len(codes) + 1))(
+                    *[self.obj_addr(c) for c in codes], None)
+                self.cells.append(array)
+                self.inlined = ctypes.addressof(array)
+        return self.inlined
 
     def obj_addr(self, obj: object) -> int:
         if obj is NULL:
@@ -288,8 +304,8 @@ class CodeGen:
         elif name == "check_eval_breaker":
             self.emit(name, (), op, guard=True)
         elif name == "check_instrumentation":
-            self.emit(name, (ctypes.addressof(self.retired), runtime_address("tj_watched")), op,
-                      guard=True)
+            self.emit(name, (ctypes.addressof(self.retired), runtime_address("tj_watched"),
+                             self.inlined_codes()), op, guard=True)
         elif name == "call_unary" or name == "call_binary":
             fn = _pyapi_address(str(op.attrs["fn"]))
             self.emit(name, dst + args + (fn,), op, raises=True)
@@ -575,7 +591,7 @@ class CodeGen:
                                   inline, snap.frames[-1].code if inline else None, name))
         code = self.prologue + self.body + stub_code
         return Lowered(code, max(self.nregs, 1), exits, counters, iterations, self.keepalive,
-                       self.cells, self.retired)
+                       self.cells, self.retired, self.inlined_codes())
 
 
 def lower_trace(trace: Trace, nlocalsplus: int, base: int,

@@ -150,7 +150,7 @@ OPERANDS: Final[dict[str, str]] = {
     "iter_next": "rr",
     "iter_next_null": "rr",
     "set_ip": "i",
-    "check_instrumentation": "ii",
+    "check_instrumentation": "iii",
     "guard_global": "iii",
     "guard_global_in": "iiii",
     "load_global": "ri",

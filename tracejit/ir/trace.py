@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import re
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,9 @@ class Trace:
     next_id: int = 0
     # Calls the translator inlined (not part of the text form).
     inlined_calls: int = 0
+    # The code objects of those calls (tools watching one of them alone must
+    # see its events: the trace steps aside, see check_instrumentation).
+    inlined_codes: list[types.CodeType] = field(default_factory=list)
 
     def new_value(self, type: Type) -> Value:
         v = Value(self.next_id, type)

@@ -1053,6 +1053,8 @@ class Translator:
         self.base = 0
         self.info = self.cur.info
         self.trace.inlined_calls += 1
+        if not any(c is code for c in self.trace.inlined_codes):
+            self.trace.inlined_codes.append(code)
 
     def op_return_value(self, r: Record) -> None:
         if self.cur is None:

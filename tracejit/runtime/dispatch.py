@@ -35,6 +35,7 @@ class TJTrace(ctypes.Structure):
         ("unwind", _ptr),
         ("handle", _ptr),
         ("entries", _u64),
+        ("inlined", _ptr),
     ]
 
 
@@ -72,7 +73,7 @@ class NativeTrace:
     """The dispatcher's view of one compiled trace: its struct and per-exit arrays."""
 
     def __init__(self, entry: int, counters: ctypes.Array[ctypes.c_uint64], nexits: int,
-                 handle: int) -> None:
+                 handle: int, inlined: int = 0) -> None:
         n = max(nexits, 1)
         self.counters = counters
         self.links = (_ptr * n)()
@@ -87,6 +88,7 @@ class NativeTrace:
             unwind=ctypes.addressof(self.unwind),
             handle=id(handle),
             entries=0,
+            inlined=inlined or None,  # the inlined calls' codes (NULL-terminated)
         )
 
     @property

@@ -782,7 +782,8 @@ def _finish_recording(rec: Recording) -> None:
         jitlog.abort(rec.code, key, AbortReason.BACKEND.value, "parent trace evicted", False)
         return
     handle = cache.new_handle()
-    native = NativeTrace(compiled.address, lowered.counters, len(lowered.exits), handle)
+    native = NativeTrace(compiled.address, lowered.counters, len(lowered.exits), handle,
+                         lowered.inlined)
     kind = "bridge" if parent is not None else rec.kind
     t = CompiledTrace(kind, weakref.ref(rec.code), id(rec.code), key, rec.header, trace,
                       lowered, compiled, native, rec.end, parent)

@@ -108,15 +108,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     'check_instrumentation': (
         bytes.fromhex(
             "48b80000000000000000488338000f85000000005048b8000000000000000049"
-            "8b34244c89f7ffd085c0488d6424080f8500000000e900000000"
+            "8b342448ba00000000000000004c89f7ffd085c0488d6424080f8500000000e9"
+            "00000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
             ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_64', 23, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_PLT32', 49, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 54, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 37, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 59, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 64, '_JIT_CONTINUE', -4),
         ),
     ),
     'const': (
@@ -1235,48 +1237,56 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             "004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faff24831fe"
             "48bf0000000000000000488b3f49b800000000000000004d8b08eb0c0f1f4000"
             "48ffc64d85d274824821fe4989f049c1e0054f8b14014939ca75e54d01c84939"
-            "500875dc498b68104885ed0f845b020000488b58484885db0f844cffffff4839"
+            "500875dc4d8b60104d85e40f8447010000488b58484885db0f844cffffff4839"
             "0b0f8543ffffff488b7010f30f7e8670f20200660f6e8e78f202000fb6967df2"
             "0200660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d2"
             "08660febd0660f7ed7660f6fc1660f72d010660febc1660f6fc8660f71d10866"
             "0febc866410f7ec84109f8440a867cf202000a967ef202004408c2488b89b000"
             "00004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d010660f"
             "ebc1660f6fc8660f71d108660febc8660f7ece400a71120a51134008f2f6c2df"
-            "0f8584feffff48b9000000000000000048ff0148ff4530448b603cc7403c0000"
-            "000049bd000000000000000049ff45004889df4889c64889442418ff55004189"
-            "c7488b742418498b4500488d48ff49894d0044896424104489663c4585ff0f88"
-            "f2010000488b4d104489ff4c8b24f94d85e40f8444010000488b5610f30f7e82"
-            "70f20200660f6e8a78f202000fb68a7df20200660f70d055660febd0660f6fc2"
-            "660f72d010660febc2660f6fd0660f71d208660febd066410f7ed0660f6fc166"
-            "0f72d010660febc1660f6fc8660f71d108660febc866410f7ec94509c1440a8a"
-            "7cf202000a8a7ef20200498b164408c9488b92b00000004885d27437f30f7e42"
-            "0a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108"
-            "660febc866410f7ec8440a42120a4a134408c1f6c1df0f858000000048b90000"
-            "00000000000048ff0149ff442430c7463c00000000498945004889df41ff1424"
-            "4189c7488b742418498b4500488d48ff49894d008b4c2410894e3c4c89e54585"
-            "ff0f89ddfeffffe9cd000000498b40184883f8020f8cf0fcffff48ffc8498940"
-            "1848b800000000000000008b08ffc10f84ba0300008908e9b3030000488b4508"
-            "488b4d18488b04f8483b04f972d3ff15000000004885c00f84900300004889c3"
-            "488b4528488944242048895c242848b80000000000000000488b38488d742420"
-            "ba0200000031c9ff15000000004989c6488b0385c0781148ffc8488903750948"
-            "89dfff15000000004d85f60f843c030000498b0685c00f8865ffffff48ffc849"
-            "89060f8559ffffff4c89f7ff1500000000e94bffffff4989ec41f7d7498b4424"
-            "204a833cf8000f8401030000ff15000000004885c00f84f2020000498b442420"
-            "488b4c2418488b4910f30f7e8170f20200660f6e8978f202000fb6a97df20200"
-            "660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d20866"
-            "0febd0660f7ed2660f6fc1660f72d010660febc1660f6fc8660f71d108660feb"
-            "c8660f7ece09d6400ab17cf20200400aa97ef20200498b0e4008f5488b89b000"
-            "00004885c97436f30f7e410a660f70c855660febc8660f6fc1660f72d010660f"
-            "ebc1660f6fc8660f71d108660febc8660f7eca0a5112400a69134008d54a8b04"
-            "f84889442410ff15000000004885c00f84180200004889c7ff150000000085c0"
-            "0f8807020000488b034c8b633848894424384805c800000048894424404929c4"
-            "49d1fc40f6c5df744d488b442418488b40100fb6807af2020024df88442420c6"
-            "442421007430488b44241048c1e83125ff3f00004401e08d1445feffffff488d"
-            "7c2420488b742438ff150000000085c00f8897010000ff150000000048894424"
-            "08488b44243848634048488d04c34883c048488b4c241048c1e9200fb7c94c8d"
-            "3cc8486343404c8d2cc34983c5484d39fd76494c8d34c5f8ffffffeb0d4983c5"
-            "f84983c6f84d39fd7632498b7df849c745f8000000004c89f048c1e803894340"
-            "4885ff74d8488b0785c078d148ffc848890775c9ff1500000000ebc1480fba64"
+            "0f8584feffff498b4c24384885c90f84a3000000488b314885f60f8497000000"
+            "4883c10831d2eb0c488b314883c1084885f6747a488bb6b00000004885f674e8"
+            "f30f7e460a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc866"
+            "0f71d108660febc8660f7ecf400a7e120a56134008faebb0498b40184883f802"
+            "0f8c04feffff48ffc84989401848b800000000000000008b08ffc17402890848"
+            "83c4485b415c415d415e415f5dc3f6c2df0f85d3fdffff48b900000000000000"
+            "0048ff0149ff4424308b683cc7403c0000000049bd000000000000000049ff45"
+            "004889df4889c6488944241841ff14244189c7488b742418498b4500488d48ff"
+            "49894d00896c2410896e3ceb48f6c2df0f85a803000048b90000000000000000"
+            "48ff0149ff442430c7463c00000000498945004889df41ff14244189c7488b74"
+            "2418498b4500488d48ff49894d008b4c2410894e3c4585ff0f88550100004c89"
+            "e5498b4c24104489ff4c8b24f94d85e40f8448030000488b5610f30f7e8270f2"
+            "0200660f6e8a78f202000fb68a7df20200660f70d055660febd0660f6fc2660f"
+            "72d010660febc2660f6fd0660f71d208660febd066410f7ed0660f6fc1660f72"
+            "d010660febc1660f6fc8660f71d108660febc866410f7ec94509c1440a8a7cf2"
+            "02000a8a7ef20200498b164408c9488b92b00000004885d27437f30f7e420a66"
+            "0f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108660f"
+            "ebc866410f7ec8440a42120a4a134408c1f6c1df0f8584020000498b4c243848"
+            "85c90f84cefeffff4c8b014d85c00f84c2feffff4883c10831d2eb104c8b0148"
+            "83c1084d85c00f84a1feffff4d8b80b00000004d85c074e4f3410f7e400a660f"
+            "70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108660feb"
+            "c866410f7ec9450a4812410a50134408caeba941f7d7498b4424204a833cf800"
+            "0f84a7030000ff15000000004885c00f8498030000498b442420488b4c241848"
+            "8b4910f30f7e8170f20200660f6e8978f202000fb6a97df20200660f70d05566"
+            "0febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f7e"
+            "d2660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f7ece09"
+            "d6400ab17cf20200400aa97ef20200498b0e4008f5488b89b00000004885c974"
+            "36f30f7e410a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8"
+            "660f71d108660febc8660f7eca0a5112400a69134008d54a8b04f84889442410"
+            "ff15000000004885c00f84be0200004889c7ff150000000085c00f88ad020000"
+            "488b034c8b633848894424384805c800000048894424404929c449d1fc40f6c5"
+            "df744d488b442418488b40100fb6807af2020024df88442420c6442421007430"
+            "488b44241048c1e83125ff3f00004401e08d1445feffffff488d7c2420488b74"
+            "2438ff150000000085c00f883d020000ff15000000004889442408488b442438"
+            "48634048488d04c34883c048488b4c241048c1e9200fb7c94c8d3cc848634340"
+            "4c8d2cc34983c5484d39fd0f86eb0000004c8d34c5f8ffffffeb114983c5f849"
+            "83c6f84d39fd0f86d0000000498b7df849c745f8000000004c89f048c1e80389"
+            "43404885ff74d4488b0785c078cd48ffc848890775c5ff1500000000ebbd488b"
+            "4508488b4d18488b04f8483b04f90f82b9fbffffff15000000004885c00f848a"
+            "0100004889c3488b4528488944242048895c242848b80000000000000000488b"
+            "38488d742420ba0200000031c9ff15000000004989c6488b0385c0781148ffc8"
+            "48890375094889dfff15000000004d85f60f8436010000498b0685c00f884bfb"
+            "ffff48ffc84989060f853ffbffff4c89f7ff1500000000e931fbffff480fba64"
             "241030731a4c89e7ff15000000004885c00f84d2000000498945004983c50848"
             "8d43484c89e94829c14883c10848c1e903488b44240849894500894b4040f6c5"
             "df0f8480000000488b4424088b00ffc07407488b4c24088901488b7c2408ff15"
@@ -1284,8 +1294,8 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             "23488b44241089c2c1ea1f01c283e2fe488d7c2420488b742438ff1500000000"
             "85c07869ff15000000004885c07418488b0885c9781148ffc948890875094889"
             "c7ff1500000000488b4c241089c8c1e81f01c8d1f84898488b4c2440488d0441"
-            "48894338e958fcffff488b442408488b0085c0781848ffc8488b4c2408488901"
-            "750b488b7c2408ff150000000031c04883c4485b415c415d415e415f5dc3"
+            "48894338e944faffff488b442408488b0085c0781848ffc8488b4c2408488901"
+            "750b488b7c2408ff150000000031c0e92bfaffff"
         ),
         b"",
         (
@@ -1296,27 +1306,27 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 143, 'PyObject_Vectorcall', -4),
             ('code', 'R_X86_64_64', 194, '_JIT_OPERAND0', 8),
             ('code', 'R_X86_64_64', 207, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 488, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 516, '_JIT_OPERAND0', 56),
-            ('code', 'R_X86_64_64', 798, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_64', 899, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 944, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 976, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 1001, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1028, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1069, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1102, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1320, 'PyEval_GetFrame', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1338, 'PyTraceBack_Here', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1450, '_PyMonitoring_FireRaiseEvent', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1464, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1590, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1610, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1696, 'PyErr_SetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1756, '_PyMonitoring_FireExceptionHandledEvent', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1766, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1795, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1865, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 623, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 665, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 693, '_JIT_OPERAND0', 56),
+            ('code', 'R_X86_64_64', 760, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_GOTPCRELX', 1192, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1410, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1428, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1540, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1554, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1688, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1718, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 1750, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 1775, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1802, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1843, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1866, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1952, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2012, '_PyMonitoring_FireExceptionHandledEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2022, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2051, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2121, '_Py_Dealloc', -4),
         ),
     ),
     'tj_exit_resume': (
@@ -1625,12 +1635,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     'tj_watched': (
         bytes.fromhex(
             "488b4710f30f7e8070f20200660f6e8878f202000fb6887df20200660f70d055"
-            "660febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f"
-            "7ed2660f6fc1660f72d010660febc1660f6fc8660f71d108660febc866410f7e"
-            "c84109d0440a807cf202000a887ef202004408c1488b86b00000004885c07434"
-            "f30f7e400a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc866"
-            "0f71d108660febc8660f7eca0a50120a481308d1b801000000f6c1df7401c348"
-            "837f580075f831c048837f50000f95c0c3"
+            "660febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd06641"
+            "0f7ed0660f6fc1660f72d010660febc1660f6fc8660f71d108660febc866410f"
+            "7ec94509c1440a887cf202000a887ef202004408c9488b86b00000004885c074"
+            "36f30f7e400a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8"
+            "660f71d108660febc8660f7ece400a70120a48134008f1b801000000f6c1df74"
+            "01c34885d2746f488b324885f674674883c20831c9eb15660f1f840000000000"
+            "488b324883c2084885f67445488bb6b00000004885f674e8f30f7e460a660f70"
+            "c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8"
+            "66410f7ec8440a46120a4e134408c1ebaff6c1df758b48837f5800758431c048"
+            "837f50000f95c0c3"
         ),
         b"",
         (

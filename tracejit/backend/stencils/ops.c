@@ -913,7 +913,29 @@ tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
     return (any & ~TJ_OUR_TOOL) != 0;
 }
 
-typedef int (*tj_watched_fn)(PyThreadState *, PyCodeObject *);
+typedef int (*tj_watched_fn)(PyThreadState *, PyCodeObject *, PyObject **);
+
+/* Whether another tool set local events on one of the code objects a trace
+ * inlined (NULL-terminated; NULL: none): their bodies run natively, so the
+ * trace steps aside as for its own code.  Global monitors are in
+ * tj_other_tools. */
+ALWAYS_INLINE int
+tj_inlined_watched(PyObject **inlined)
+{
+    if (inlined == NULL) {
+        return 0;
+    }
+    uint8_t any = 0;
+    for (; *inlined != NULL; inlined++) {
+        _PyCoMonitoringData *m = ((PyCodeObject *)*inlined)->_co_monitoring;
+        if (m != NULL) {
+            for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
+                any |= m->active_monitors.tools[e];
+            }
+        }
+    }
+    return (any & ~TJ_OUR_TOOL) != 0;
+}
 
 /* After code ran (a call-out): exit, at the next instruction, if another
  * tool now watches this code.  A version comparison cannot tell: CPython
@@ -924,19 +946,21 @@ STENCIL(check_instrumentation)
      * it may run (the code that ran freed an object it holds weakly, or
      * evicted it): leave before anything relies on such an object. */
     if (!*(volatile uint64_t *)(uintptr_t)OP(0) &&
-        !((tj_watched_fn)(uintptr_t)OP_OPAQUE(1))(tstate, _PyFrame_GetCode(frame))) {
+        !((tj_watched_fn)(uintptr_t)OP_OPAQUE(1))(tstate, _PyFrame_GetCode(frame),
+                                                  (PyObject **)(uintptr_t)OP(2))) {
         CONTINUE();
     }
     EXIT();
 }
 
 /* check_instrumentation's test, out of line (its OP1): it follows every
- * call-out, and inlined it was most of the stencil's 230 bytes. */
+ * call-out, and inlined it was most of the stencil's 230 bytes.  OP2 the
+ * inlined calls' code objects (tj_inlined_watched). */
 int
-tj_watched(PyThreadState *tstate, PyCodeObject *co)
+tj_watched(PyThreadState *tstate, PyCodeObject *co, PyObject **inlined)
 {
-    return tj_other_tools(tstate, co) || tstate->c_tracefunc != NULL ||
-           tstate->c_profilefunc != NULL;
+    return tj_other_tools(tstate, co) || tj_inlined_watched(inlined) ||
+           tstate->c_tracefunc != NULL || tstate->c_profilefunc != NULL;
 }
 
 STENCIL(jump)
@@ -1235,6 +1259,8 @@ struct tj_trace {
                              (TJ_UNWIND_*), or 0: the interpreter unwinds */
     PyObject *handle;     /* identifies the trace to on_exit */
     uint64_t entries;
+    PyObject **inlined;   /* the inlined calls' code objects, NULL-terminated
+                             (or NULL): see tj_inlined_watched */
 };
 
 typedef struct {
@@ -1400,7 +1426,7 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
     }
     _PyInterpreterFrame *frame = tstate->current_frame;
     if (frame == NULL || frame->f_executable != args[0] ||
-        tj_other_tools(tstate, (PyCodeObject *)args[0])) {
+        tj_other_tools(tstate, (PyCodeObject *)args[0]) || tj_inlined_watched(t->inlined)) {
         goto fallback;
     }
     st->native_entries++;
@@ -1419,7 +1445,8 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
             tj_trace *next = t->links[r];
             /* Code the trace called may have turned a tool on after the last
              * check (in the instruction that exited): the interpreter goes on. */
-            if (next != NULL && !tj_other_tools(tstate, (PyCodeObject *)args[0])) {
+            if (next != NULL && !tj_other_tools(tstate, (PyCodeObject *)args[0]) &&
+                !tj_inlined_watched(next->inlined)) {
                 st->transfers++;
                 next->entries++;
                 t = next;
