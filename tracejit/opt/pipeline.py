@@ -24,12 +24,9 @@ PASSES = (hoist_invariant_loads, fold, dce, remove_refcount_pairs)
 
 def optimize(trace: Trace) -> Trace:
     each = os.environ.get("TRACEJIT_VERIFY") == "1"
-    if each:
-        verify(trace)
     for p in PASSES:
-        trace = p(trace)
         if each:
-            verify(trace)
-    if not each:
-        verify(trace)
+            verify(trace)  # the input of p
+        trace = p(trace)
+    verify(trace)
     return trace

@@ -940,26 +940,18 @@ def _retrace_varying(t: CompiledTrace, name: str) -> None:
     reason = AbortReason.GLOBAL_VARIES
     STATS.aborts[reason.value] += 1
     jitlog.abort(code, t.key, reason.value, f"{name}: retracing", False)
-    cache = STATE.cache
-    guarding = [x for x in cache.by_code.get(t.code_id, [])
+    guarding = [x for x in STATE.cache.by_code.get(t.code_id, [])
                 if any(e.global_name == name for e in x.lowered.exits)]
-    guarding.sort(key=_depth)  # a tree goes with its root
+    # Evicting a trace takes the bridges grown from it: evict the topmost ones
+    # (whose parents, if any, stay and may grow a bridge again).
     for x in guarding:
-        if not any(y is x for y in cache.by_code.get(t.code_id, [])):
-            continue
-        parent = x.parent
-        _evict(x)
-        if parent is not None and any(y is parent[0] for y in cache.by_code.get(t.code_id, [])):
-            _retry_exit_later(parent, penalize=False)
+        if not any(y is not x and _grew_from(x, y) for y in guarding):
+            parent = x.parent
+            _evict(x)
+            if parent is not None:
+                _retry_exit_later(parent, penalize=False)
     if t.parent is None:
         _record_at_next_event(code, t.key)
-
-
-def _depth(t: CompiledTrace) -> int:
-    n = 0
-    while t.parent is not None:
-        t, n = t.parent[0], n + 1
-    return n
 
 
 def _retrace_without(t: CompiledTrace, callee: types.CodeType) -> None:

@@ -198,9 +198,8 @@ _VERSION_FN: list[Callable[[type], int]] = []
 def type_version(tp: type) -> int:
     """`tp`'s version tag (assigned now if needed; 0 if it cannot have one)."""
     if not _VERSION_FN:
-        from tracejit.backend.assembler import load_function
+        from tracejit.backend.assembler import runtime_address
 
-        fn = load_function("tj_type_version", ())
-        _KEEP.append(fn)
-        _VERSION_FN.append(ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.py_object)(fn.address))
+        _VERSION_FN.append(ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.py_object)(
+            runtime_address("tj_type_version")))
     return int(_VERSION_FN[0](tp))

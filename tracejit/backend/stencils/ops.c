@@ -754,8 +754,9 @@ STENCIL(iter_next_null)
  * every mutation and is globally unique), nothing is looked up; otherwise
  * look up as LOAD_GLOBAL does (globals, then builtins), compare, and remember
  * dicts and versions.  1: it does, 0: another object or unbound, -1: a lookup
- * raised.  The stencils test the cell inline (tj_global_cached) and call this
- * runtime function (an operand) only when it does not match. */
+ * raised.  The stencils test the cell inline (tj_global_cached) and call the
+ * lookup, the runtime function tj_global_is (an operand), only when it does
+ * not match (tj_global_check). */
 ALWAYS_INLINE int
 tj_global_cached(PyObject *g, PyObject *b, const uint64_t *cell)
 {
@@ -777,10 +778,6 @@ _Py_COMP_DIAG_IGNORE_DEPR_DECLS
     uint64_t gv = ((PyDictObject *)g)->ma_version_tag;
     uint64_t bv = ((PyDictObject *)b)->ma_version_tag;
 _Py_COMP_DIAG_POP
-    if (gv == cell[0] && bv == cell[1] && (uint64_t)(uintptr_t)g == cell[2] &&
-        (uint64_t)(uintptr_t)b == cell[3]) {
-        return 1;
-    }
     PyObject *v = PyDict_GetItemWithError(g, name);
     if (v == NULL) {
         if (UNLIKELY(_PyErr_Occurred(tstate))) {
@@ -805,6 +802,16 @@ _Py_COMP_DIAG_POP
     return 1;
 }
 
+ALWAYS_INLINE int
+tj_global_check(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name,
+                uint64_t *cell, uint64_t lookup)
+{
+    if (LIKELY(tj_global_cached(g, b, cell))) {
+        return 1;
+    }
+    return ((tj_global_fn)(uintptr_t)lookup)(tstate, g, b, name, cell);
+}
+
 /* A global (or builtin) name, OP1, still means the object the trace was
  * recorded with, in the running frame's own dicts; OP0 the cell, OP2
  * tj_global_is.  Exit if the name now means another object or is missing;
@@ -815,12 +822,8 @@ STENCIL(guard_global)
     if (UNLIKELY(!PyDict_Check(g) || !PyDict_Check(b))) {
         EXIT();
     }
-    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
-    if (LIKELY(tj_global_cached(g, b, cell))) {
-        CONTINUE();
-    }
-    int same = ((tj_global_fn)(uintptr_t)OP_OPAQUE(2))(
-        tstate, g, b, (PyObject *)(uintptr_t)OP(1), cell);
+    int same = tj_global_check(tstate, g, b, (PyObject *)(uintptr_t)OP(1),
+                               (uint64_t *)(uintptr_t)OP(0), OP_OPAQUE(2));
     if (UNLIKELY(same < 0)) {
         ERROR();
     }
@@ -837,12 +840,9 @@ STENCIL(guard_global)
 STENCIL(guard_global_in)
 {
     PyFunctionObject *func = (PyFunctionObject *)(uintptr_t)OP(1);
-    uint64_t *cell = (uint64_t *)(uintptr_t)OP(0);
-    if (LIKELY(tj_global_cached(func->func_globals, func->func_builtins, cell))) {
-        CONTINUE();
-    }
-    int same = ((tj_global_fn)(uintptr_t)OP_OPAQUE(3))(
-        tstate, func->func_globals, func->func_builtins, (PyObject *)(uintptr_t)OP(2), cell);
+    int same = tj_global_check(tstate, func->func_globals, func->func_builtins,
+                               (PyObject *)(uintptr_t)OP(2), (uint64_t *)(uintptr_t)OP(0),
+                               OP_OPAQUE(3));
     if (UNLIKELY(same < 0)) {
         ERROR();
     }
@@ -898,17 +898,25 @@ STENCIL(check_eval_breaker)
 /* Whether a monitoring tool other than ours (settrace and setprofile are tools
  * too) wants events globally or in this code: then the interpreter runs it. */
 #define TJ_OUR_TOOL (1u << 5) /* sys.monitoring.OPTIMIZER_ID */
-ALWAYS_INLINE int
-tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
+/* The tools with local events on code object co (a bit per tool). */
+ALWAYS_INLINE uint8_t
+tj_local_tools(PyCodeObject *co)
 {
     uint8_t any = 0;
-    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
-        any |= tstate->interp->monitors.tools[e];
-    }
     if (co->_co_monitoring != NULL) {
         for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
             any |= co->_co_monitoring->active_monitors.tools[e];
         }
+    }
+    return any;
+}
+
+ALWAYS_INLINE int
+tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
+{
+    uint8_t any = tj_local_tools(co);
+    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
+        any |= tstate->interp->monitors.tools[e];
     }
     return (any & ~TJ_OUR_TOOL) != 0;
 }
@@ -927,12 +935,7 @@ tj_inlined_watched(PyObject **inlined)
     }
     uint8_t any = 0;
     for (; *inlined != NULL; inlined++) {
-        _PyCoMonitoringData *m = ((PyCodeObject *)*inlined)->_co_monitoring;
-        if (m != NULL) {
-            for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
-                any |= m->active_monitors.tools[e];
-            }
-        }
+        any |= tj_local_tools((PyCodeObject *)*inlined);
     }
     return (any & ~TJ_OUR_TOOL) != 0;
 }
@@ -1103,8 +1106,9 @@ tj_exit_write(_PyInterpreterFrame *frame, uint64_t *regs, const uint64_t *d)
  *   [11 + n] the stack depth during the CALL.
  * Builds the resume objects, writes the caller's frame as during its CALL
  * and runs the callee to its end at once: the exit leaves after the CALL
- * with the result ([3] the exit code), or fails at the CALL with the
- * callee's exception ([5], as an out-of-memory exit at [1]/[4] does). */
+ * with the result ([2] the stack top then, [3] the exit code), or fails at
+ * the CALL with the callee's exception ([5], as an out-of-memory exit at
+ * [1]/[4] does). */
 typedef PyObject *(*tj_chain_vfn)(uint64_t *regs, const void *d);
 
 int
@@ -1130,7 +1134,7 @@ tj_exit_resume(_PyInterpreterFrame *frame, uint64_t *regs, const uint64_t *d)
         return tj_finish(frame, r[2], depth, d[5]);
     }
     frame->localsplus[depth] = res;
-    return tj_finish(frame, r[3], depth + 1, d[3]);
+    return tj_finish(frame, r[3], d[2], d[3]);
 }
 
 typedef int (*tj_exit_fn)(_PyInterpreterFrame *, uint64_t *, const uint64_t *);
