@@ -368,11 +368,13 @@ def test_iter_next_generic() -> None:
 GLOBAL_ANSWER = 42
 
 
-def global_kernel(cell: ctypes.Array[ctypes.c_uint64], name: str) -> int:
-    """guard_global on this module's globals (the frame's): 0 continue, 1 exit."""
+def global_kernel(desc: ctypes.Array[ctypes.c_uint64],
+                  check: str = "tj_guard_global") -> int:
+    """guard_global on this module's globals (the frame's, or a function's
+    with tj_guard_global_in): 0 continue, 1 exit."""
     missing, err = Label("missing"), Label("err")
     code: list[MachineInstr | Label] = [
-        I("guard_global", (ctypes.addressof(cell), id(name), runtime_address("tj_global_is")),
+        I("guard_global", (ctypes.addressof(desc), runtime_address(check)),
           exit=missing, error=err),
         finish(0),
         missing,
@@ -383,25 +385,42 @@ def global_kernel(cell: ctypes.Array[ctypes.c_uint64], name: str) -> int:
     return run(sys._getframe(), code)
 
 
-def global_cell(expected: object) -> ctypes.Array[ctypes.c_uint64]:
-    """{globals version, builtins version, globals, builtins, object}, unset."""
+def global_desc(name: str, expected: object, *func: object) -> ctypes.Array[ctypes.c_uint64]:
+    """{[function,] name, cell}, the cell {globals version, builtins version,
+    globals, builtins, object} unset."""
     never = (1 << 64) - 1
-    return (ctypes.c_uint64 * 5)(never, never, 0, 0, id(expected))
+    head = [id(f) for f in func] + [id(name)]
+    return (ctypes.c_uint64 * (len(head) + 5))(*head, never, never, 0, 0, id(expected))
 
 
 def test_guard_global() -> None:
     global GLOBAL_ANSWER
-    answer = global_cell(42)
-    assert global_kernel(answer, "GLOBAL_ANSWER") == 0
+    answer = global_desc("GLOBAL_ANSWER", 42)
+    assert global_kernel(answer) == 0
     # the versions seen are remembered: the next check does no lookup
-    assert answer[0] != (1 << 64) - 1 and answer[2] == id(globals())
-    assert global_kernel(answer, "GLOBAL_ANSWER") == 0
-    assert global_kernel(global_cell(len), "len") == 0  # from builtins
-    assert global_kernel(global_cell(None), "no_such_name_anywhere") == 1
-    assert global_kernel(global_cell(43), "GLOBAL_ANSWER") == 1  # another object
+    assert answer[1] != (1 << 64) - 1 and answer[3] == id(globals())
+    assert global_kernel(answer) == 0
+    assert global_kernel(global_desc("len", len)) == 0  # from builtins
+    assert global_kernel(global_desc("no_such_name_anywhere", None)) == 1
+    assert global_kernel(global_desc("GLOBAL_ANSWER", 43)) == 1  # another object
     GLOBAL_ANSWER = 4200  # rebinding changes the globals' version: looked up again
     try:
-        assert global_kernel(answer, "GLOBAL_ANSWER") == 1
+        assert global_kernel(answer) == 1
+    finally:
+        GLOBAL_ANSWER = 42
+
+
+def test_guard_global_in_reads_the_functions_dicts() -> None:
+    global GLOBAL_ANSWER
+    inside = global_desc("GLOBAL_ANSWER", 42, global_kernel)
+    assert global_kernel(inside, "tj_guard_global_in") == 0
+    assert inside[2] != (1 << 64) - 1 and inside[4] == id(globals())
+    assert global_kernel(global_desc("len", len, global_kernel), "tj_guard_global_in") == 0
+    assert global_kernel(global_desc("nowhere_at_all", None, global_kernel),
+                         "tj_guard_global_in") == 1
+    GLOBAL_ANSWER = 4200
+    try:
+        assert global_kernel(inside, "tj_guard_global_in") == 1
     finally:
         GLOBAL_ANSWER = 42
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend import memory, symbols
+from tracejit.backend import memory, perfmap, symbols
 from tracejit.backend.stencil import (
     ABS32_KINDS,
     ABS64_KINDS,
@@ -484,8 +484,28 @@ def assemble(code: Sequence[MachineInstr | Label], nregs: int) -> CompiledCode:
     except BaseException:
         memory.unmap(base, total)
         raise
+    if perfmap.enabled():
+        _write_perfmap(base, code, index, code_size)
     # Labels after the last instruction have no code; keep them for offsets.
     return CompiledCode(base, total, code_size, labels, index)
+
+
+def _write_perfmap(base: int, code: Sequence[MachineInstr | Label],
+                   index: list[tuple[int, _Plan | None, bool]], code_size: int) -> None:
+    entries: list[tuple[int, int, str]] = []
+    first = index[0][0] if index else code_size
+    entries.append((base, first, "tj:trace_entry"))
+    prefix = "tj:"
+    for i, item in enumerate(code):
+        if isinstance(item, Label):
+            if item.name.startswith(("exit", "error")):
+                prefix = "tj:stub:"
+            continue
+        off = index[i][0]
+        end = next((index[j][0] for j in range(i + 1, len(index)) if index[j][1] is not None),
+                   code_size)
+        entries.append((base + off, end - off, prefix + item.op))
+    perfmap.write(entries)
 
 
 class RuntimeFunction:
@@ -526,6 +546,7 @@ def load_function(name: str, operands: Sequence[int]) -> RuntimeFunction:
     ctypes.memmove(base + code_pages, tables.got, len(tables.got))
     memory.protect(base, code_pages, memory.PROT_RX)
     memory.protect(base + code_pages, total - code_pages, memory.PROT_READ)
+    perfmap.write([(base, len(plan.code), name)])
     return RuntimeFunction(name, base, total)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import Label, MachineInstr, runtime_address, stencil_exits
+from tracejit.backend.layout import LAYOUT, method_def
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.ir.translate import NULL
@@ -59,6 +60,7 @@ _GETITEM = frozenset({"list_getitem", "tuple_getitem", "list_getitem_borrowed",
 
 # A dict version no dict has (versions are multiples of 1 << 12 plus watcher bits).
 _NO_VERSION = (1 << 64) - 1
+_M_ML = LAYOUT["PyCFunctionObject.m_ml"]
 
 
 def _pyapi_address(name: str) -> int:
@@ -142,14 +144,15 @@ class CodeGen:
         self.size_guards: dict[int, tuple[Ref, int]] = {}  # id(guard_true) -> (seq, n)
         self.unbox_at: dict[int, Op] = {}  # id(guard_type) -> the unbox_float it does
 
-    def global_cell(self, op: Op) -> int:
-        """A guard_global cell {globals version, builtins version, globals,
-        builtins, object} (see tj_global_is): versions no dict has, so the
-        first check looks up.  Held by the trace; returns its address."""
-        cell = (ctypes.c_uint64 * 5)(_NO_VERSION, _NO_VERSION, 0, 0,
-                                     self.obj_addr(op.attrs["obj"]))
-        self.cells.append(cell)
-        return ctypes.addressof(cell)
+    def global_desc(self, op: Op, *head: int) -> int:
+        """A guard's descriptor: `head` (the name, or the function and the
+        name), then the cell {globals version, builtins version, globals,
+        builtins, object} (see tj_global_lookup) with versions no dict has,
+        so the first check looks up.  Held by the trace; returns its address."""
+        desc = (ctypes.c_uint64 * (len(head) + 5))(
+            *head, _NO_VERSION, _NO_VERSION, 0, 0, self.obj_addr(op.attrs["obj"]))
+        self.cells.append(desc)
+        return ctypes.addressof(desc)
 
     def new_reg(self) -> int:
         r = self.nregs
@@ -273,8 +276,8 @@ class CodeGen:
             self.current_pc = op.snapshot.pc
             self.body.append(MachineInstr("set_ip", (op.snapshot.pc,)))
         dst = (self.reg(op.result),) if op.result is not None else ()
-        args = tuple(self.reg(a) for a in op.args) if op.name not in ("call", "label",
-                                                                       "jump") else ()
+        args = tuple(self.reg(a) for a in op.args) if op.name not in ("call", "call_nocode",
+                                                                       "label", "jump") else ()
         name = op.name
         if name in _GETITEM and isinstance(op.args[1], Const) and int(op.args[1].value) >= 0:
             self.emit(name + "_c", dst + (args[0], int(op.args[1].value)), op)
@@ -319,7 +322,7 @@ class CodeGen:
             obj, value = args
             self.emit("setattr", (obj, self.obj_addr(op.attrs["name"]), value), op,
                       raises=True)
-        elif name == "call":
+        elif name in ("call", "call_nocode"):
             block = self.nregs
             self.nregs += len(op.args)
             for i, a in enumerate(op.args):
@@ -328,12 +331,12 @@ class CodeGen:
         elif name == "guard_global_in":
             # in the inlined function's own dicts (read from the function, held
             # weakly: no reference to a module's dict)
-            self.emit("guard_global_in", (
-                self.global_cell(op), self.obj_addr(op.attrs["func"]),
-                self.obj_addr(op.attrs["name"]), runtime_address("tj_global_is")), op)
+            desc = self.global_desc(op, self.obj_addr(op.attrs["func"]),
+                                    self.obj_addr(op.attrs["name"]))
+            self.emit("guard_global", (desc, runtime_address("tj_guard_global_in")), op)
         elif name == "guard_global":
-            self.emit("guard_global", (self.global_cell(op), self.obj_addr(op.attrs["name"]),
-                                       runtime_address("tj_global_is")), op)
+            desc = self.global_desc(op, self.obj_addr(op.attrs["name"]))
+            self.emit("guard_global", (desc, runtime_address("tj_guard_global")), op)
         elif name == "load_global":
             self.emit("load_global", dst + (self.obj_addr(op.attrs["name"]),), op)
         elif name == "exit":
@@ -343,6 +346,13 @@ class CodeGen:
         elif name == "guard_type_version":
             self.emit("guard_type_version", (self.obj_addr(op.attrs["type"]),
                                              int(op.attrs["version"])), op, guard=True)
+        elif name == "guard_cfunc":
+            # type(v) is builtin_function_or_method and v.m_ml is method's PyMethodDef
+            self.emit("guard_type", args + (self.obj_addr(types.BuiltinMethodType),), op,
+                      guard=True)
+            self.obj_addr(op.attrs["method"])  # kept alive with the trace
+            self.emit("guard_field_is", args + (_M_ML, method_def(op.attrs["method"])), op,
+                      guard=True)
         elif name == "guard_field_is":
             self.emit("guard_field_is", args + (int(op.attrs["offset"]),
                                                 self.obj_addr(op.attrs["obj"])), op, guard=True)

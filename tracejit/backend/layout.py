@@ -28,11 +28,26 @@ LAYOUT: dict[str, int] = {
     "PyFunctionObject.func_defaults": 56,
     "PyMethodObject.im_func": 16,
     "PyMethodObject.im_self": 24,
+    # Include/cpython/methodobject.h and descrobject.h (bound builtin methods).
+    "PyCFunctionObject.m_ml": 16,
+    "PyCFunctionObject.m_self": 24,
+    "PyMethodDescrObject.d_method": 40,
 }
 
 
 def _field(obj: object, name: str) -> int:
     return ctypes.c_void_p.from_address(id(obj) + LAYOUT[name]).value or 0
+
+
+def method_def(descr: object) -> int:
+    """The PyMethodDef address of a method descriptor (list.append): the same
+    one every bound method made from it points to (m_ml)."""
+    return _field(descr, "PyMethodDescrObject.d_method")
+
+
+def bound_method_def(method: object) -> int:
+    """The PyMethodDef address of a builtin method object ([].append)."""
+    return _field(method, "PyCFunctionObject.m_ml")
 
 
 def _probe_objects() -> bool:
@@ -45,7 +60,12 @@ def _probe_objects() -> bool:
 
     c = C()
     m: Any = c.m
-    return (_field(f, "PyFunctionObject.func_code") == id(f.__code__)
+    items: list[object] = []
+    bm: Any = items.append
+    return (_field(bm, "PyCFunctionObject.m_self") == id(items)
+            and _field(bm, "PyCFunctionObject.m_ml")
+            == _field(list.append, "PyMethodDescrObject.d_method") != 0
+            and _field(f, "PyFunctionObject.func_code") == id(f.__code__)
             and _field(f, "PyFunctionObject.func_defaults") == id(f.__defaults__)
             and _field(m, "PyMethodObject.im_func") == id(m.__func__)
             and _field(m, "PyMethodObject.im_self") == id(c))

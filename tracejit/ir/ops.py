@@ -148,6 +148,12 @@ OPS: dict[str, OpInfo] = _ops(
         "call", O, (O,), raises=True, escapes=True, varargs=True,
         doc="Vectorcall callable(args...) (first operand is the callable).",
     ),
+    OpInfo(
+        "call_nocode", O, (O,), raises=True, varargs=True,
+        doc="`call` of a builtin proven to run no Python code and to release no "
+        "reference (a method of an exact str or bytes, list.append, isinstance of "
+        "builtin types): nothing else in the trace can change meanwhile.",
+    ),
     OpInfo("len", I, (O,), raises=True, escapes=True, doc="len(o) as int64."),
     OpInfo("ob_size", I, (O,), doc="Length of an object proven an exact list or tuple."),
     OpInfo(
@@ -226,6 +232,12 @@ OPS: dict[str, OpInfo] = _ops(
         "guard_field_is", V, (O,), ("offset", "obj"), guard=True,
         doc="Exit unless the object field at byte `offset` is `obj` (an inlined "
         "function's code or defaults).",
+    ),
+    OpInfo(
+        "guard_cfunc", V, (O,), ("method",), guard=True,
+        doc="Exit unless v is a builtin method object made from the method "
+        "descriptor `method` (the same C function; its self is loaded with "
+        "load_field and typed by its own guard).",
     ),
     OpInfo(
         "guard_type_version", V, (), ("type", "version"), guard=True,

@@ -142,6 +142,7 @@ _FUNC_CODE = LAYOUT["PyFunctionObject.func_code"]
 _FUNC_DEFAULTS = LAYOUT["PyFunctionObject.func_defaults"]
 _IM_FUNC = LAYOUT["PyMethodObject.im_func"]
 _IM_SELF = LAYOUT["PyMethodObject.im_self"]
+_M_SELF = LAYOUT["PyCFunctionObject.m_self"]
 
 
 class Translator:
@@ -164,6 +165,10 @@ class Translator:
         # the frames waiting for their calls, the trace's own first.
         self.cur: _Callee | None = None
         self.suspended: list[_Suspended] = []
+        # Checks that still hold (guard_global, guard_field_is and
+        # guard_type_version on constants): key -> what was checked.  Dropped
+        # at any op that could rebind a global or reassign a field.
+        self.checked: dict[tuple[object, ...], object] = {}
 
     # ------------------------------------------------------------ emission
 
@@ -177,10 +182,16 @@ class Translator:
         Inside an inlined call only ops proven not to run Python code are
         allowed (the callee has no frame such code could see)."""
         if calls is None:
-            calls = opname in CALLS_OUT
+            calls = opname in CALLS_OUT and not (self.cur is None and self._runs_no_code(
+                opname, args, attrs))
         if self.cur is not None and OPS[opname].escapes and opname != "decref":
             self._check_frame_safe(opname, args, attrs, snapshot)
             calls = False
+        if opname == "call" and not calls and _releases_nothing(args):
+            opname = "call_nocode"
+        if self.checked and (calls or (OPS[opname].escapes and not self._keeps_checks(
+                opname, args, attrs))):
+            self.checked.clear()
         if calls:
             snapshot = self.sync_frame(snapshot)
         value = self.trace.new_value(result) if result is not None else None
@@ -192,6 +203,39 @@ class Translator:
             self.known.clear()
             self.pending_check = True
         return value
+
+    def _runs_no_code(self, opname: str, args: list[Ref], attrs: dict[str, object]) -> bool:
+        """In the trace's own frame: an op proven to run no Python code (a
+        module's attribute is excluded: a missing one runs its __getattr__)."""
+        types_ = [self._reftype(a) for a in args]
+        if opname == "getattr" and types_[0] is types.ModuleType:
+            return False
+        return _frame_safe(opname, args, types_, attrs)
+
+    def _keeps_checks(self, opname: str, args: list[Ref], attrs: dict[str, object]) -> bool:
+        """Whether an escaping op that runs no Python code also changes no
+        dict or function (so the checks in ``self.checked`` still hold).  A
+        release may run a destructor, unless the object's type has none."""
+        if opname == "decref":
+            return self._reftype(args[0]) in _LEAF
+        if opname == "store_local":
+            old = self.known.get(int(str(attrs["slot"])))
+            return old is not None and self._reftype(old) in _LEAF
+        if opname == "call":
+            fn = args[0].value if isinstance(args[0], Const) else None
+            if type(fn) is _METHOD_DESCRIPTOR:
+                return getattr(fn, "__objclass__", None) in _LEAF or fn in _ANY_ARG_METHODS
+            return fn in _READ_ONLY_CALLS
+        return opname in ("is_true", "len", "getattr", "call_unary", "call_binary",
+                          "richcompare", "iter_next", "iter_next_or_null")
+
+    def check_once(self, key: tuple[object, ...], what: object) -> bool:
+        """Whether a check keyed `key` that `what` holds must be emitted
+        (it was not made since the last op that could undo it)."""
+        if key in self.checked and self.checked[key] is what:
+            return False
+        self.checked[key] = what
+        return True
 
     def emitv(self, opname: str, args: list[Ref], result: Type,
               snapshot: Snapshot | None = None, calls: bool | None = None,
@@ -818,11 +862,14 @@ class Translator:
 
     def op_load_global(self, r: Record) -> None:
         snap = self.snapshot()
+        name = str(r.instr.argval)
         if self.cur is not None:
             # An inlined callee's own globals (it has no frame to read them from).
-            self.emit("guard_global_in", [], None, snap, func=self.cur.plan.func,
-                      name=str(r.instr.argval), obj=r.seen)
-        elif str(r.instr.argval) in self.info.varying_globals:
+            func = self.cur.plan.func
+            if self.check_once(("global_in", id(func.__globals__),
+                                id(getattr(func, "__builtins__", None)), name), r.seen):
+                self.emit("guard_global_in", [], None, snap, func=func, name=name, obj=r.seen)
+        elif name in self.info.varying_globals:
             self.push(self.emitv("load_global", [], Type.OBJ, snap, name=str(r.instr.argval)),
                       True)
             if r.instr.arg & 1:
@@ -831,7 +878,8 @@ class Translator:
         else:
             # Checked in the frame's own globals and builtins (no reference to the
             # dicts: a trace must not keep a dead module alive).
-            self.emit("guard_global", [], None, snap, name=str(r.instr.argval), obj=r.seen)
+            if self.check_once(("global", name), r.seen):
+                self.emit("guard_global", [], None, snap, name=name, obj=r.seen)
         self.push(Const(r.seen, Type.OBJ))
         if r.instr.arg & 1:
             self.push(Const(NULL, Type.OBJ))
@@ -974,6 +1022,20 @@ class Translator:
             self.release(callable_)
             self.push(n)
             return
+        bound = None
+        descr = r.seen if type(r.seen) is _METHOD_DESCRIPTOR else None
+        if descr is not None and isinstance(callable_.ref, Value) \
+                and callable_.ref.type is Type.OBJ \
+                and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL:
+            # A builtin method object ([].append): call its descriptor with its
+            # self, so the call can be proven to run no code.  The method
+            # object keeps self alive until released after the call.
+            self.emit("guard_cfunc", [callable_.ref], None, snap, method=descr)
+            selfv = self.emitv("load_field", [callable_.ref], Type.OBJ, offset=_M_SELF)
+            bound = callable_
+            callable_ = SV(Const(descr, Type.OBJ), False)
+            self_or_null = SV(selfv, False)
+            self.guard_type(self_or_null, getattr(descr, "__objclass__", object), snap)
         operands: list[Ref] = []
         temps: list[tuple[Ref, bool]] = []
         everything = [callable_]
@@ -985,10 +1047,15 @@ class Translator:
             operands.append(o)
             temps.append((o, new))
         res = self.emitv("call", operands, Type.OBJ, snap)
+        rtype = _result_type(operands, [self._reftype(o) for o in operands])
+        if rtype is not None:
+            self.ptype[res.id] = rtype
         for o, new in temps:
             self.release_obj(o, new)
         for sv in everything:
             self.release(sv)
+        if bound is not None:
+            self.release(bound)
         self.push(res, True)
 
     # ------------------------------------------------------------ inlining
@@ -1029,9 +1096,11 @@ class Translator:
         if len(params) != plan.nargs:
             raise RecordingAborted(AbortReason.BACKEND, "inlined call arity")
         # `__code__` and `__defaults__` can be reassigned: guard them too.
-        self.emit("guard_field_is", [fconst], None, snap, offset=_FUNC_CODE, obj=code)
+        if self.check_once(("field", id(func), _FUNC_CODE), code):
+            self.emit("guard_field_is", [fconst], None, snap, offset=_FUNC_CODE, obj=code)
         defaults = func.__defaults__ or ()
-        if plan.nargs < code.co_argcount:
+        if plan.nargs < code.co_argcount and self.check_once(
+                ("field", id(func), _FUNC_DEFAULTS), func.__defaults__):
             self.emit("guard_field_is", [fconst], None, snap, offset=_FUNC_DEFAULTS,
                       obj=func.__defaults__)
         locals_: dict[int, SV] = {}
@@ -1102,8 +1171,9 @@ class Translator:
 
             version = type_version(types_[0])
             if version:
-                self.emit("guard_type_version", [], None, snap, type=types_[0],
-                          version=version)
+                if self.check_once(("type_version", id(types_[0])), version):
+                    self.emit("guard_type_version", [], None, snap, type=types_[0],
+                              version=version)
                 return
         assert self.cur is not None
         shown = ", ".join(t.__name__ if t is not None else "?" for t in types_)
@@ -1260,6 +1330,52 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
             return all(t in _LEAF for t in rest[1:])
         return False
     return False
+
+
+# Builtins that read their arguments only (no dict or function changes) when
+# they run no Python code.
+_READ_ONLY_CALLS: frozenset[object] = _LEAF_BUILTINS | {isinstance, builtins.len, list, tuple}
+# Methods of exact builtin types whose result is always of one exact type
+# (encode/decode only with a constant standard codec: others may return a subclass).
+_RESULT_TYPES: dict[object, type] = {
+    str.replace: str, str.join: str, bytes.join: bytes, str.lower: str, str.upper: str,
+    str.strip: str, str.lstrip: str, str.rstrip: str, str.format: str, bytes.replace: bytes,
+    str.startswith: bool, str.endswith: bool, str.split: list,
+    str.encode: bytes, bytes.decode: str,
+}
+# list methods that store a reference and release none.
+_LIST_STORES: frozenset[object] = frozenset({list.append, list.insert})
+
+
+def _releases_nothing(args: list[Ref]) -> bool:
+    """Whether a call (proven to run no Python code) also releases no
+    reference the trace could rely on: a method of an immutable builtin type,
+    a list store that drops nothing, or a read-only builtin."""
+    fn = args[0].value if isinstance(args[0], Const) else None
+    if type(fn) is _METHOD_DESCRIPTOR:
+        return getattr(fn, "__objclass__", None) in _LEAF or fn in _LIST_STORES \
+            or fn in (str.join, bytes.join)
+    return fn in _READ_ONLY_CALLS
+
+
+_STANDARD_CODECS = frozenset({"utf-8", "utf8", "ascii", "latin-1", "latin1"})
+
+
+def _result_type(operands: list[Ref], types_: list[type | None]) -> type | None:
+    """The exact type a call's result is known to have, or None."""
+    fn = operands[0].value if isinstance(operands[0], Const) else None
+    if type(fn) is _METHOD_DESCRIPTOR:
+        t = _RESULT_TYPES.get(fn)
+        if t is None or len(types_) < 2 or types_[1] is not getattr(fn, "__objclass__", None):
+            return None
+        if fn in (str.encode, bytes.decode) and not (
+                len(operands) == 3 and isinstance(operands[2], Const)
+                and operands[2].value in _STANDARD_CODECS):
+            return None
+        return t
+    if fn in (str, repr) and len(types_) == 2 and types_[1] in _LEAF:
+        return str
+    return None
 
 
 _OBJECT_HOOKS = {name: object.__dict__[name]

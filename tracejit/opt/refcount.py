@@ -29,25 +29,34 @@ _BORROWED = {"list_getitem": "list_getitem_borrowed", "tuple_getitem": "tuple_ge
 _BARRIERS = {"label", "jump", "exit"}
 
 
-def _owned_index(snap: Snapshot, vid: int) -> tuple[str, int] | None:
-    """Where an owned entry of value `vid` is in the snapshot (stack first,
-    from the top), or None."""
-    for i in range(len(snap.stack) - 1, -1, -1):
-        e = snap.stack[i]
-        if e.owned and isinstance(e.ref, Value) and e.ref.id == vid:
-            return ("stack", i)
-    for slot, e in sorted(snap.locals.items()):
-        if e.owned and isinstance(e.ref, Value) and e.ref.id == vid:
-            return ("local", slot)
+def _owned_index(snap: Snapshot, vid: int) -> tuple[int, str, int] | None:
+    """Where an owned entry of value `vid` is in the snapshot: (frame, kind,
+    index), frame -1 the trace's own and k its inlined frames[k]; innermost
+    frame first, its stack from the top, then its locals."""
+    levels: list[tuple[int, list[SnapEntry], dict[int, SnapEntry]]] = [
+        (-1, snap.stack, snap.locals)]
+    levels.extend((k, f.stack, f.locals) for k, f in enumerate(snap.frames))
+    for level, stack, locals_ in reversed(levels):
+        for i in range(len(stack) - 1, -1, -1):
+            e = stack[i]
+            if e.owned and isinstance(e.ref, Value) and e.ref.id == vid:
+                return (level, "stack", i)
+        for slot, e in sorted(locals_.items()):
+            if e.owned and isinstance(e.ref, Value) and e.ref.id == vid:
+                return (level, "local", slot)
     return None
 
 
-def _disown(snap: Snapshot, where: tuple[str, int]) -> None:
-    kind, i = where
-    if kind == "stack":
-        snap.stack[i] = SnapEntry(snap.stack[i].ref, False)
+def _disown(snap: Snapshot, where: tuple[int, str, int]) -> None:
+    level, kind, i = where
+    if level >= 0:
+        stack, locals_ = snap.frames[level].stack, snap.frames[level].locals
     else:
-        snap.locals[i] = SnapEntry(snap.locals[i].ref, False)
+        stack, locals_ = snap.stack, snap.locals
+    if kind == "stack":
+        stack[i] = SnapEntry(stack[i].ref, False)
+    else:
+        locals_[i] = SnapEntry(locals_[i].ref, False)
 
 
 def _uses(op: Op, vid: int) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+from tracejit.backend.layout import bound_method_def, method_def
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.percode import PerCode
 from tracejit.runtime import frames
@@ -240,6 +241,25 @@ def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCal
     return InlineCall(func, code, method, nargs)
 
 
+_METHOD_DESCRIPTOR: type = type(str.replace)
+_HEAPTYPE = 1 << 9
+
+
+def method_descriptor_of(fn: object) -> object | None:
+    """For a builtin method object bound to an instance of a builtin (not
+    heap) type, such as ``[].append``, the method descriptor it was made from
+    (same C function), else None.  Descriptors live as long as their type."""
+    if type(fn) is not types.BuiltinMethodType:
+        return None
+    owner = type(getattr(fn, "__self__", None))
+    if owner.__flags__ & _HEAPTYPE:
+        return None
+    descr = owner.__dict__.get(getattr(fn, "__name__", ""))
+    if type(descr) is not _METHOD_DESCRIPTOR or method_def(descr) != bound_method_def(fn):
+        return None
+    return descr
+
+
 @dataclass(slots=True)
 class Level:
     """One frame the recording follows: the recorded code's (level 0) or an
@@ -449,6 +469,8 @@ class Recording:
                 rec.seen = plan
                 self.pending = (plan, len(self.records))
                 self.enable_events(plan.code)
+        if instr.opname == "CALL" and rec.seen is None and objs[1] is frames.MISSING:
+            rec.seen = method_descriptor_of(objs[0])
         del objs
         if instr.opname == "LOAD_GLOBAL":
             rec.seen = self._global_value(str(instr.argval), frame)

@@ -836,7 +836,7 @@ def _raise_delta(code: types.CodeType, pc: int, op: str) -> int:
     callee's exception comes back into the frame (the interpreter resumes with
     the error at the CALL; a call from a trace is assumed to be one), else the
     instruction's last unit (its inline caches included)."""
-    if op == "call":
+    if op in ("call", "call_nocode"):
         return -1
     return max(0, min(last_unit(code, pc) - pc, (1 << 13) - 2))
 

@@ -405,53 +405,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'guard_global': (
         bytes.fromhex(
-            "498b742418488b4608f680ab000000200f8400000000498b542420488b4208f6"
-            "80ab000000200f840000000048b80000000000000000488b4e1848bf00000000"
-            "00000000483b0f7535488b4a1848bf0000000000000000483b0f752248b90000"
-            "000000000000483931751348b900000000000000004839110f84000000005048"
-            "b9000000000000000049b800000000000000004c89f7ffd085c0488d6424080f"
-            "88000000000f8400000000e900000000"
+            "5048b8000000000000000048ba00000000000000004c89f74c89e6ffd085c07e"
+            "0658e900000000780658e90000000058e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_PLT32', 18, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 40, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_64', 46, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 60, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 79, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 94, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_64', 109, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_PLT32', 122, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 129, '_JIT_OPERAND1', 0),
-            ('code', 'R_X86_64_64', 139, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 161, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_PLT32', 167, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 172, '_JIT_CONTINUE', -4),
-        ),
-    ),
-    'guard_global_in': (
-        bytes.fromhex(
-            "48b80000000000000000488b3048b80000000000000000488b1048b800000000"
-            "00000000488b4e1848bf0000000000000000483b0f7535488b4a1848bf000000"
-            "0000000000483b0f752248b90000000000000000483931751348b90000000000"
-            "0000004839110f84000000005048b9000000000000000049b800000000000000"
-            "004c89f7ffd085c0488d6424080f88000000000f8400000000e900000000"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 16),
-            ('code', 'R_X86_64_64', 15, '_JIT_OPERAND1', 24),
-            ('code', 'R_X86_64_64', 28, '_JIT_OPERAND3', 0),
-            ('code', 'R_X86_64_64', 42, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 61, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 76, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_64', 91, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_PLT32', 104, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_64', 111, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_64', 121, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_PLT32', 143, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_PLT32', 149, '_JIT_EXIT', -4),
-            ('code', 'R_X86_64_PLT32', 154, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND1', 0),
+            ('code', 'R_X86_64_64', 13, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 35, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 43, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 49, '_JIT_ERROR', -4),
         ),
     ),
     'guard_is': (
@@ -1421,19 +1384,38 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 557, 'PyLong_FromLongLong', -4),
         ),
     ),
-    'tj_global_is': (
+    'tj_guard_global': (
         bytes.fromhex(
-            "55415741564155415453504c8904244989cd4989d64989f74889fb4c8b661848"
-            "8b6a184889f74889ceff15000000004885c07521488b43704885c07407488378"
-            "080075684c89f74c89eeff15000000004885c07437488b1424483b4220740431"
-            "c0eb3a4d85e40f95c04885ed0f95c120c1b80100000080f90175224c89224889"
-            "6a084c897a104c897218eb11488b4b7031c04885c97406483b410819c04883c4"
-            "085b415c415d415e415f5dc3b8ffffffffebea"
+            "554157415641554154535048893c244c8b7618498b4e0831c0f681ab00000020"
+            "0f84cc0000004c8b7e20498b4f08f681ab000000200f84b70000004889d3498b"
+            "6e184d8b6718483b6a08751b4c3b631075154c397318750fb8010000004c397b"
+            "200f848b0000004c8b2b4c89f74c89eeff15000000004885c07525488b042448"
+            "8b40704885c07407488378080075724c89ff4c89eeff15000000004885c07438"
+            "4889c1b800000000483b4b2875444885ed0f95c04d85e40f95c120c1b8010000"
+            "0080f901752c48896b084c8963104c8973184c897b20eb1a488b0424488b4870"
+            "b8000000004885c9740831c0483b410819c04883c4085b415c415d415e415f5d"
+            "c3b8ffffffffebea"
         ),
         b"",
         (
-            ('code', 'R_X86_64_GOTPCRELX', 43, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 76, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 114, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 151, 'PyDict_GetItemWithError', -4),
+        ),
+    ),
+    'tj_guard_global_in': (
+        bytes.fromhex(
+            "55415741564155415453504889d348893c24488b024c8b70104c8b7818498b6e"
+            "184d8b6718483b6a10751b4c3b631875154c397320750fb8010000004c397b28"
+            "0f84830000004c8b6b084c89f74c89eeff15000000004885c07525488b042448"
+            "8b40704885c07407488378080075694c89ff4c89eeff15000000004885c07434"
+            "483b4330740431c0eb3f4885ed0f95c04d85e40f95c120c1b80100000080f901"
+            "752748896b104c8963184c8973204c897b28eb15488b0424488b487031c04885"
+            "c97406483b410819c04883c4085b415c415d415e415f5dc3b8ffffffffebea"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 82, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 119, 'PyDict_GetItemWithError', -4),
         ),
     ),
     'tj_resume_basicsize': (

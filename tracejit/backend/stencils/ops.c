@@ -754,9 +754,7 @@ STENCIL(iter_next_null)
  * every mutation and is globally unique), nothing is looked up; otherwise
  * look up as LOAD_GLOBAL does (globals, then builtins), compare, and remember
  * dicts and versions.  1: it does, 0: another object or unbound, -1: a lookup
- * raised.  The stencils test the cell inline (tj_global_cached) and call the
- * lookup, the runtime function tj_global_is (an operand), only when it does
- * not match (tj_global_check). */
+ * raised. */
 ALWAYS_INLINE int
 tj_global_cached(PyObject *g, PyObject *b, const uint64_t *cell)
 {
@@ -768,10 +766,9 @@ _Py_COMP_DIAG_IGNORE_DEPR_DECLS
 _Py_COMP_DIAG_POP
 }
 
-typedef int (*tj_global_fn)(PyThreadState *, PyObject *, PyObject *, PyObject *, uint64_t *);
-
-int
-tj_global_is(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name, uint64_t *cell)
+ALWAYS_INLINE int
+tj_global_lookup(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name,
+                 uint64_t *cell)
 {
 _Py_COMP_DIAG_PUSH
 _Py_COMP_DIAG_IGNORE_DEPR_DECLS
@@ -802,51 +799,52 @@ _Py_COMP_DIAG_POP
     return 1;
 }
 
-ALWAYS_INLINE int
-tj_global_check(PyThreadState *tstate, PyObject *g, PyObject *b, PyObject *name,
-                uint64_t *cell, uint64_t lookup)
-{
-    if (LIKELY(tj_global_cached(g, b, cell))) {
-        return 1;
-    }
-    return ((tj_global_fn)(uintptr_t)lookup)(tstate, g, b, name, cell);
-}
-
-/* A global (or builtin) name, OP1, still means the object the trace was
- * recorded with, in the running frame's own dicts; OP0 the cell, OP2
- * tj_global_is.  Exit if the name now means another object or is missing;
- * error exit if the lookup raised. */
-STENCIL(guard_global)
+/* The guards' checks, out of line: a guard's machine code is one call with
+ * its descriptor, and this code stays in the instruction cache however many
+ * guards the traces have (a template's are run once per render).
+ * tj_guard_global's descriptor is {name, cell[5]}, in the running frame's
+ * own dicts; tj_guard_global_in's is {function, name, cell[5]}, in an
+ * inlined callee's function's dicts (func_globals and func_builtins never
+ * change; the trace holds the function weakly, so no module dict is kept
+ * alive).  1, 0 or -1 as tj_global_lookup. */
+int
+tj_guard_global(PyThreadState *tstate, _PyInterpreterFrame *frame, uint64_t *desc)
 {
     PyObject *g = frame->f_globals, *b = frame->f_builtins;
     if (UNLIKELY(!PyDict_Check(g) || !PyDict_Check(b))) {
-        EXIT();
+        return 0;
     }
-    int same = tj_global_check(tstate, g, b, (PyObject *)(uintptr_t)OP(1),
-                               (uint64_t *)(uintptr_t)OP(0), OP_OPAQUE(2));
-    if (UNLIKELY(same < 0)) {
-        ERROR();
+    if (LIKELY(tj_global_cached(g, b, desc + 1))) {
+        return 1;
     }
-    if (!same) {
-        EXIT();
-    }
-    CONTINUE();
+    return tj_global_lookup(tstate, g, b, (PyObject *)(uintptr_t)desc[0], desc + 1);
 }
 
-/* guard_global for an inlined callee, in the dicts of its function OP1
- * (func_globals and func_builtins never change; the trace holds the function
- * weakly, so no module dict is kept alive); OP2 name; OP0 the cell; OP3
- * tj_global_is. */
-STENCIL(guard_global_in)
+int
+tj_guard_global_in(PyThreadState *tstate, _PyInterpreterFrame *frame, uint64_t *desc)
 {
-    PyFunctionObject *func = (PyFunctionObject *)(uintptr_t)OP(1);
-    int same = tj_global_check(tstate, func->func_globals, func->func_builtins,
-                               (PyObject *)(uintptr_t)OP(2), (uint64_t *)(uintptr_t)OP(0),
-                               OP_OPAQUE(3));
-    if (UNLIKELY(same < 0)) {
-        ERROR();
+    (void)frame;
+    PyFunctionObject *func = (PyFunctionObject *)(uintptr_t)desc[0];
+    PyObject *g = func->func_globals, *b = func->func_builtins;
+    if (LIKELY(tj_global_cached(g, b, desc + 2))) {
+        return 1;
     }
-    if (!same) {
+    return tj_global_lookup(tstate, g, b, (PyObject *)(uintptr_t)desc[1], desc + 2);
+}
+
+typedef int (*tj_guard_fn)(PyThreadState *, _PyInterpreterFrame *, uint64_t *);
+
+/* guard_global and guard_global_in: OP0 the descriptor, OP1 tj_guard_global
+ * or tj_guard_global_in.  Exit if the name now means another object or is
+ * missing; error exit if the lookup raised. */
+STENCIL(guard_global)
+{
+    int same = ((tj_guard_fn)(uintptr_t)OP_OPAQUE(1))(tstate, frame,
+                                                    (uint64_t *)(uintptr_t)OP(0));
+    if (UNLIKELY(same <= 0)) {
+        if (same < 0) {
+            ERROR();
+        }
         EXIT();
     }
     CONTINUE();

@@ -1,0 +1,118 @@
+"""Checks a trace makes once, and calls proven to run no code.
+
+Each program runs on the plain interpreter and with the JIT (thresholds forced
+low, ``TRACEJIT_DUMP`` on); output must be identical, and the dumped IR must
+show the point of the test: a global read by several inlined calls guarded
+once, a guard made again after an op that could change it, a bound builtin
+method called directly (``guard_cfunc``, ``call_nocode``) with no tool check
+after it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from test_differential import PLAIN_HEADER, REPO_ROOT, run_program
+
+JIT_HEADER = ("import tracejit as _tj; "
+              "_tj.enable(threshold=1, function_threshold=1, jit_time_percent=100)")
+
+
+def run_jit(source: str, workdir: Path) -> tuple[str, str]:
+    """stdout and the JIT log (with every compiled trace's IR)."""
+    prog = workdir / "prog.py"
+    prog.write_text(JIT_HEADER + "\n" + source)
+    log = workdir / "jit.log"
+    env = dict(os.environ)
+    env.update(TRACEJIT_LOG=str(log), TRACEJIT_DUMP="1", PYTHONHASHSEED="0",
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT),
+                                           *filter(None, [env.get("PYTHONPATH")])]))
+    proc = subprocess.run([sys.executable, "prog.py"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, log.read_text()
+
+
+def traces_of(log: str, function: str) -> list[str]:
+    """The dumped IR of each compiled trace of `function`."""
+    parts = re.split(r"^(?=\[TRACE )", log, flags=re.M)
+    return [p for p in parts if p.startswith(f"[TRACE {function}:")]
+
+
+def check(source: str, workdir: Path) -> str:
+    source = textwrap.dedent(source)
+    plain = run_program(source, workdir, PLAIN_HEADER, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    out, log = run_jit(source, workdir)
+    assert out == plain.stdout
+    return log
+
+
+def test_global_read_by_inlined_calls_is_guarded_once(tmp_path: Path) -> None:
+    log = check("""
+    K = 3
+    def helper(x):
+        return x * K + K
+    def f(n):
+        t = 0
+        for i in range(n):
+            t += helper(i) + helper(i + 1)
+        return t
+    print(f(3000))
+    """, tmp_path)
+    loops = [t for t in traces_of(log, "f") if " loop " in t.splitlines()[0]]
+    assert loops, log
+    body = loops[-1]
+    assert body.count("name='K'") == 1, body  # four reads, one check
+
+
+def test_destructor_between_two_reads_of_a_global(tmp_path: Path) -> None:
+    # The popped Bomb's release runs __del__, which rebinds K: the second read
+    # is checked again (a stale K would print other sums).
+    log = check("""
+    class Bomb:
+        def __init__(self, hit):
+            self.hit = hit
+        def __del__(self):
+            global K
+            if self.hit:
+                K += 1
+    K = 0
+    def helper(box):
+        a = K
+        box.pop()
+        return a * 1000 + K
+    def f(n):
+        out = 0
+        box = []
+        for i in range(n):
+            box.append(Bomb(i % 100 == 99))
+            out += helper(box)
+        return out
+    print(f(3000), K)
+    """, tmp_path)
+    assert any(t.count("name='K'") == 2 for t in traces_of(log, "f")), log
+
+
+def test_bound_list_append_is_called_directly(tmp_path: Path) -> None:
+    log = check("""
+    def f(n, add, out):
+        for i in range(n):
+            add(i)
+            add(str(i))
+        return len(out)
+    out = []
+    print(f(3000, out.append, out), out[-3:])
+    other = set()
+    print(f(5, other.add, other), sorted(other, key=str))  # another C function
+    """, tmp_path)
+    loops = [t for t in traces_of(log, "f") if " loop " in t.splitlines()[0]]
+    assert loops, log
+    body = loops[0]
+    assert "guard_cfunc" in body and "call_nocode" in body, body
+    assert "check_instrumentation" not in body, body
