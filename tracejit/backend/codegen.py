@@ -135,6 +135,13 @@ class CodeGen:
         # Memory the machine code uses (guard_global's caches, resume chain
         # descriptors): held strongly, never weakly like keepalive's objects.
         self.cells: list[object] = []
+        # The global guards' descriptors, one array in trace order: a run
+        # reads them in sequence (guards run once per render in a template,
+        # scattered descriptors would each be a cache miss).
+        words = sum({"guard_global": 6, "guard_global_in": 7}.get(op.name, 0)
+                    for op in trace.ops)
+        self.global_descs = (ctypes.c_uint64 * max(words, 1))()
+        self.global_used = 0
         # Set when the trace is taken out of use; checked after call-outs.
         self.retired = ctypes.c_uint64(0)
         self.current_pc: int | None = None
@@ -149,10 +156,15 @@ class CodeGen:
         name), then the cell {globals version, builtins version, globals,
         builtins, object} (see tj_global_lookup) with versions no dict has,
         so the first check looks up.  Held by the trace; returns its address."""
-        desc = (ctypes.c_uint64 * (len(head) + 5))(
-            *head, _NO_VERSION, _NO_VERSION, 0, 0, self.obj_addr(op.attrs["obj"]))
-        self.cells.append(desc)
-        return ctypes.addressof(desc)
+        words = [*head, _NO_VERSION, _NO_VERSION, 0, 0, self.obj_addr(op.attrs["obj"])]
+        at = self.global_used
+        if at + len(words) > len(self.global_descs):
+            raise NotImplementedError("more global guards than the trace had")
+        self.global_descs[at : at + len(words)] = words
+        self.global_used = at + len(words)
+        if at == 0:
+            self.cells.append(self.global_descs)
+        return ctypes.addressof(self.global_descs) + 8 * at
 
     def new_reg(self) -> int:
         r = self.nregs

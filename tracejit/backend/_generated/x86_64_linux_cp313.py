@@ -1404,18 +1404,19 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tj_guard_global_in': (
         bytes.fromhex(
-            "55415741564155415453504889d348893c24488b024c8b70104c8b7818498b6e"
-            "184d8b6718483b6a10751b4c3b631875154c397320750fb8010000004c397b28"
-            "0f84830000004c8b6b084c89f74c89eeff15000000004885c07525488b042448"
-            "8b40704885c07407488378080075694c89ff4c89eeff15000000004885c07434"
-            "483b4330740431c0eb3f4885ed0f95c04d85e40f95c120c1b80100000080f901"
-            "752748896b104c8963184c8973204c897b28eb15488b0424488b487031c04885"
-            "c97406483b410819c04883c4085b415c415d415e415f5dc3b8ffffffffebea"
+            "55415741564155415453504889d348893c24488b42204885c07421488b401848"
+            "3b43107517488b4328488b4818b801000000483b4b180f8496000000488b034c"
+            "8b6b084c8b70104c8b78184d8b6618498b6f184c89f74c89eeff150000000048"
+            "85c07525488b0424488b40704885c07407488378080075694c89ff4c89eeff15"
+            "000000004885c07434483b4330740431c0eb3f4d85e40f95c04885ed0f95c120"
+            "c1b80100000080f90175274c89631048896b184c8973204c897b28eb15488b04"
+            "24488b487031c04885c97406483b410819c04883c4085b415c415d415e415f5d"
+            "c3b8ffffffffebea"
         ),
         b"",
         (
-            ('code', 'R_X86_64_GOTPCRELX', 82, 'PyDict_GetItemWithError', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 119, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 91, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 128, 'PyDict_GetItemWithError', -4),
         ),
     ),
     'tj_resume_basicsize': (
