@@ -160,7 +160,8 @@ class CodeGen:
         at = self.global_used
         if at + len(words) > len(self.global_descs):
             raise NotImplementedError("more global guards than the trace had")
-        self.global_descs[at : at + len(words)] = words
+        for k, w in enumerate(words):
+            self.global_descs[at + k] = w
         self.global_used = at + len(words)
         if at == 0:
             self.cells.append(self.global_descs)
