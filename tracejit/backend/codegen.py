@@ -61,6 +61,7 @@ _GETITEM = frozenset({"list_getitem", "tuple_getitem", "list_getitem_borrowed",
 # A dict version no dict has (versions are multiples of 1 << 12 plus watcher bits).
 _NO_VERSION = (1 << 64) - 1
 _M_ML = LAYOUT["PyCFunctionObject.m_ml"]
+_CELL_WORDS = 5  # a global guard's cell (see global_desc)
 
 
 def _pyapi_address(name: str) -> int:
@@ -138,8 +139,8 @@ class CodeGen:
         # The global guards' descriptors, one array in trace order: a run
         # reads them in sequence (guards run once per render in a template,
         # scattered descriptors would each be a cache miss).
-        words = sum({"guard_global": 6, "guard_global_in": 7}.get(op.name, 0)
-                    for op in trace.ops)
+        words = sum({"guard_global": 1 + _CELL_WORDS, "guard_global_in": 2 + _CELL_WORDS}
+                    .get(op.name, 0) for op in trace.ops)
         self.global_descs = (ctypes.c_uint64 * max(words, 1))()
         self.global_used = 0
         # Set when the trace is taken out of use; checked after call-outs.

@@ -34,6 +34,7 @@ from tracejit.ir.ops import CALLS_OUT, OPS, Type
 from tracejit.ir.trace import Const, FrameSnap, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.record import (
+    METHOD_DESCRIPTOR,
     AbortReason,
     CodeInfo,
     InlineCall,
@@ -221,11 +222,8 @@ class Translator:
         if opname == "store_local":
             old = self.known.get(int(str(attrs["slot"])))
             return old is not None and self._reftype(old) in _LEAF
-        if opname == "call":
-            fn = args[0].value if isinstance(args[0], Const) else None
-            if type(fn) is _METHOD_DESCRIPTOR:
-                return getattr(fn, "__objclass__", None) in _LEAF or fn in _ANY_ARG_METHODS
-            return fn in _READ_ONLY_CALLS
+        # A call that keeps them releases nothing: it is call_nocode, which
+        # does not escape, by now.
         return opname in ("is_true", "len", "getattr", "call_unary", "call_binary",
                           "richcompare", "iter_next", "iter_next_or_null")
 
@@ -870,8 +868,7 @@ class Translator:
                                 id(getattr(func, "__builtins__", None)), name), r.seen):
                 self.emit("guard_global_in", [], None, snap, func=func, name=name, obj=r.seen)
         elif name in self.info.varying_globals:
-            self.push(self.emitv("load_global", [], Type.OBJ, snap, name=str(r.instr.argval)),
-                      True)
+            self.push(self.emitv("load_global", [], Type.OBJ, snap, name=name), True)
             if r.instr.arg & 1:
                 self.push(Const(NULL, Type.OBJ))
             return
@@ -1023,7 +1020,7 @@ class Translator:
             self.push(n)
             return
         bound = None
-        descr = r.seen if type(r.seen) is _METHOD_DESCRIPTOR else None
+        descr = r.seen if type(r.seen) is METHOD_DESCRIPTOR else None
         if descr is not None and isinstance(callable_.ref, Value) \
                 and callable_.ref.type is Type.OBJ \
                 and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL:
@@ -1281,7 +1278,6 @@ _LEAF_BUILTINS: frozenset[object] = frozenset({
     abs, chr, ord, hex, oct, bin, divmod, hash, str, int, float, bool, repr, min, max,
     operator.pow, operator.ipow, round,
 })
-_METHOD_DESCRIPTOR: type = type(str.replace)
 # Builtin methods that accept any objects without calling into them.
 _ANY_ARG_METHODS: frozenset[object] = frozenset({list.append, list.insert, list.pop,
                                                  str.join, bytes.join})
@@ -1321,7 +1317,7 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
             return len(rest) == 1 and rest[0] in _CONTAINERS
         if fn in _LEAF_BUILTINS:
             return all(t in _LEAF for t in rest)
-        if type(fn) is _METHOD_DESCRIPTOR:
+        if type(fn) is METHOD_DESCRIPTOR:
             owner = getattr(fn, "__objclass__", None)
             if not rest or rest[0] is not owner or owner not in _CONTAINERS | _LEAF:
                 return False
@@ -1343,18 +1339,14 @@ _RESULT_TYPES: dict[object, type] = {
     str.startswith: bool, str.endswith: bool, str.split: list,
     str.encode: bytes, bytes.decode: str,
 }
-# list methods that store a reference and release none.
-_LIST_STORES: frozenset[object] = frozenset({list.append, list.insert})
-
-
 def _releases_nothing(args: list[Ref]) -> bool:
     """Whether a call (proven to run no Python code) also releases no
     reference the trace could rely on: a method of an immutable builtin type,
-    a list store that drops nothing, or a read-only builtin."""
+    a list method that drops no item (list.pop hands its item over), a join,
+    or a read-only builtin."""
     fn = args[0].value if isinstance(args[0], Const) else None
-    if type(fn) is _METHOD_DESCRIPTOR:
-        return getattr(fn, "__objclass__", None) in _LEAF or fn in _LIST_STORES \
-            or fn in (str.join, bytes.join)
+    if type(fn) is METHOD_DESCRIPTOR:
+        return getattr(fn, "__objclass__", None) in _LEAF or fn in _ANY_ARG_METHODS
     return fn in _READ_ONLY_CALLS
 
 
@@ -1364,7 +1356,7 @@ _STANDARD_CODECS = frozenset({"utf-8", "utf8", "ascii", "latin-1", "latin1"})
 def _result_type(operands: list[Ref], types_: list[type | None]) -> type | None:
     """The exact type a call's result is known to have, or None."""
     fn = operands[0].value if isinstance(operands[0], Const) else None
-    if type(fn) is _METHOD_DESCRIPTOR:
+    if type(fn) is METHOD_DESCRIPTOR:
         t = _RESULT_TYPES.get(fn)
         if t is None or len(types_) < 2 or types_[1] is not getattr(fn, "__objclass__", None):
             return None
@@ -1447,7 +1439,7 @@ def _plain_method(owner_type: type, name: str) -> object | None:
     for klass in owner_type.__mro__:
         if name in klass.__dict__:
             found = klass.__dict__[name]
-            return found if type(found) is _METHOD_DESCRIPTOR else None
+            return found if type(found) is METHOD_DESCRIPTOR else None
     return None
 
 

@@ -241,7 +241,7 @@ def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCal
     return InlineCall(func, code, method, nargs)
 
 
-_METHOD_DESCRIPTOR: type = type(str.replace)
+METHOD_DESCRIPTOR: type = type(str.replace)  # str.replace, list.append, ...
 _HEAPTYPE = 1 << 9
 
 
@@ -255,7 +255,7 @@ def method_descriptor_of(fn: object) -> object | None:
     if owner.__flags__ & _HEAPTYPE:
         return None
     descr = owner.__dict__.get(getattr(fn, "__name__", ""))
-    if type(descr) is not _METHOD_DESCRIPTOR or method_def(descr) != bound_method_def(fn):
+    if type(descr) is not METHOD_DESCRIPTOR or method_def(descr) != bound_method_def(fn):
         return None
     return descr
 
