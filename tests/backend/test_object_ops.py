@@ -175,6 +175,42 @@ def test_call_vector() -> None:
         vector_kernel(target, "x", 1)
 
 
+def method_kernel(descr: object, machine: str, *args: object) -> tuple[int, object]:
+    """A method descriptor's C function called directly by `machine` on
+    self and args (loaded into registers 4, 5, ...)."""
+    from tracejit.backend.layout import method_entry
+
+    a0, a1, a2 = (list(args) + [None, None, None])[:3]
+    r: object = None
+    err = Label("err")
+    s, f = slot, method_kernel
+    meth = method_entry(descr)[0]
+    loads = [I("load_slot", (4 + i, s(f, name))) for i, name in enumerate(("a0", "a1", "a2"))]
+    if machine == "call_meth_o":
+        call = I(machine, (0, 4, 5, meth), error=err)
+    elif machine == "call_meth_noargs":
+        call = I(machine, (0, 4, meth), error=err)
+    else:
+        call = I(machine, (0, 4, len(args) - 1, meth), error=err)
+    code: list[MachineInstr | Label] = [
+        *loads, call, I("store_local", (0, s(f, "r"))), finish(0), err, finish(-1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+def test_call_meth_calls_the_c_function_directly() -> None:
+    items: list[object] = [1]
+    assert method_kernel(list.append, "call_meth_o", items, "x") == (0, None)
+    assert items == [1, "x"]
+    assert method_kernel(str.upper, "call_meth_noargs", "abc") == (0, "ABC")
+    assert method_kernel(list.pop, "call_meth_fast", items, 0) == (0, 1)
+    assert method_kernel(str.replace, "call_meth_fastkw", "a-b-c", "-", "+") == (0, "a+b+c")
+    with pytest.raises(UnicodeEncodeError):
+        method_kernel(str.encode, "call_meth_fastkw", "\u20ac", "ascii")
+    with pytest.raises(IndexError):
+        method_kernel(list.pop, "call_meth_fast", [], 0)
+
+
 def refcount_kernel(x: object) -> None:
     y: object = None
     s = slot(refcount_kernel, "x")

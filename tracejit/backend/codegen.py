@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import Label, MachineInstr, runtime_address, stencil_exits
-from tracejit.backend.layout import LAYOUT, method_def
+from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR, method_def, method_entry
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.ir.translate import NULL
@@ -336,6 +336,22 @@ class CodeGen:
             obj, value = args
             self.emit("setattr", (obj, self.obj_addr(op.attrs["name"]), value), op,
                       raises=True)
+        elif name == "call_nocode" and (direct := _direct_method(op)) is not None:
+            # self is proven an exact instance of the descriptor's class
+            # (call_nocode's contract): call its C function as CPython's
+            # specialized CALL_METHOD_DESCRIPTOR_* do.
+            machine, meth = direct
+            if machine == "call_meth_o":
+                self.emit(machine, dst + (self.reg(op.args[1]), self.reg(op.args[2]), meth),
+                          op, raises=True)
+            elif machine == "call_meth_noargs":
+                self.emit(machine, dst + (self.reg(op.args[1]), meth), op, raises=True)
+            else:
+                block = self.nregs
+                self.nregs += len(op.args) - 1
+                for i, a in enumerate(op.args[1:]):
+                    self.emit("copy", (block + i, self.reg(a)))
+                self.emit(machine, dst + (block, len(op.args) - 2, meth), op, raises=True)
         elif name in ("call", "call_nocode"):
             block = self.nregs
             self.nregs += len(op.args)
@@ -622,3 +638,28 @@ def lower_trace(trace: Trace, nlocalsplus: int, base: int,
                 code: types.CodeType | None = None) -> Lowered:
     """`code`: the trace's own code object (needed when calls were inlined)."""
     return CodeGen(trace, nlocalsplus, base, code).lower()
+
+
+# Calling conventions of method descriptors called directly (ml_flags values;
+# METH_METHOD, METH_VARARGS and the rest go through vectorcall).
+_METH_O, _METH_NOARGS, _METH_FASTCALL, _METH_FASTCALL_KEYWORDS = 0x0008, 0x0004, 0x0080, 0x0082
+
+
+def _direct_method(op: Op) -> tuple[str, int] | None:
+    """The machine op and C function for a call_nocode of a method
+    descriptor with a calling convention called directly, else None."""
+    fn = op.args[0].value if isinstance(op.args[0], Const) else None
+    if type(fn) is not METHOD_DESCRIPTOR or len(op.args) < 2:
+        return None
+    meth, flags = method_entry(fn)
+    flags &= ~0x0040  # METH_COEXIST only decides which slot wins at class creation
+    nargs = len(op.args) - 2
+    if flags == _METH_O and nargs == 1:
+        return "call_meth_o", meth
+    if flags == _METH_NOARGS and nargs == 0:
+        return "call_meth_noargs", meth
+    if flags == _METH_FASTCALL:
+        return "call_meth_fast", meth
+    if flags == _METH_FASTCALL_KEYWORDS:
+        return "call_meth_fastkw", meth
+    return None

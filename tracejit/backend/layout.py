@@ -32,7 +32,13 @@ LAYOUT: dict[str, int] = {
     "PyCFunctionObject.m_ml": 16,
     "PyCFunctionObject.m_self": 24,
     "PyMethodDescrObject.d_method": 40,
+    # Include/methodobject.h (direct calls of method descriptors).
+    "PyMethodDef.ml_meth": 8,
+    "PyMethodDef.ml_flags": 16,
 }
+
+
+METHOD_DESCRIPTOR: type = type(str.replace)  # str.replace, list.append, ...
 
 
 def _field(obj: object, name: str) -> int:
@@ -43,6 +49,15 @@ def method_def(descr: object) -> int:
     """The PyMethodDef address of a method descriptor (list.append): the same
     one every bound method made from it points to (m_ml)."""
     return _field(descr, "PyMethodDescrObject.d_method")
+
+
+def method_entry(descr: object) -> tuple[int, int]:
+    """A method descriptor's C function and calling-convention flags (the
+    descriptor keeps its PyMethodDef alive: it is static in the type)."""
+    mdef = method_def(descr)
+    meth = ctypes.c_void_p.from_address(mdef + LAYOUT["PyMethodDef.ml_meth"]).value or 0
+    flags = ctypes.c_int.from_address(mdef + LAYOUT["PyMethodDef.ml_flags"]).value
+    return meth, flags
 
 
 def bound_method_def(method: object) -> int:
@@ -65,6 +80,9 @@ def _probe_objects() -> bool:
     return (_field(bm, "PyCFunctionObject.m_self") == id(items)
             and _field(bm, "PyCFunctionObject.m_ml")
             == _field(list.append, "PyMethodDescrObject.d_method") != 0
+            and method_entry(list.append)[1] == 0x0008  # METH_O
+            and method_entry(str.replace)[1] == 0x0082  # METH_FASTCALL | METH_KEYWORDS
+            and method_entry(list.append)[0] != 0
             and _field(f, "PyFunctionObject.func_code") == id(f.__code__)
             and _field(f, "PyFunctionObject.func_defaults") == id(f.__defaults__)
             and _field(m, "PyMethodObject.im_func") == id(m.__func__)

@@ -152,7 +152,9 @@ OPS: dict[str, OpInfo] = _ops(
         "call_nocode", O, (O,), raises=True, varargs=True,
         doc="`call` of a builtin proven to run no Python code and to release no "
         "reference (a method of an exact str or bytes, list.append, isinstance of "
-        "builtin types): nothing else in the trace can change meanwhile.",
+        "builtin types): nothing else in the trace can change meanwhile. A method "
+        "descriptor's self is proven an exact instance of its class, so the backend "
+        "calls its C function directly.",
     ),
     OpInfo("len", I, (O,), raises=True, escapes=True, doc="len(o) as int64."),
     OpInfo("ob_size", I, (O,), doc="Length of an object proven an exact list or tuple."),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.layout import bound_method_def, method_def
+from tracejit.backend.layout import METHOD_DESCRIPTOR, bound_method_def, method_def
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.percode import PerCode
 from tracejit.runtime import frames
@@ -241,7 +241,6 @@ def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCal
     return InlineCall(func, code, method, nargs)
 
 
-METHOD_DESCRIPTOR: type = type(str.replace)  # str.replace, list.append, ...
 _HEAPTYPE = 1 << 9
 
 

@@ -61,6 +61,77 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 47, '_JIT_ERROR', -4),
         ),
     ),
+    'call_meth_fast': (
+        bytes.fromhex(
+            "5048b80000000000000000498bbd00000000498db50000000048ba0000000000"
+            "000000ffd04885c0740d4989850000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 21, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_64', 27, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 45, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 57, '_JIT_ERROR', -4),
+        ),
+    ),
+    'call_meth_fastkw': (
+        bytes.fromhex(
+            "5048b80000000000000000498bbd00000000498db50000000048ba0000000000"
+            "00000031c9ffd04885c0740d4989850000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 21, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_64', 27, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 47, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 53, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 59, '_JIT_ERROR', -4),
+        ),
+    ),
+    'call_meth_noargs': (
+        bytes.fromhex(
+            "50418b46348d48ff41894e3485c0791748be00000000000000004c89f7ff1500"
+            "00000085c0752b48b80000000000000000498bbd0000000031f6ffd041ff4634"
+            "4885c0740d4989850000000058e90000000058e900000000"
+        ),
+        bytes.fromhex(
+            "207768696c652063616c6c696e67206120507974686f6e206f626a65637400"
+        ),
+        (
+            ('code', 'R_X86_64_64', 18, '@data', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 31, '_Py_CheckRecursiveCall', -4),
+            ('code', 'R_X86_64_64', 41, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 52, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 72, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 78, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 84, '_JIT_ERROR', -4),
+        ),
+    ),
+    'call_meth_o': (
+        bytes.fromhex(
+            "50418b46348d48ff41894e3485c0791748be00000000000000004c89f7ff1500"
+            "00000085c0753048b80000000000000000498bbd00000000498bb500000000ff"
+            "d041ff46344885c0740d4989850000000058e90000000058e900000000"
+        ),
+        bytes.fromhex(
+            "207768696c652063616c6c696e67206120507974686f6e206f626a65637400"
+        ),
+        (
+            ('code', 'R_X86_64_64', 18, '@data', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 31, '_Py_CheckRecursiveCall', -4),
+            ('code', 'R_X86_64_64', 41, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_32S', 52, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 59, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 77, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 83, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 89, '_JIT_ERROR', -4),
+        ),
+    ),
     'call_unary': (
         bytes.fromhex(
             "5048b80000000000000000498bbd00000000ffd04885c0740d49898500000000"

@@ -572,6 +572,66 @@ STENCIL(call_vector)
     ERROR();
 }
 
+/* A method descriptor's C function called directly, as CPython's
+ * CALL_METHOD_DESCRIPTOR_* do: the translator proved self an exact instance
+ * of the descriptor's class and the loader read the calling convention and
+ * ml_meth (operand 3) from its PyMethodDef.  No vectorcall wrapper, no
+ * thread-state lookup, no result check. */
+STENCIL(call_meth_o)
+{
+    /* METH_O checks C recursion like CALL_METHOD_DESCRIPTOR_O. */
+    if (UNLIKELY(_Py_EnterRecursiveCallTstate(tstate, " while calling a Python object"))) {
+        ERROR();
+    }
+    PyObject *r = ((PyCFunction)(uintptr_t)OP_OPAQUE(3))(R_OBJ(1), R_OBJ(2));
+    _Py_LeaveRecursiveCallTstate(tstate);
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+STENCIL(call_meth_noargs)
+{
+    if (UNLIKELY(_Py_EnterRecursiveCallTstate(tstate, " while calling a Python object"))) {
+        ERROR();
+    }
+    PyObject *r = ((PyCFunction)(uintptr_t)OP_OPAQUE(2))(R_OBJ(1), NULL);
+    _Py_LeaveRecursiveCallTstate(tstate);
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* Operand 1: self's register, the arguments in the registers after it;
+ * operand 2: the number of arguments after self. */
+STENCIL(call_meth_fast)
+{
+    PyObject **base = (PyObject **)&R(1);
+    PyObject *r = ((PyCFunctionFast)(uintptr_t)OP_OPAQUE(3))(
+        base[0], (PyObject *const *)&base[1], (Py_ssize_t)OP(2));
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+STENCIL(call_meth_fastkw)
+{
+    PyObject **base = (PyObject **)&R(1);
+    PyObject *r = ((PyCFunctionFastWithKeywords)(uintptr_t)OP_OPAQUE(3))(
+        base[0], (PyObject *const *)&base[1], (Py_ssize_t)OP(2), NULL);
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
 /* Py_SIZE of an object proven to be an exact list or tuple. */
 STENCIL(ob_size)
 {
