@@ -29,12 +29,11 @@ import types
 from dataclasses import dataclass
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.layout import LAYOUT
+from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR
 from tracejit.ir.ops import CALLS_OUT, OPS, Type
 from tracejit.ir.trace import Const, FrameSnap, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.record import (
-    METHOD_DESCRIPTOR,
     AbortReason,
     CodeInfo,
     InlineCall,
