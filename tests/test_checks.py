@@ -116,3 +116,104 @@ def test_bound_list_append_is_called_directly(tmp_path: Path) -> None:
     body = loops[0]
     assert "guard_cfunc" in body and "call_nocode" in body, body
     assert "check_instrumentation" not in body, body
+
+
+def test_module_attribute_is_a_checked_constant(tmp_path: Path) -> None:
+    # m.scale is read from the module's dict like a global: checked once and
+    # used as a constant, checked again after the module's dict changes.
+    log = check("""
+    import types
+    m = types.ModuleType("m")
+    m.scale = 3
+    def helper(x):
+        return x * m.scale
+    def f(n):
+        t = 0
+        for i in range(n):
+            t += helper(i) + m.scale
+            if i == 2000:
+                m.scale = 5
+        return t
+    print(f(3000))
+    print(m.__name__, type(m.__dict__).__name__)
+    """, tmp_path)
+    loops = [t for t in traces_of(log, "f") if " loop " in t.splitlines()[0]]
+    assert loops, log
+    body = loops[-1]
+    assert body.count("guard_module_attr") == 1 and "getattr" not in body, body
+
+
+def test_release_of_an_item_its_container_still_holds_keeps_checks(tmp_path: Path) -> None:
+    # r["a"] and r["b"] are released while the dict holds them: nothing can
+    # be freed, so SCALE is checked once.
+    log = check("""
+    SCALE = 3
+    def f(n):
+        out = 0
+        rows = [{"a": [1], "b": [2, 3]}]
+        for i in range(n):
+            r = rows[0]
+            out += SCALE + len(r["a"]) + SCALE + len(r["b"]) + SCALE
+        return out
+    print(f(3000))
+    """, tmp_path)
+    loops = [t for t in traces_of(log, "f") if " loop " in t.splitlines()[0]]
+    assert loops, log
+    assert loops[-1].count("name='SCALE'") == 1, loops[-1]
+
+
+def test_item_taken_out_of_its_container_is_released_with_care(tmp_path: Path) -> None:
+    # After d[0] = None the list no longer holds the Bomb: its release at
+    # helper's return runs __del__, which rebinds K, and the caller's read of
+    # K is checked again (a stale K prints other sums).
+    log = check("""
+    class Bomb:
+        def __init__(self, hit):
+            self.hit = hit
+        def __del__(self):
+            global K
+            if self.hit:
+                K += 1
+    K = 0
+    def helper(d):
+        a = K
+        item = d[0]
+        d[0] = None
+        return a * 1000 + K
+    def f(n):
+        out = 0
+        for i in range(n):
+            d = []
+            d.append(Bomb(i % 100 == 99))
+            out += K + helper(d) + K
+        return out
+    print(f(3000), K)
+    """, tmp_path)
+    assert any(t.count("name='K'") >= 2 for t in traces_of(log, "f")), log
+
+
+def test_varying_tuple_of_classes_still_folds_isinstance(tmp_path: Path) -> None:
+    # Like Tornado's _tt_string_types: each run rebinds the global to a new
+    # but equal tuple; its items are checked and isinstance is a constant.
+    log = check("""
+    def render(items):
+        out = []
+        for x in items:
+            if isinstance(x, _types):
+                out.append("y")
+            else:
+                out.append("n")
+        return "".join(out)
+    total = 0
+    for k in range(300):
+        _types = (str, bytes)
+        total += render(["a", 1, "b", 2.5] * 5).count("y")
+        if k == 250:
+            _types = (str, int)  # other items: the check fails, as it must
+            total += render(["a", 1] * 5).count("y") * 1000
+    print(total)
+    """, tmp_path)
+    varying = [t for t in traces_of(log, "render") if "load_global name='_types'" in t]
+    assert varying, log
+    for t in varying:
+        assert "tuple_getitem_borrowed" in t and ":obj = call " not in t, t

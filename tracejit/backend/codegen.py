@@ -139,8 +139,9 @@ class CodeGen:
         # The global guards' descriptors, one array in trace order: a run
         # reads them in sequence (guards run once per render in a template,
         # scattered descriptors would each be a cache miss).
-        words = sum({"guard_global": 1 + _CELL_WORDS, "guard_global_in": 2 + _CELL_WORDS}
-                    .get(op.name, 0) for op in trace.ops)
+        words = sum({"guard_global": 1 + _CELL_WORDS, "guard_global_in": 2 + _CELL_WORDS,
+                     "guard_module_attr": 2 + _CELL_WORDS}.get(op.name, 0)
+                    for op in trace.ops)
         self.global_descs = (ctypes.c_uint64 * max(words, 1))()
         self.global_used = 0
         # Set when the trace is taken out of use; checked after call-outs.
@@ -364,6 +365,11 @@ class CodeGen:
             desc = self.global_desc(op, self.obj_addr(op.attrs["func"]),
                                     self.obj_addr(op.attrs["name"]))
             self.emit("guard_global", (desc, runtime_address("tj_guard_global_in")), op)
+        elif name == "guard_module_attr":
+            # in the module's dict (the module held weakly, read on a slow path)
+            desc = self.global_desc(op, self.obj_addr(op.attrs["module"]),
+                                    self.obj_addr(op.attrs["name"]))
+            self.emit("guard_global", (desc, runtime_address("tj_guard_module_attr")), op)
         elif name == "guard_global":
             desc = self.global_desc(op, self.obj_addr(op.attrs["name"]))
             self.emit("guard_global", (desc, runtime_address("tj_guard_global")), op)

@@ -211,6 +211,12 @@ OPS: dict[str, OpInfo] = _ops(
         raises=True, doc="guard_global in the globals and builtins of function `func` "
         "(an inlined callee's own).",
     ),
+    OpInfo(
+        "guard_module_attr", V, (), ("module", "name", "obj"), guard=True,
+        raises=True, doc="Exit unless attribute `name` of module `module` (an exact "
+        "module; the name is no attribute of the module type) is `obj` in its dict; "
+        "no lookup while the dict did not change since the last check.",
+    ),
     # Loop structure.
     OpInfo(
         "label", V, (), varargs=True,

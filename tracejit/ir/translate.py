@@ -27,6 +27,7 @@ import builtins
 import operator
 import types
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR
@@ -169,6 +170,17 @@ class Translator:
         # guard_type_version on constants): key -> what was checked.  Dropped
         # at any op that could rebind a global or reassign a field.
         self.checked: dict[tuple[object, ...], object] = {}
+        # Facts about immutable objects held in SSA values, true for the whole
+        # trace: a builtin method object's checked descriptor and its self;
+        # a tuple proven to hold exactly these classes (its items never change).
+        self.cfunc_self: dict[int, tuple[object, Value]] = {}
+        # Proven types of what frame slots hold (a store's release of the old
+        # object runs no destructor if its type has none).
+        self.frame_types: dict[int, type] = {}
+        # Values read out of a list, tuple or dict that still holds them (no
+        # op since could have changed one): releasing one frees nothing.
+        self.contained: set[int] = set()
+        self.class_tuples: dict[int, tuple[type, ...]] = {}
 
     # ------------------------------------------------------------ emission
 
@@ -189,18 +201,32 @@ class Translator:
             calls = False
         if opname == "call" and not calls and _releases_nothing(args):
             opname = "call_nocode"
-        if self.checked and (calls or (OPS[opname].escapes and not self._keeps_checks(
-                opname, args, attrs))):
+        if calls or (OPS[opname].escapes and not self._keeps_checks(opname, args, attrs)):
             self.checked.clear()
+            self.contained.clear()
+        elif opname == "call_nocode" and isinstance(args[0], Const) \
+                and args[0].value in _REMOVING_METHODS:
+            self.contained.clear()  # the item it takes out may be one of them
         if calls:
             snapshot = self.sync_frame(snapshot)
+        if opname == "store_local":
+            stored = self._reftype(args[0])
+            if stored is None:
+                self.frame_types.pop(int(str(attrs["slot"])), None)
+            else:
+                self.frame_types[int(str(attrs["slot"]))] = stored
         value = self.trace.new_value(result) if result is not None else None
+        if value is not None and (opname in ("list_getitem", "tuple_getitem") or (
+                opname == "call_binary" and attrs.get("fn") == "PyObject_GetItem"
+                and self._reftype(args[0]) in (list, tuple, dict))):
+            self.contained.add(value.id)
         self.trace.ops.append(Op(opname, list(args), dict(attrs), value, snapshot))
         if calls:
             # The code may have rebound locals (f_locals is write-through since
             # PEP 667) or turned a tool on: reload slots; check at the next
             # instruction boundary.
             self.known.clear()
+            self.frame_types.clear()
             self.pending_check = True
         return value
 
@@ -217,10 +243,20 @@ class Translator:
         dict or function (so the checks in ``self.checked`` still hold).  A
         release may run a destructor, unless the object's type has none."""
         if opname == "decref":
-            return self._reftype(args[0]) in _LEAF
+            ref = args[0]
+            if isinstance(ref, Value) and ref.id in self.contained:
+                return True
+            if isinstance(ref, Value) and ref.id in self.class_tuples:
+                # a tuple of static types: its dealloc runs nothing
+                return not any(t.__flags__ & _HEAPTYPE for t in self.class_tuples[ref.id])
+            return self._reftype(ref) in _LEAF
         if opname == "store_local":
-            old = self.known.get(int(str(attrs["slot"])))
-            return old is not None and self._reftype(old) in _LEAF
+            slot = int(str(attrs["slot"]))
+            old = self.known.get(slot)
+            if old is not None and old.id in self.contained:
+                return True
+            held = self._reftype(old) if old is not None else self.frame_types.get(slot)
+            return held in _LEAF
         # A call that keeps them releases nothing: it is call_nocode, which
         # does not escape, by now.
         return opname in ("is_true", "len", "getattr", "call_unary", "call_binary",
@@ -867,7 +903,12 @@ class Translator:
                                 id(getattr(func, "__builtins__", None)), name), r.seen):
                 self.emit("guard_global_in", [], None, snap, func=func, name=name, obj=r.seen)
         elif name in self.info.varying_globals:
-            self.push(self.emitv("load_global", [], Type.OBJ, snap, name=name), True)
+            v = self.emitv("load_global", [], Type.OBJ, snap, name=name)
+            self.push(v, True)
+            if _class_tuple(r.seen):
+                # Rebound to a new but equal tuple of classes each run (Tornado's
+                # _tt_string_types): check the items, so isinstance folds.
+                self._prove_class_tuple(self.stack[-1], r.seen, snap)
             if r.instr.arg & 1:
                 self.push(Const(NULL, Type.OBJ))
             return
@@ -880,6 +921,19 @@ class Translator:
         if r.instr.arg & 1:
             self.push(Const(NULL, Type.OBJ))
 
+    def _prove_class_tuple(self, sv: SV, seen: tuple[type, ...], snap: Snapshot) -> None:
+        """Guard that sv is a tuple of exactly the classes in `seen`."""
+        assert isinstance(sv.ref, Value)
+        self.guard_type(sv, tuple, snap)
+        n = self.emitv("ob_size", [sv.ref], Type.INT)
+        same = self.emitv("int_eq", [n, Const(len(seen), Type.INT)], Type.BOOL)
+        self.emit("guard_true", [same], None, snap)
+        for i, cls in enumerate(seen):
+            item = self.emitv("tuple_getitem_borrowed", [sv.ref, Const(i, Type.INT)],
+                              Type.OBJ, snap)
+            self.emit("guard_is", [item], None, snap, obj=cls)
+        self.class_tuples[sv.ref.id] = seen
+
     def op_load_attr(self, r: Record) -> None:
         snap = self.snapshot()
         owner = self.pop()
@@ -891,6 +945,18 @@ class Translator:
             self.guard_type(owner, r.inputs[0], snap)
             self.push(Const(descr, Type.OBJ))
             self.push(*self._owned_obj(owner, snap))
+            return
+        module = owner.ref.value if isinstance(owner.ref, Const) else None
+        if type(module) is types.ModuleType and r.seen is not None:
+            # A module attribute (html.escape): checked in the module's dict
+            # like a global, then a constant (no getattr, no reference).
+            if self.check_once(("module_attr", id(module), name), r.seen):
+                self.emit("guard_module_attr", [], None, snap, module=module, name=name,
+                          obj=r.seen)
+            self.release(owner)
+            self.push(Const(r.seen, Type.OBJ))
+            if r.instr.arg & 1:
+                self.push(Const(NULL, Type.OBJ))
             return
         if self.cur is not None:
             self.guard_type(owner, r.inputs[0], snap)
@@ -992,15 +1058,18 @@ class Translator:
                 and argc == 2:
             # isinstance(x, C) with type(x) a builtin type proven by a guard and
             # C a class (or tuple of classes) of metaclass type: a constant.
+            cls: Ref = args[1].ref
+            if isinstance(cls, Value) and cls.id in self.class_tuples:
+                cls = Const(self.class_tuples[cls.id], Type.OBJ)  # the same items
             t = self.pytype(args[0])
             if t is None and args[0].ref.type is Type.OBJ \
-                    and _isinstance_safe(r.inputs[2], args[1].ref):
+                    and _isinstance_safe(r.inputs[2], cls):
                 t = self.guard_type(args[0], r.inputs[2], snap)
-            if t is not None and _isinstance_safe(t, args[1].ref):
-                assert isinstance(args[1].ref, Const)
+            if t is not None and _isinstance_safe(t, cls):
+                assert isinstance(cls, Const)
                 self.release(args[0])
                 self.release(args[1])
-                self.push(Const(issubclass(t, args[1].ref.value), Type.OBJ))
+                self.push(Const(issubclass(t, cls.value), Type.OBJ))
                 return
         if isinstance(callable_.ref, Const) and callable_.ref.value is builtins.len \
                 and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
@@ -1026,8 +1095,13 @@ class Translator:
             # A builtin method object ([].append): call its descriptor with its
             # self, so the call can be proven to run no code.  The method
             # object keeps self alive until released after the call.
-            self.emit("guard_cfunc", [callable_.ref], None, snap, method=descr)
-            selfv = self.emitv("load_field", [callable_.ref], Type.OBJ, offset=_M_SELF)
+            known = self.cfunc_self.get(callable_.ref.id)
+            if known is not None and known[0] is descr:
+                selfv = known[1]  # m_ml and m_self never change
+            else:
+                self.emit("guard_cfunc", [callable_.ref], None, snap, method=descr)
+                selfv = self.emitv("load_field", [callable_.ref], Type.OBJ, offset=_M_SELF)
+                self.cfunc_self[callable_.ref.id] = (descr, selfv)
             bound = callable_
             callable_ = SV(Const(descr, Type.OBJ), False)
             self_or_null = SV(selfv, False)
@@ -1327,6 +1401,8 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
     return False
 
 
+# call_nocode methods that take an item out of a container.
+_REMOVING_METHODS: frozenset[object] = frozenset({list.pop})
 # Builtins that read their arguments only (no dict or function changes) when
 # they run no Python code.
 _READ_ONLY_CALLS: frozenset[object] = _LEAF_BUILTINS | {isinstance, builtins.len, list, tuple}
@@ -1336,7 +1412,7 @@ _RESULT_TYPES: dict[object, type] = {
     str.replace: str, str.join: str, bytes.join: bytes, str.lower: str, str.upper: str,
     str.strip: str, str.lstrip: str, str.rstrip: str, str.format: str, bytes.replace: bytes,
     str.startswith: bool, str.endswith: bool, str.split: list,
-    str.encode: bytes, bytes.decode: str,
+    str.encode: bytes, bytes.decode: str, list.append: type(None), list.insert: type(None),
 }
 def _releases_nothing(args: list[Ref]) -> bool:
     """Whether a call (proven to run no Python code) also releases no
@@ -1408,11 +1484,20 @@ def _plain_attr(tp: type, name: str, store: bool) -> bool:
     return not any(hasattr(vt, h) for h in ("__get__", "__set__", "__delete__"))
 
 
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+
+
+def _class_tuple(value: object) -> TypeGuard[tuple[type, ...]]:
+    """A small tuple of classes of metaclass type (isinstance's second argument)."""
+    return type(value) is tuple and 0 < len(value) <= 8 \
+        and all(type(t) is type for t in value)
+
+
 def _isinstance_safe(inst: type | None, cls: Ref) -> bool:
     """isinstance(x, cls) runs no Python code when type(x) is a builtin type
     (its __class__ is object's) and cls is a class of metaclass type, or a
     tuple of such."""
-    if inst is None or inst.__flags__ & (1 << 9):  # Py_TPFLAGS_HEAPTYPE
+    if inst is None or inst.__flags__ & _HEAPTYPE:
         return False
     if not isinstance(cls, Const):
         return False

@@ -244,6 +244,16 @@ def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCal
 _HEAPTYPE = 1 << 9
 
 
+def module_attribute(module: object, name: str) -> object | None:
+    """What LOAD_ATTR reads from an exact module whose dict holds `name` when
+    the module type does not define it (so no descriptor, no __getattr__),
+    else None."""
+    if type(module) is not types.ModuleType \
+            or any(name in vars(t) for t in types.ModuleType.__mro__):
+        return None
+    return module.__dict__.get(name)
+
+
 def method_descriptor_of(fn: object) -> object | None:
     """For a builtin method object bound to an instance of a builtin (not
     heap) type, such as ``[].append``, the method descriptor it was made from
@@ -470,6 +480,8 @@ class Recording:
                 self.enable_events(plan.code)
         if instr.opname == "CALL" and rec.seen is None and objs[1] is frames.MISSING:
             rec.seen = method_descriptor_of(objs[0])
+        if instr.opname == "LOAD_ATTR" and type(objs[0]) is types.ModuleType:
+            rec.seen = module_attribute(objs[0], lvl.code.co_names[instr.arg >> 1])
         del objs
         if instr.opname == "LOAD_GLOBAL":
             rec.seen = self._global_value(str(instr.argval), frame)

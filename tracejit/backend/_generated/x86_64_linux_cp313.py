@@ -1490,6 +1490,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 128, 'PyDict_GetItemWithError', -4),
         ),
     ),
+    'tj_guard_module_attr': (
+        bytes.fromhex(
+            "4157415641554154534889d34989fe488b4a204885c9741b488b4118483b4310"
+            "7511483b4318750bb80100000048394b28747d488b3bff15000000004989c74c"
+            "8b63084c8b68184889c74c89e6ff15000000004885c07521498b46704885c074"
+            "07488378080075524c89ff4c89e6ff15000000004885c07426483b4330740431"
+            "c0eb2db8010000004d85ed74234c896b104c896b184c897b204c897b28eb1149"
+            "8b4e7031c04885c97406483b410819c05b415c415d415e415fc3b8ffffffffeb"
+            "ef"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 56, 'PyModule_GetDict', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 79, 'PyDict_GetItemWithError', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 112, 'PyDict_GetItemWithError', -4),
+        ),
+    ),
     'tj_resume_basicsize': (
         bytes.fromhex(
             "b868000000c3"

@@ -897,6 +897,21 @@ tj_guard_global_in(PyThreadState *tstate, _PyInterpreterFrame *frame, uint64_t *
                             (PyObject *)(uintptr_t)desc[1], desc + 2);
 }
 
+/* tj_guard_module_attr's descriptor is {module, name, cell[5]}: the module's
+ * dict stands for both globals and builtins (a name missing from it fails). */
+int
+tj_guard_module_attr(PyThreadState *tstate, _PyInterpreterFrame *frame, uint64_t *desc)
+{
+    (void)frame;
+    const uint64_t *cell = desc + 2;
+    PyObject *d = (PyObject *)(uintptr_t)cell[2];
+    if (LIKELY(d != NULL && tj_global_cached(d, d, cell))) {
+        return 1;
+    }
+    d = PyModule_GetDict((PyObject *)(uintptr_t)desc[0]);
+    return tj_global_lookup(tstate, d, d, (PyObject *)(uintptr_t)desc[1], desc + 2);
+}
+
 typedef int (*tj_guard_fn)(PyThreadState *, _PyInterpreterFrame *, uint64_t *);
 
 /* guard_global and guard_global_in: OP0 the descriptor, OP1 tj_guard_global
