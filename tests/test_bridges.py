@@ -1398,3 +1398,44 @@ def test_log_parser_sees_bridges(tmp_path: Path) -> None:
     assert run.traces[0].kind == "loop"
     assert run.bridges() and all(b.parent for b in run.bridges())
     assert run.bridge_depth() >= 1
+
+
+def test_bridge_from_the_end_of_an_enumerate_loop(tmp_path: Path) -> None:
+    """A generic iterator's loop leaves at END_FOR (which raises no INSTRUCTION
+    event): the bridge from that exit records it as it ran and continues."""
+    run = check("""
+    def f(rows):
+        out = []
+        for i, r in enumerate(rows):
+            out.append(r * 2 + i)
+        out.append(-1)
+        out.append(-2)
+        return out
+    t = 0
+    for k in range(3000):
+        t += sum(f([1, 2, 3][:k % 4]))
+    print(t)
+    """, tmp_path, trace_eagerness=5)
+    assert any(t.kind == "bridge" and t.end == "return" for t in run.of("f")), run.traces
+
+
+def test_short_inner_loop_is_traced_past_its_end(tmp_path: Path) -> None:
+    """An inner loop of one iteration is always caught at its last back-edge:
+    after one abort it is recorded on past its end (a linear trace from its
+    header), so the code after it runs natively too."""
+    run = check("""
+    def f(rows, tags):
+        out = []
+        for r in rows:
+            out.append(r * 2)
+            for t in tags:
+                out.append(t)
+        out.append(-1)
+        return out
+    t = 0
+    for k in range(3000):
+        t += sum(f([1, 2, 3][:k % 4], [7]))
+    print(t)
+    """, tmp_path, trace_eagerness=5)
+    assert any(t.kind == "loop" and t.end == "backedge" for t in run.of("f")), run.traces
+    assert run.stats["aborts"].get("left the loop while recording", 0) <= 2, run.stats

@@ -309,6 +309,10 @@ class Recording:
     kind: str = "loop"
     # Near the limit, end with a segment instead of aborting (huge code).
     segmenting: bool = False
+    # A loop whose iterator is exhausted at the first FOR_ITER (a short loop
+    # caught at its last back-edge): record on past its end as a linear trace
+    # instead of aborting (the loop body then grows as a bridge).
+    past_loop_end: bool = False
     # Whether a root trace starts at this offset of the code (a recording that
     # reaches one ends there and links to it).
     is_entry: Callable[[int], bool] = _no_entries
@@ -423,7 +427,8 @@ class Recording:
                 assert prev.instr.jump_target is not None
                 if offset != prev.instr.jump_target + 4:
                     raise RecordingAborted(AbortReason.INNER_LOOP, "loop ended oddly")
-                if self.kind == "loop" and len(self.records) == 1:
+                if self.kind == "loop" and prev.instr.start == self.header \
+                        and not self.past_loop_end:
                     raise RecordingAborted(AbortReason.LEFT_LOOP, "loop ended")
                 # An exhausted FOR_ITER pops its iterator and skips END_FOR and
                 # POP_TOP (the compiler's model says otherwise).
@@ -436,7 +441,7 @@ class Recording:
         elif inlined:
             if offset != lvl.info.instrs[0].next_offset:
                 raise _Bail()
-        elif offset != self.header:
+        elif offset != self.header and not self._ran_end_for(lvl, offset):
             raise RecordingAborted(AbortReason.LEFT_LOOP)
         instr = lvl.info.instrs.get(offset)
         if instr is None:
@@ -496,6 +501,22 @@ class Recording:
             rec.next_offset = self.header
             self.end = End("loop", instr.start, self.header)
             self.done = True
+
+    def _ran_end_for(self, lvl: Level, offset: int) -> bool:
+        """CPython raises no INSTRUCTION event for END_FOR: a recording that
+        starts there (a bridge from a loop's exit, which leaves the iterator
+        and a placeholder for END_FOR and POP_TOP) first sees the POP_TOP.
+        Record the END_FOR as it ran."""
+        instr = lvl.info.instrs.get(self.header)
+        if instr is None or instr.opname != "END_FOR" or offset != instr.next_offset \
+                or not self.entry_stack:
+            return False
+        rec = Record(instr, [self.entry_stack[-1]], depth=0)
+        rec.next_offset = offset
+        self.records.append(rec)
+        lvl.last = rec
+        lvl.depth -= 1
+        return True
 
     def _ends_before(self, instr: Instr) -> bool:
         """End the trace before `instr` when it leaves the trace's shape."""

@@ -613,8 +613,11 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     code_id = id(code)
     params = STATE.params
     try:
+        counter = STATE.counters.get((code_id, key)) if kind == "loop" else None
         rec = Recording(code, start, frame, threading.get_ident(), params.trace_limit,
                         kind=kind, segmenting=code_id in STATE.huge,
+                        # caught at the end of a short loop before: take that path
+                        past_loop_end=counter is not None and counter.aborts > 0,
                         is_entry=lambda offset: (code_id, offset) in roots,
                         max_inline_depth=params.max_inline_depth if params.inlining else 0,
                         may_inline=_may_inline, enable_events=_enable_events)
