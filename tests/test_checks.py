@@ -23,6 +23,19 @@ JIT_HEADER = ("import tracejit as _tj; "
               "_tj.enable(threshold=1, function_threshold=1, jit_time_percent=100)")
 
 
+# A class whose instances rebind the global K when released (if hit).
+BOMB = textwrap.dedent("""
+    class Bomb:
+        def __init__(self, hit):
+            self.hit = hit
+        def __del__(self):
+            global K
+            if self.hit:
+                K += 1
+    K = 0
+""")
+
+
 def run_jit(source: str, workdir: Path) -> tuple[str, str]:
     """stdout and the JIT log (with every compiled trace's IR)."""
     prog = workdir / "prog.py"
@@ -74,15 +87,7 @@ def test_global_read_by_inlined_calls_is_guarded_once(tmp_path: Path) -> None:
 def test_destructor_between_two_reads_of_a_global(tmp_path: Path) -> None:
     # The popped Bomb's release runs __del__, which rebinds K: the second read
     # is checked again (a stale K would print other sums).
-    log = check("""
-    class Bomb:
-        def __init__(self, hit):
-            self.hit = hit
-        def __del__(self):
-            global K
-            if self.hit:
-                K += 1
-    K = 0
+    log = check(BOMB + textwrap.dedent("""
     def helper(box):
         a = K
         box.pop()
@@ -95,7 +100,7 @@ def test_destructor_between_two_reads_of_a_global(tmp_path: Path) -> None:
             out += helper(box)
         return out
     print(f(3000), K)
-    """, tmp_path)
+    """), tmp_path)
     assert any(t.count("name='K'") == 2 for t in traces_of(log, "f")), log
 
 
@@ -166,15 +171,7 @@ def test_item_taken_out_of_its_container_is_released_with_care(tmp_path: Path) -
     # After d[0] = None the list no longer holds the Bomb: its release at
     # helper's return runs __del__, which rebinds K, and the caller's read of
     # K is checked again (a stale K prints other sums).
-    log = check("""
-    class Bomb:
-        def __init__(self, hit):
-            self.hit = hit
-        def __del__(self):
-            global K
-            if self.hit:
-                K += 1
-    K = 0
+    log = check(BOMB + textwrap.dedent("""
     def helper(d):
         a = K
         item = d[0]
@@ -188,7 +185,7 @@ def test_item_taken_out_of_its_container_is_released_with_care(tmp_path: Path) -
             out += K + helper(d) + K
         return out
     print(f(3000), K)
-    """, tmp_path)
+    """), tmp_path)
     assert any(t.count("name='K'") >= 2 for t in traces_of(log, "f")), log
 
 
