@@ -1439,3 +1439,25 @@ def test_short_inner_loop_is_traced_past_its_end(tmp_path: Path) -> None:
     """, tmp_path, trace_eagerness=5)
     assert any(t.kind == "loop" and t.end == "backedge" for t in run.of("f")), run.traces
     assert run.stats["aborts"].get("left the loop while recording", 0) <= 2, run.stats
+
+
+def test_recordings_that_see_a_global_change_twice_read_it_at_each_use() -> None:
+    """A namespace rebuilt for every run shows as a global whose value changed
+    between recordings: after the second change the code reads it at each use,
+    before guards on it are compiled, fail and have to be evicted."""
+    from tracejit.recorder.record import code_info
+
+    def user() -> object:
+        return KINDS_FOR_TEST
+
+    info = code_info(user.__code__)
+    values = [(int,), (int,), (float,)]
+    info.note_global("KINDS_FOR_TEST", values[0])
+    info.note_global("KINDS_FOR_TEST", values[0])
+    info.note_global("KINDS_FOR_TEST", values[1])  # an equal tuple, another object
+    assert "KINDS_FOR_TEST" not in info.varying_globals
+    info.note_global("KINDS_FOR_TEST", values[2])
+    assert "KINDS_FOR_TEST" in info.varying_globals
+
+
+KINDS_FOR_TEST: object = None

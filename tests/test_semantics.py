@@ -792,7 +792,9 @@ def test_guarded_global_dies_and_its_address_is_reused(tmp_path: Path) -> None:
     print(out[:3], sum(out))
     """
     plain, jit = check(source, tmp_path, entered=("a", "b"), plain_shows="[45150, 45450")
-    assert jit.stats["traces_evicted"] >= 30, jit.stats
+    # The traces of the first two functions are dropped when they die; then
+    # recordings have seen h change twice and read it at each use.
+    assert jit.stats["traces_evicted"] >= 2, jit.stats
 
 
 def test_global_callable_rebound_while_its_arguments_run(tmp_path: Path) -> None:

@@ -204,7 +204,8 @@ OPS: dict[str, OpInfo] = _ops(
     OpInfo(
         "load_global", O, (), ("name",), guard=True, raises=True,
         doc="The value of `name` in the frame's globals, then builtins, looked up at "
-        "each use (a global whose guard_global went hot); exit if it is missing.",
+        "each use (a global whose guard_global went hot, or seen changing between "
+        "recordings); exit if it is missing.",
     ),
     OpInfo(
         "guard_global_in", V, (), ("func", "name", "obj"), guard=True,

@@ -89,6 +89,18 @@ class CodeInfo:
     # Globals whose guard went hot (e.g. a namespace rebuilt for every run of
     # exec'd code): traces look them up at each use instead of guarding them.
     varying_globals: set[str] = field(default_factory=set)
+    # Per global name: the id of the value the last recording saw, and how
+    # often recordings saw it change (a namespace rebuilt for every run shows
+    # at the second change, before its guards fail and get hot).
+    global_ids: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def note_global(self, name: str, value: object) -> None:
+        last, changes = self.global_ids.get(name, (id(value), 0))
+        if last != id(value):
+            changes += 1
+            if changes >= 2:
+                self.varying_globals.add(name)
+        self.global_ids[name] = (id(value), changes)
 
     @property
     def code(self) -> types.CodeType:
@@ -490,6 +502,7 @@ class Recording:
         del objs
         if instr.opname == "LOAD_GLOBAL":
             rec.seen = self._global_value(str(instr.argval), frame)
+            lvl.info.note_global(str(instr.argval), rec.seen)
         self.records.append(rec)
         lvl.last = rec
         if inlined and instr.opname in _RETURNS:
