@@ -191,6 +191,15 @@ class CodeGen:
             self.regs[ref.id] = r
         return r
 
+    def arg_block(self, refs: Sequence[Ref]) -> int:
+        """Copy `refs` into consecutive new registers (a call's arguments);
+        returns the first one."""
+        block = self.nregs
+        self.nregs += len(refs)
+        for i, ref in enumerate(refs):
+            self.emit("copy", (block + i, self.reg(ref)))
+        return block
+
     def inlined_codes(self) -> int:
         """Address of the NULL-terminated array of the inlined calls' code
         objects (held weakly with the trace's other objects), or 0."""
@@ -348,16 +357,10 @@ class CodeGen:
             elif machine == "call_meth_noargs":
                 self.emit(machine, dst + (self.reg(op.args[1]), meth), op, raises=True)
             else:
-                block = self.nregs
-                self.nregs += len(op.args) - 1
-                for i, a in enumerate(op.args[1:]):
-                    self.emit("copy", (block + i, self.reg(a)))
+                block = self.arg_block(op.args[1:])  # self, then the arguments
                 self.emit(machine, dst + (block, len(op.args) - 2, meth), op, raises=True)
         elif name in ("call", "call_nocode"):
-            block = self.nregs
-            self.nregs += len(op.args)
-            for i, a in enumerate(op.args):
-                self.emit("copy", (block + i, self.reg(a)))
+            block = self.arg_block(op.args)  # the callable, then the arguments
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
         elif name == "guard_global_in":
             # in the inlined function's own dicts (read from the function, held

@@ -39,6 +39,7 @@ LAYOUT: dict[str, int] = {
 
 
 METHOD_DESCRIPTOR: type = type(str.replace)  # str.replace, list.append, ...
+TPFLAGS_HEAPTYPE = 1 << 9  # Include/object.h: a class made at run time
 
 
 def _field(obj: object, name: str) -> int:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR
+from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR, TPFLAGS_HEAPTYPE
 from tracejit.ir.ops import CALLS_OUT, OPS, Type
 from tracejit.ir.trace import Const, FrameSnap, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.recorder.bytecodes import BYTECODES
@@ -174,13 +174,13 @@ class Translator:
         # trace: a builtin method object's checked descriptor and its self;
         # a tuple proven to hold exactly these classes (its items never change).
         self.cfunc_self: dict[int, tuple[object, Value]] = {}
+        self.class_tuples: dict[int, tuple[type, ...]] = {}
         # Proven types of what frame slots hold (a store's release of the old
         # object runs no destructor if its type has none).
         self.frame_types: dict[int, type] = {}
         # Values read out of a list, tuple or dict that still holds them (no
         # op since could have changed one): releasing one frees nothing.
         self.contained: set[int] = set()
-        self.class_tuples: dict[int, tuple[type, ...]] = {}
 
     # ------------------------------------------------------------ emission
 
@@ -210,11 +210,11 @@ class Translator:
         if calls:
             snapshot = self.sync_frame(snapshot)
         if opname == "store_local":
-            stored = self._reftype(args[0])
+            slot, stored = int(str(attrs["slot"])), self._reftype(args[0])
             if stored is None:
-                self.frame_types.pop(int(str(attrs["slot"])), None)
+                self.frame_types.pop(slot, None)
             else:
-                self.frame_types[int(str(attrs["slot"]))] = stored
+                self.frame_types[slot] = stored
         value = self.trace.new_value(result) if result is not None else None
         if value is not None and (opname in ("list_getitem", "tuple_getitem") or (
                 opname == "call_binary" and attrs.get("fn") == "PyObject_GetItem"
@@ -248,7 +248,8 @@ class Translator:
                 return True
             if isinstance(ref, Value) and ref.id in self.class_tuples:
                 # a tuple of static types: its dealloc runs nothing
-                return not any(t.__flags__ & _HEAPTYPE for t in self.class_tuples[ref.id])
+                return not any(t.__flags__ & TPFLAGS_HEAPTYPE
+                               for t in self.class_tuples[ref.id])
             return self._reftype(ref) in _LEAF
         if opname == "store_local":
             slot = int(str(attrs["slot"]))
@@ -1414,6 +1415,8 @@ _RESULT_TYPES: dict[object, type] = {
     str.startswith: bool, str.endswith: bool, str.split: list,
     str.encode: bytes, bytes.decode: str, list.append: type(None), list.insert: type(None),
 }
+
+
 def _releases_nothing(args: list[Ref]) -> bool:
     """Whether a call (proven to run no Python code) also releases no
     reference the trace could rely on: a method of an immutable builtin type,
@@ -1467,7 +1470,7 @@ def _plain_attr(tp: type, name: str, store: bool) -> bool:
     """Whether getting (or setting) attribute `name` on an instance of the
     class `tp` runs no Python code: no __getattribute__/__getattr__/__setattr__
     of its own, and `name` is not a property or a Python-level descriptor."""
-    if not tp.__flags__ & (1 << 9):  # not a heap type: see _frame_safe
+    if not tp.__flags__ & TPFLAGS_HEAPTYPE:  # a builtin type: see _frame_safe
         return False
     for hook in ("__getattribute__", "__setattr__", "__delattr__"):
         if _mro_lookup(tp, hook)[1] is not _OBJECT_HOOKS[hook]:
@@ -1484,9 +1487,6 @@ def _plain_attr(tp: type, name: str, store: bool) -> bool:
     return not any(hasattr(vt, h) for h in ("__get__", "__set__", "__delete__"))
 
 
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
-
-
 def _class_tuple(value: object) -> TypeGuard[tuple[type, ...]]:
     """A small tuple of classes of metaclass type (isinstance's second argument)."""
     return type(value) is tuple and 0 < len(value) <= 8 \
@@ -1497,7 +1497,7 @@ def _isinstance_safe(inst: type | None, cls: Ref) -> bool:
     """isinstance(x, cls) runs no Python code when type(x) is a builtin type
     (its __class__ is object's) and cls is a class of metaclass type, or a
     tuple of such."""
-    if inst is None or inst.__flags__ & _HEAPTYPE:
+    if inst is None or inst.__flags__ & TPFLAGS_HEAPTYPE:
         return False
     if not isinstance(cls, Const):
         return False

@@ -16,6 +16,7 @@ from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
+
 class PerCode[T]:
     def __init__(self, make: Callable[[types.CodeType], T]) -> None:
         self._make = make

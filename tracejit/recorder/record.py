@@ -17,7 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.layout import METHOD_DESCRIPTOR, bound_method_def, method_def
+from tracejit.backend.layout import (
+    METHOD_DESCRIPTOR,
+    TPFLAGS_HEAPTYPE,
+    bound_method_def,
+    method_def,
+)
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.percode import PerCode
 from tracejit.runtime import frames
@@ -86,8 +91,9 @@ class CodeInfo:
     code_ref: weakref.ReferenceType[types.CodeType]
     nlocalsplus: int
     instrs: dict[int, Instr]
-    # Globals whose guard went hot (e.g. a namespace rebuilt for every run of
-    # exec'd code): traces look them up at each use instead of guarding them.
+    # Globals whose guard went hot or that recordings saw change twice (e.g. a
+    # namespace rebuilt for every run of exec'd code): traces look them up at
+    # each use instead of guarding them.
     varying_globals: set[str] = field(default_factory=set)
     # Per global name: the id of the value the last recording saw, and how
     # often recordings saw it change (a namespace rebuilt for every run shows
@@ -253,9 +259,6 @@ def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCal
     return InlineCall(func, code, method, nargs)
 
 
-_HEAPTYPE = 1 << 9
-
-
 def module_attribute(module: object, name: str) -> object | None:
     """What LOAD_ATTR reads from an exact module whose dict holds `name` when
     the module type does not define it (so no descriptor, no __getattr__),
@@ -273,7 +276,7 @@ def method_descriptor_of(fn: object) -> object | None:
     if type(fn) is not types.BuiltinMethodType:
         return None
     owner = type(getattr(fn, "__self__", None))
-    if owner.__flags__ & _HEAPTYPE:
+    if owner.__flags__ & TPFLAGS_HEAPTYPE:
         return None
     descr = owner.__dict__.get(getattr(fn, "__name__", ""))
     if type(descr) is not METHOD_DESCRIPTOR or method_def(descr) != bound_method_def(fn):

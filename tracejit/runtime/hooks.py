@@ -616,7 +616,8 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
         counter = STATE.counters.get((code_id, key)) if kind == "loop" else None
         rec = Recording(code, start, frame, threading.get_ident(), params.trace_limit,
                         kind=kind, segmenting=code_id in STATE.huge,
-                        # caught at the end of a short loop before: take that path
+                        # a location that aborted before (a short loop caught at its
+                        # last back-edge aborts once): record on past the loop's end
                         past_loop_end=counter is not None and counter.aborts > 0,
                         is_entry=lambda offset: (code_id, offset) in roots,
                         max_inline_depth=params.max_inline_depth if params.inlining else 0,
