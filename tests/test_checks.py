@@ -214,3 +214,34 @@ def test_varying_tuple_of_classes_still_folds_isinstance(tmp_path: Path) -> None
     assert varying, log
     for t in varying:
         assert "tuple_getitem_borrowed" in t and ":obj = call " not in t, t
+
+
+def test_float_compared_with_an_int_constant_keeps_checks(tmp_path: Path) -> None:
+    # x > 50 (a float with an int a double holds exactly) compares doubles; the
+    # bool a plain richcompare makes frees nothing when released: neither makes
+    # K's guard again.
+    log = check("""
+    K = 2
+    BIG = 2 ** 53 + 1  # not exact as a double: compared as CPython does
+    def f(rows):
+        t = 0
+        for row in rows:
+            t += K
+            if row[0] > 50:
+                t += 1
+            if row[0] < BIG:
+                t += 2
+            if row[1] == "x":
+                t += 4
+            t += K
+        return t
+    nan = float("nan")
+    rows = [(float(i % 100), "x" if i % 3 else "y") for i in range(3000)]
+    rows += [(nan, "x"), (50.0, "y"), (50.5, "x"), (float(2 ** 53), "x"), (-0.0, "y")]
+    print(f(rows))
+    """, tmp_path)
+    loops = [t for t in traces_of(log, "f") if " loop " in t.splitlines()[0]]
+    assert loops, log
+    body = loops[0]
+    assert "float_gt" in body and "richcompare" in body, body  # BIG: richcompare
+    assert body.count("name='K'") == 1, body

@@ -735,6 +735,9 @@ class Translator:
             self.release(b)
             self.push(res)
             return
+        if {ta, tb} == {float, int} and _exact_float_const(a if ta is int else b):
+            # an int constant a double holds exactly compares as that double
+            ta = tb = float
         if ta is float and tb is float:
             res = self.emitv(f"float_{_CMP[cmp]}", [self.as_float(a, snap),
                                                    self.as_float(b, snap)], Type.BOOL)
@@ -746,6 +749,8 @@ class Translator:
         bo, b_new = self.as_obj(b, snap)
         plain = {ta, tb} <= _SCALARS  # and the result is a bool
         res = self.emitv("richcompare", [ao, bo], Type.OBJ, snap, not plain, op=cmp)
+        if plain:
+            self.ptype[res.id] = bool  # immortal: releasing it frees nothing
         self.release_obj(ao, a_new)
         self.release_obj(bo, b_new)
         self.release(a)
@@ -1387,7 +1392,7 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
             return not rest or (len(rest) == 1 and rest[0] in _CONTAINERS)
         if fn is isinstance:
             return len(rest) == 2 and _isinstance_safe(rest[0], args[2])
-        if fn is builtins.len:
+        if fn is builtins.len or fn is enumerate:
             return len(rest) == 1 and rest[0] in _CONTAINERS
         if fn in _LEAF_BUILTINS:
             return all(t in _LEAF for t in rest)
@@ -1406,7 +1411,8 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
 _REMOVING_METHODS: frozenset[object] = frozenset({list.pop})
 # Builtins that read their arguments only (no dict or function changes) when
 # they run no Python code.
-_READ_ONLY_CALLS: frozenset[object] = _LEAF_BUILTINS | {isinstance, builtins.len, list, tuple}
+_READ_ONLY_CALLS: frozenset[object] = _LEAF_BUILTINS | {isinstance, builtins.len, list, tuple,
+                                                          enumerate}
 # Methods of exact builtin types whose result is always of one exact type
 # (encode/decode only with a constant standard codec: others may return a subclass).
 _RESULT_TYPES: dict[object, type] = {
@@ -1415,6 +1421,14 @@ _RESULT_TYPES: dict[object, type] = {
     str.startswith: bool, str.endswith: bool, str.split: list,
     str.encode: bytes, bytes.decode: str, list.append: type(None), list.insert: type(None),
 }
+
+
+def _exact_float_const(sv: SV) -> bool:
+    """An int constant that converts to a double exactly (|v| <= 2**53), so
+    comparing a float with it compares the two doubles, as CPython does."""
+    ref = sv.ref
+    return (isinstance(ref, Const) and type(ref.value) is int
+            and -(1 << 53) <= ref.value <= (1 << 53))
 
 
 def _releases_nothing(args: list[Ref]) -> bool:
