@@ -759,3 +759,51 @@ def test_store_local_int_in_place_only_where_unobservable() -> None:
         assert (y, type(y), same) == (v, int, False), v
     for v in range(-5, 257):
         assert store_int_kernel(v)[0] is v  # the cached small ints
+
+
+def decode_kernel(b: object) -> tuple[int, object]:
+    r: object = None
+    err = Label("err")
+    s, f = slot, decode_kernel
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (4, s(f, "b"))),
+        I("bytes_decode_utf8", (0, 4), error=err),
+        I("store_local", (0, s(f, "r"))),
+        finish(0),
+        err,
+        finish(-1),
+    ]
+    return run(sys._getframe(), code), r
+
+
+def test_bytes_decode_utf8() -> None:
+    assert decode_kernel(b"caf\xc3\xa9") == (0, "caf\u00e9")
+    assert decode_kernel(b"") == (0, "")
+    with pytest.raises(UnicodeDecodeError) as info:
+        decode_kernel(b"a\xff")
+    with pytest.raises(UnicodeDecodeError) as expected:
+        b"a\xff".decode("utf-8")
+    assert str(info.value) == str(expected.value)
+
+
+def test_utf8_encode_and_decode_call_the_codec_directly() -> None:
+    from tracejit.backend.codegen import lower_trace
+    from tracejit.ir.trace import parse_trace
+
+    text = """
+    trace t
+      v0:obj = load_local slot=0
+      guard_type v0 type=$str [pc=0 | | ]
+      v1:obj = call_nocode $encode, v0, $utf8 [pc=2 | | ]
+      v2:obj = call_nocode $decode, v1, $utf8 [pc=4 | | ]
+      v3:obj = call_nocode $encode, v0, $ascii [pc=6 | | ]
+      decref v1
+      decref v2
+      decref v3
+    """
+    env = {"str": str, "encode": str.encode, "decode": bytes.decode, "utf8": "utf-8",
+           "ascii": "ascii"}
+    machine = [i.op for i in lower_trace(parse_trace(text, env), 1, 0).code
+               if isinstance(i, MachineInstr)]
+    assert "call_unary" in machine and "bytes_decode_utf8" in machine, machine
+    assert machine.count("call_meth_fastkw") == 1, machine  # the ascii one

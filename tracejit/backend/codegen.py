@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import types
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -119,6 +120,18 @@ _MASK64 = (1 << 64) - 1
 _W_OWNED, _W_BORROWED, _W_INT, _W_FLOAT, _W_BOOL, _W_RAW = 0, 1, 2, 3, 4, 8
 
 
+class _SharedDesc:
+    """A guard_global descriptor shared by the traces that hold this object."""
+    __slots__ = ("words", "__weakref__")
+
+    def __init__(self, words: ctypes.Array[ctypes.c_uint64]) -> None:
+        self.words = words
+
+
+_SHARED_GLOBAL_DESCS: weakref.WeakValueDictionary[tuple[int, ...], _SharedDesc] = \
+    weakref.WeakValueDictionary()
+
+
 class CodeGen:
     def __init__(self, trace: Trace, nlocalsplus: int, base: int,
                  code: types.CodeType | None = None) -> None:
@@ -139,9 +152,10 @@ class CodeGen:
         # The global guards' descriptors, one array in trace order: a run
         # reads them in sequence (guards run once per render in a template,
         # scattered descriptors would each be a cache miss).
-        words = sum({"guard_global": 1 + _CELL_WORDS, "guard_global_in": 2 + _CELL_WORDS,
-                     "guard_module_attr": 2 + _CELL_WORDS}.get(op.name, 0)
-                    for op in trace.ops)
+        # (guard_global's are shared between traces, see global_desc.)
+        sizes = {"guard_global_in": 2 + _CELL_WORDS, "guard_module_attr": 2 + _CELL_WORDS,
+                 "guard_global": 0 if code is not None else 1 + _CELL_WORDS}
+        words = sum(sizes.get(op.name, 0) for op in trace.ops)
         self.global_descs = (ctypes.c_uint64 * max(words, 1))()
         self.global_used = 0
         # Set when the trace is taken out of use; checked after call-outs.
@@ -159,6 +173,19 @@ class CodeGen:
         builtins, object} (see tj_global_lookup) with versions no dict has,
         so the first check looks up.  Held by the trace; returns its address."""
         words = [*head, _NO_VERSION, _NO_VERSION, 0, 0, self.obj_addr(op.attrs["obj"])]
+        if op.name == "guard_global" and self.code is not None:
+            # In the running frame's dicts, which may be new at each run (a
+            # template's namespace): one descriptor per code, name and object
+            # for all traces, so a new dict costs one lookup per name, not one
+            # per guard.  What a cell caches is true of those dicts at those
+            # versions (unique), whichever trace's guard looked it up.
+            key = (id(self.code), *words)
+            shared = _SHARED_GLOBAL_DESCS.get(key)
+            if shared is None:
+                shared = _SharedDesc((ctypes.c_uint64 * len(words))(*words))
+                _SHARED_GLOBAL_DESCS[key] = shared
+            self.cells.append(shared)
+            return ctypes.addressof(shared.words)
         at = self.global_used
         if at + len(words) > len(self.global_descs):
             raise NotImplementedError("more global guards than the trace had")
@@ -346,6 +373,15 @@ class CodeGen:
             obj, value = args
             self.emit("setattr", (obj, self.obj_addr(op.attrs["name"]), value), op,
                       raises=True)
+        elif name == "call_nocode" and (codec := _utf8_codec_call(op)) is not None:
+            # str.encode / bytes.decode with the utf-8 codec (exact self, see
+            # call_nocode): the C function that codec's fast path calls
+            if codec is str.encode:
+                self.emit("call_unary", dst + (self.reg(op.args[1]),
+                                               _pyapi_address("PyUnicode_AsUTF8String")),
+                          op, raises=True)
+            else:
+                self.emit("bytes_decode_utf8", dst + (self.reg(op.args[1]),), op, raises=True)
         elif name == "call_nocode" and (direct := _direct_method(op)) is not None:
             # self is proven an exact instance of the descriptor's class
             # (call_nocode's contract): call its C function as CPython's
@@ -652,6 +688,22 @@ def lower_trace(trace: Trace, nlocalsplus: int, base: int,
 # Calling conventions of method descriptors called directly (ml_flags values;
 # METH_METHOD, METH_VARARGS and the rest go through vectorcall).
 _METH_O, _METH_NOARGS, _METH_FASTCALL, _METH_FASTCALL_KEYWORDS = 0x0008, 0x0004, 0x0080, 0x0082
+
+
+# Spellings of the utf-8 codec's name that CPython's encode and decode take
+# their utf-8 fast path for (strict errors).
+_UTF8_NAMES = frozenset({"utf-8", "utf8", "UTF-8", "UTF8", "utf_8"})
+
+
+def _utf8_codec_call(op: Op) -> object:
+    """str.encode or bytes.decode for a call_nocode of one with a constant
+    utf-8 codec name as its only argument, else None."""
+    fn = op.args[0].value if isinstance(op.args[0], Const) else None
+    if (fn is str.encode or fn is bytes.decode) and len(op.args) == 3:
+        arg = op.args[2]
+        if isinstance(arg, Const) and type(arg.value) is str and arg.value in _UTF8_NAMES:
+            return fn
+    return None
 
 
 def _direct_method(op: Op) -> tuple[str, int] | None:

@@ -46,6 +46,20 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 34, '_JIT_ERROR', -4),
         ),
     ),
+    'bytes_decode_utf8': (
+        bytes.fromhex(
+            "50498bbd00000000488b77104883c72031d2ff15000000004885c0740d498985"
+            "0000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 20, 'PyUnicode_DecodeUTF8', -4),
+            ('code', 'R_X86_64_32S', 32, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 38, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 44, '_JIT_ERROR', -4),
+        ),
+    ),
     'call_binary': (
         bytes.fromhex(
             "5048b80000000000000000498bbd00000000498bb500000000ffd04885c0740d"

@@ -592,6 +592,20 @@ STENCIL(call_meth_o)
     ERROR();
 }
 
+/* bytes.decode("utf-8") of an exact bytes object: what bytes_decode comes
+ * to for that codec (PyUnicode_Decode's utf-8 fast path), without the
+ * argument parsing and the codec name's normalization. */
+STENCIL(bytes_decode_utf8)
+{
+    PyObject *b = R_OBJ(1);
+    PyObject *r = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), NULL);
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
 STENCIL(call_meth_noargs)
 {
     if (UNLIKELY(_Py_EnterRecursiveCallTstate(tstate, " while calling a Python object"))) {
