@@ -807,3 +807,29 @@ def test_utf8_encode_and_decode_call_the_codec_directly() -> None:
                if isinstance(i, MachineInstr)]
     assert "call_unary" in machine and "bytes_decode_utf8" in machine, machine
     assert machine.count("call_meth_fastkw") == 1, machine  # the ascii one
+
+
+def test_global_guards_share_a_descriptor_per_code_name_and_object() -> None:
+    from tracejit.backend.codegen import lower_trace
+    from tracejit.ir.trace import parse_trace
+
+    alive = []  # a descriptor lives as long as a trace holding it
+
+    def descriptors(code: object, text: str) -> list[int]:
+        lowered = lower_trace(parse_trace(text, {"len": len, "abs": abs}), 1, 0,
+                              code)  # type: ignore[arg-type]
+        alive.append(lowered)
+        return [i.operands[0] for i in lowered.code
+                if isinstance(i, MachineInstr) and i.op == "guard_global"]
+
+    text = """
+    trace t
+      guard_global name='len' obj=$len [pc=0 | | ]
+      guard_global name='len' obj=$len [pc=2 | | ]
+      guard_global name='abs' obj=$abs [pc=4 | | ]
+    """
+    one = descriptors(test_bytes_decode_utf8.__code__, text)
+    two = descriptors(test_bytes_decode_utf8.__code__, text)
+    other = descriptors(decode_kernel.__code__, text)
+    assert one[0] == one[1] == two[0] and one[2] == two[2] != one[0]
+    assert other[0] != one[0]  # another code: its own dicts, its own cache

@@ -121,14 +121,16 @@ _W_OWNED, _W_BORROWED, _W_INT, _W_FLOAT, _W_BOOL, _W_RAW = 0, 1, 2, 3, 4, 8
 
 
 class _SharedDesc:
-    """A guard_global descriptor shared by the traces that hold this object."""
-    __slots__ = ("words", "__weakref__")
+    """A guard_global descriptor shared by the traces that hold this object
+    (and the name object whose address it holds)."""
+    __slots__ = ("words", "name", "__weakref__")
 
-    def __init__(self, words: ctypes.Array[ctypes.c_uint64]) -> None:
+    def __init__(self, words: ctypes.Array[ctypes.c_uint64], name: object) -> None:
         self.words = words
+        self.name = name
 
 
-_SHARED_GLOBAL_DESCS: weakref.WeakValueDictionary[tuple[int, ...], _SharedDesc] = \
+_SHARED_GLOBAL_DESCS: weakref.WeakValueDictionary[tuple[object, ...], _SharedDesc] = \
     weakref.WeakValueDictionary()
 
 
@@ -179,10 +181,11 @@ class CodeGen:
             # for all traces, so a new dict costs one lookup per name, not one
             # per guard.  What a cell caches is true of those dicts at those
             # versions (unique), whichever trace's guard looked it up.
-            key = (id(self.code), *words)
+            name = str(op.attrs["name"])
+            key = (id(self.code), name, words[-1])
             shared = _SHARED_GLOBAL_DESCS.get(key)
             if shared is None:
-                shared = _SharedDesc((ctypes.c_uint64 * len(words))(*words))
+                shared = _SharedDesc((ctypes.c_uint64 * len(words))(*words), op.attrs["name"])
                 _SHARED_GLOBAL_DESCS[key] = shared
             self.cells.append(shared)
             return ctypes.addressof(shared.words)
