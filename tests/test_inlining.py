@@ -103,20 +103,27 @@ def test_max_inline_depth(tmp_path: Path) -> None:
 def test_inlining_params_from_the_command_line(tmp_path: Path) -> None:
     """`python -m tracejit run --param inlining=off` (and max_inline_depth)
     reach the recorder."""
+    # The stats count the whole run (the start-up's own code is traced too at
+    # threshold 1): f's inlined calls are the difference to a run without f.
     prog = tmp_path / "prog.py"
     prog.write_text(textwrap.dedent(DEPTH_SOURCE))
+    base = tmp_path / "base.py"
+    base.write_text(textwrap.dedent(DEPTH_SOURCE).replace("print(f(3000))", "print(500)"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     inlined = {}
     for name, param in (("default", "threshold=1"), ("off", "threshold=1,inlining=off"),
                         ("depth1", "threshold=1,max_inline_depth=1")):
-        out = tmp_path / f"{name}.json"
-        proc = subprocess.run([sys.executable, "-m", "tracejit", "run", "--param", param,
-                               "--stats-json", str(out), str(prog)], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
-        assert proc.returncode == 0 and proc.stdout == "500\n", proc
-        inlined[name] = json.loads(out.read_text())["inlined_calls"]
+        counts = []
+        for script in (prog, base):
+            out = tmp_path / f"{name}.json"
+            proc = subprocess.run([sys.executable, "-m", "tracejit", "run", "--param", param,
+                                   "--stats-json", str(out), str(script)], cwd=tmp_path,
+                                  env=env, capture_output=True, text=True, timeout=120,
+                                  stdin=subprocess.DEVNULL)
+            assert proc.returncode == 0 and proc.stdout == "500\n", proc
+            counts.append(json.loads(out.read_text())["inlined_calls"])
+        inlined[name] = counts[0] - counts[1]
     assert inlined == {"default": 3, "off": 0, "depth1": 1}, inlined
 
 

@@ -133,6 +133,7 @@ OPERANDS: Final[dict[str, str]] = {
     "call_meth_noargs": "rri",
     "call_meth_fast": "rrii",
     "call_meth_fastkw": "rrii",
+    "bytes_decode_utf8": "rr",
     "len": "rr",
     "ob_size": "rr",
     "list_getitem": "rrr",
