@@ -688,17 +688,12 @@ def lower_trace(trace: Trace, nlocalsplus: int, base: int,
     return CodeGen(trace, nlocalsplus, base, code).lower()
 
 
-# Calling conventions of method descriptors called directly (ml_flags values;
-# METH_METHOD, METH_VARARGS and the rest go through vectorcall).
-_METH_O, _METH_NOARGS, _METH_FASTCALL, _METH_FASTCALL_KEYWORDS = 0x0008, 0x0004, 0x0080, 0x0082
-
-
 # Spellings of the utf-8 codec's name that CPython's encode and decode take
 # their utf-8 fast path for (strict errors).
 _UTF8_NAMES = frozenset({"utf-8", "utf8", "UTF-8", "UTF8", "utf_8"})
 
 
-def _utf8_codec_call(op: Op) -> object:
+def _utf8_codec_call(op: Op) -> object | None:
     """str.encode or bytes.decode for a call_nocode of one with a constant
     utf-8 codec name as its only argument, else None."""
     fn = op.args[0].value if isinstance(op.args[0], Const) else None
@@ -707,6 +702,11 @@ def _utf8_codec_call(op: Op) -> object:
         if isinstance(arg, Const) and type(arg.value) is str and arg.value in _UTF8_NAMES:
             return fn
     return None
+
+
+# Calling conventions of method descriptors called directly (ml_flags values;
+# METH_METHOD, METH_VARARGS and the rest go through vectorcall).
+_METH_O, _METH_NOARGS, _METH_FASTCALL, _METH_FASTCALL_KEYWORDS = 0x0008, 0x0004, 0x0080, 0x0082
 
 
 def _direct_method(op: Op) -> tuple[str, int] | None:
