@@ -298,6 +298,80 @@ def test_getframe_in_inlined_callee_is_called_instead(tmp_path: Path) -> None:
     assert stats["aborts"].get("inlined callee not compilable", 0) >= 1, stats
 
 
+def test_dict_key_eq_runs_in_the_callee_frame(tmp_path: Path) -> None:
+    """A lookup in a dict whose key table may hold a key with a Python __eq__
+    (not str-only) runs that __eq__ with the callee's frame on the stack: the
+    callee is called, not inlined.  A str-only table is guarded instead; a dict
+    that turns general mid-loop fails that guard."""
+    stats = check("""
+    import sys
+    seen = []
+    class K:
+        def __init__(self, s):
+            self.s = s
+        def __hash__(self):
+            return hash(self.s)
+        def __eq__(self, o):
+            f = sys._getframe(1)
+            if f.f_back is not None:
+                seen.append((f.f_code.co_name, f.f_back.f_code.co_name))
+            return isinstance(o, K) and o.s == self.s
+    plain = {"a": 1, "b": 2}
+    mixed = {K("a"): 0, "a": 1, "b": 2}
+    def lookup(d, k):
+        return d[k] + d.get(k, 0)
+    def loop(n, turn):
+        s = 0
+        for i in range(n):
+            s += lookup(plain, "a")
+            if i >= 600:
+                s += lookup(mixed, "a")
+            if i == turn:
+                plain.clear()
+                plain[K("a")] = 7
+                plain["a"] = 3
+        return s
+    seen.clear()
+    print(loop(1000, -1), len(seen), sorted(set(seen)))
+    print(loop(1000, 700), len(seen), sorted(set(seen)))
+    """, tmp_path, plain_shows="[('lookup', 'loop')]")
+    assert stats["inlined_calls"] >= 1, stats
+
+
+def test_item_comparing_methods_run_in_the_callee_frame(tmp_path: Path) -> None:
+    """list.count compares items (a Python __eq__ may run) and str.join takes
+    any iterable (a generator runs Python code): inside an inlined callee they
+    would show their code the caller's frame, so the callee is called."""
+    check("""
+    import sys
+    seen = set()
+    class E:
+        def __eq__(self, o):
+            seen.add(sys._getframe(1).f_code.co_name)
+            return False
+        __hash__ = object.__hash__
+    items = [1, E(), 2]
+    def count(xs, v):
+        return xs.count(v)
+    def joined(parts):
+        return "-".join(parts)
+    def names():
+        yield sys._getframe(1).f_code.co_name
+    PARTS = ["a", "b"]
+    def safe(xs, v):
+        xs.append(v)
+        return len(xs.pop()) + len("-".join(PARTS))
+    def loop(n):
+        s = 0
+        out = set()
+        for i in range(n):
+            s += count(items, 2) + safe([], "x")
+            out.add(joined(names()))
+        return s, sorted(out), sorted(seen)
+    print(loop(1000))
+    """, tmp_path, plain_shows="['joined'], ['count']")
+
+
 def test_global_function_rebound_mid_loop(tmp_path: Path) -> None:
     check("""
     def g(x):

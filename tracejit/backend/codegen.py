@@ -51,6 +51,7 @@ _DIRECT = {
     "iter_next_or_null": "iter_next_null",
     "setitem": "setitem", "incref": "incref", "decref": "decref",
     "guard_true": "guard_true", "guard_false": "guard_false",
+    "guard_dict_str_keys": "guard_dict_str_keys",
 }
 
 

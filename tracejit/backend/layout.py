@@ -35,7 +35,12 @@ LAYOUT: dict[str, int] = {
     # Include/methodobject.h (direct calls of method descriptors).
     "PyMethodDef.ml_meth": 8,
     "PyMethodDef.ml_flags": 16,
+    # Include/cpython/dictobject.h and internal/pycore_dict.h (a dict's key kind).
+    "PyDictObject.ma_keys": 32,
+    "PyDictKeysObject.dk_kind": 10,
 }
+
+DICT_KEYS_GENERAL = 0  # pycore_dict.h: keys of any type (lookups may call __eq__)
 
 
 METHOD_DESCRIPTOR: type = type(str.replace)  # str.replace, list.append, ...
@@ -66,6 +71,16 @@ def bound_method_def(method: object) -> int:
     return _field(method, "PyCFunctionObject.m_ml")
 
 
+def dict_has_str_keys(d: dict[Any, Any]) -> bool:
+    """Whether an exact dict's key table is of a str-only kind (unicode or
+    split): a lookup by an int, float or str key then compares it with str keys
+    only, never calling Python code (a general table may hold a key whose
+    __eq__ is Python code)."""
+    keys = _field(d, "PyDictObject.ma_keys")
+    return ctypes.c_uint8.from_address(keys + LAYOUT["PyDictKeysObject.dk_kind"]).value \
+        != DICT_KEYS_GENERAL
+
+
 def _probe_objects() -> bool:
     def f(a: object = None) -> object:
         return a
@@ -87,7 +102,9 @@ def _probe_objects() -> bool:
             and _field(f, "PyFunctionObject.func_code") == id(f.__code__)
             and _field(f, "PyFunctionObject.func_defaults") == id(f.__defaults__)
             and _field(m, "PyMethodObject.im_func") == id(m.__func__)
-            and _field(m, "PyMethodObject.im_self") == id(c))
+            and _field(m, "PyMethodObject.im_self") == id(c)
+            and dict_has_str_keys({"a": 1}) and dict_has_str_keys(c.__dict__)
+            and not dict_has_str_keys({1: 1}) and not dict_has_str_keys({"a": 1, 2: 2}))
 
 
 def _probe(a: object, b: object) -> tuple[int, int, int]:

@@ -86,6 +86,7 @@ OPERANDS: Final[dict[str, str]] = {
     "guard_is_not": "ri",
     "guard_true": "r",
     "guard_false": "r",
+    "guard_dict_str_keys": "r",
     "unbox_int": "rr",
     "box_int": "rr",
     "unbox_float": "rr",

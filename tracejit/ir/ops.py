@@ -77,6 +77,10 @@ OPS: dict[str, OpInfo] = _ops(
     OpInfo("guard_true", V, (B,), guard=True, doc="Exit unless the flag is set."),
     OpInfo("guard_false", V, (B,), guard=True, doc="Exit if the flag is set."),
     OpInfo(
+        "guard_dict_str_keys", V, (O,), guard=True,
+        doc="Exit unless exact dict v's key table holds str keys only (no lookup calls __eq__).",
+    ),
+    OpInfo(
         "check_eval_breaker", V, (), guard=True,
         doc="Exit when signals, GIL requests or async events are pending.",
     ),

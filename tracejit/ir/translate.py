@@ -236,7 +236,7 @@ class Translator:
         types_ = [self._reftype(a) for a in args]
         if opname == "getattr" and types_[0] is types.ModuleType:
             return False
-        return _frame_safe(opname, args, types_, attrs)
+        return _frame_safe(opname, args, types_, attrs, self._str_keys_proven(opname, args))
 
     def _keeps_checks(self, opname: str, args: list[Ref], attrs: dict[str, object]) -> bool:
         """Whether an escaping op that runs no Python code also changes no
@@ -262,6 +262,23 @@ class Translator:
         # does not escape, by now.
         return opname in ("is_true", "len", "getattr", "call_unary", "call_binary",
                           "richcompare", "iter_next", "iter_next_or_null")
+
+    def _guard_str_keys(self, d: Ref, r: Record, snap: Snapshot) -> None:
+        """Before a lookup in exact dict `d` by a leaf key: when the recording
+        saw a str-only key table, guard that it still is one, so the lookup is
+        known to call no __eq__ (_frame_safe).  Else the lookup may run code."""
+        if r.str_keys and self.check_once(_str_keys_key(d), True):
+            self.emit("guard_dict_str_keys", [d], None, snap)
+
+    def _str_keys_proven(self, opname: str, args: list[Ref]) -> bool:
+        """Whether the dict an op looks keys up in has a guarded str-only key table."""
+        if opname in ("call_binary", "setitem"):
+            d = args[0]
+        elif opname in ("call", "call_nocode") and len(args) >= 2:
+            d = args[1]
+        else:
+            return False
+        return _str_keys_key(d) in self.checked
 
     def check_once(self, key: tuple[object, ...], what: object) -> bool:
         """Whether a check keyed `key` that `what` holds must be emitted
@@ -1001,6 +1018,8 @@ class Translator:
             self.release(sub)
             self.push(res, True)
             return
+        if tc is dict and ts in _LEAF:
+            self._guard_str_keys(container.ref, r, snap)
         self._generic_binary("PyObject_GetItem", container, sub, snap,
                              tc not in _PLAIN_CONTAINERS or ts not in _PLAIN_KEYS)
 
@@ -1035,6 +1054,8 @@ class Translator:
             self.release(container)
             self.release(sub)
             return
+        if tc is dict and ts in _LEAF:
+            self._guard_str_keys(container.ref, r, snap)
         vo, vnew = self.as_obj(value, snap)
         ko, knew = self.as_obj(sub, snap)
         co, cnew = self.as_obj(container, snap)
@@ -1112,6 +1133,10 @@ class Translator:
             callable_ = SV(Const(descr, Type.OBJ), False)
             self_or_null = SV(selfv, False)
             self.guard_type(self_or_null, getattr(descr, "__objclass__", object), snap)
+        fn = callable_.ref.value if isinstance(callable_.ref, Const) else None
+        if type(fn) is METHOD_DESCRIPTOR and fn in _DICT_LOOKUPS \
+                and self._reftype(self_or_null.ref) is dict:
+            self._guard_str_keys(self_or_null.ref, r, snap)  # before any boxing
         operands: list[Ref] = []
         temps: list[tuple[Ref, bool]] = []
         everything = [callable_]
@@ -1237,7 +1262,7 @@ class Translator:
         warnings, logging): only ops proven not to are allowed; otherwise the
         callee is called instead of inlined next time."""
         types_ = [self._reftype(a) for a in args]
-        if _frame_safe(opname, args, types_, attrs):
+        if _frame_safe(opname, args, types_, attrs, self._str_keys_proven(opname, args)):
             return
         if opname in ("getattr", "setattr") and snap is not None and types_[0] is not None \
                 and _plain_attr(types_[0], str(attrs["name"]), opname == "setattr"):
@@ -1357,19 +1382,22 @@ _LEAF_BUILTINS: frozenset[object] = frozenset({
     abs, chr, ord, hex, oct, bin, divmod, hash, str, int, float, bool, repr, min, max,
     operator.pow, operator.ipow, round,
 })
-# Builtin methods that accept any objects without calling into them.
+# Builtin methods that release no reference they are given or hold.
 _ANY_ARG_METHODS: frozenset[object] = frozenset({list.append, list.insert, list.pop,
                                                  str.join, bytes.join})
 
 
 def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
-                attrs: dict[str, object]) -> bool:
+                attrs: dict[str, object], str_keys: bool = False) -> bool:
     """Whether an escaping op with operands of these (proven) types can run no
-    Python code (so no code can observe that an inlined callee has no frame)."""
+    Python code (so no code can observe that an inlined callee has no frame).
+    ``str_keys``: the dict the op looks keys up in has a guarded str-only key
+    table (a general one may hold a key whose __eq__ is Python code)."""
     leaf = all(t in _LEAF for t in types_)
     if opname in ("richcompare", "call_binary", "box_int", "box_float"):
         if opname == "call_binary" and attrs.get("fn") in ("PyObject_GetItem",):
-            return types_[0] in _CONTAINERS and types_[1] in _LEAF
+            return types_[0] in _CONTAINERS and types_[1] in _LEAF \
+                and (types_[0] is not dict or str_keys)
         return leaf
     if opname == "call_unary":
         if attrs.get("fn") == "PyObject_GetIter":
@@ -1380,7 +1408,7 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
     if opname == "getattr":
         return types_[0] in _LEAF or types_[0] is types.ModuleType
     if opname == "setitem":
-        return types_[0] in (list, dict) and types_[1] in _LEAF
+        return (types_[0] is list or (types_[0] is dict and str_keys)) and types_[1] in _LEAF
     if opname in ("list_setitem", "store_local"):
         return True
     if opname in ("iter_next", "iter_next_or_null"):
@@ -1398,13 +1426,58 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
             return all(t in _LEAF for t in rest)
         if type(fn) is METHOD_DESCRIPTOR:
             owner = getattr(fn, "__objclass__", None)
-            if not rest or rest[0] is not owner or owner not in _CONTAINERS | _LEAF:
+            if not isinstance(owner, type) or not rest or rest[0] is not owner:
                 return False
-            if fn in _ANY_ARG_METHODS:
-                return True
-            return all(t in _LEAF for t in rest[1:])
+            return _method_safe(fn, owner, rest[1:], args[2:], str_keys)
         return False
     return False
+
+
+# Methods of dicts that look a key up (compare it with hash-equal keys).
+_DICT_LOOKUPS: frozenset[object] = frozenset({dict.get, dict.__getitem__, dict.__contains__,
+                                              dict.setdefault, dict.pop})
+# Spellings of the codecs str.encode and bytes.decode run in C without a
+# codec lookup (CPython's fast paths; others may call Python codec functions).
+_FAST_CODECS = frozenset({"utf-8", "utf8", "UTF-8", "UTF8", "utf_8", "ascii", "latin-1",
+                          "latin1", "iso-8859-1"})
+
+
+def _method_safe(fn: object, owner: type, argt: list[type | None], args: list[Ref],
+                 str_keys: bool) -> bool:
+    """A method of a builtin type called on an exact instance with arguments
+    of types `argt`: whether it runs no Python code.  Methods that compare
+    items (index, count, remove, sort, set membership), release them (clear)
+    or take arbitrary iterables do not qualify."""
+    if owner in _LEAF:
+        if fn is str.encode or fn is bytes.decode:
+            # the default codec, or a constant one with a fast path (no errors argument)
+            return not args or (len(args) == 1 and isinstance(args[0], Const)
+                                and args[0].value in _FAST_CODECS)
+        if fn is str.join:
+            return argt in ([list], [tuple])  # a non-str item raises TypeError in C
+        if fn is bytes.join:
+            return False  # an item's buffer may come from a Python __buffer__
+        return all(t in _LEAF for t in argt)
+    if owner is list:
+        if fn is list.append:
+            return len(argt) == 1
+        if fn is list.insert:
+            return len(argt) == 2 and argt[0] in (int, bool)
+        if fn is list.pop:
+            return not argt or (len(argt) == 1 and argt[0] in (int, bool))
+        if fn is list.extend:
+            return argt in ([list], [tuple])
+        return fn in (list.copy, list.__len__) and not argt
+    if owner is dict:
+        if fn in _DICT_LOOKUPS:
+            return str_keys and bool(argt) and argt[0] in _LEAF
+        return fn in (dict.keys, dict.values, dict.items, dict.copy, dict.__len__) and not argt
+    return False
+
+
+def _str_keys_key(d: Ref) -> tuple[object, ...]:
+    """The `Translator.checked` key of a dict's guarded str-only key table."""
+    return ("str_keys", d.id) if isinstance(d, Value) else ("str_keys", "const", id(d.value))
 
 
 # call_nocode methods that take an item out of a container.

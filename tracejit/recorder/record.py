@@ -15,12 +15,14 @@ import types
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.layout import (
     METHOD_DESCRIPTOR,
     TPFLAGS_HEAPTYPE,
     bound_method_def,
+    dict_has_str_keys,
     method_def,
 )
 from tracejit.recorder.bytecodes import BYTECODES
@@ -188,6 +190,9 @@ class Record:
     next_offset: int = -1
     # Inlining depth: 0 for the recorded code, n inside n nested inlined calls.
     depth: int = 0
+    # The exact dict the instruction looks keys up in (a subscript's container,
+    # a dict method's self) had a str-only key table (dict_has_str_keys).
+    str_keys: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +236,22 @@ class InlineCall:
 # Code flags an inlined function must not have: generator-like, *args, **kwargs.
 _NO_INLINE_FLAGS = CO_GENERATOR_LIKE | 0x04 | 0x08
 MAX_INLINE_ARGS = 64
+
+
+def _dict_looked_up(opname: str, objs: list[object]) -> dict[Any, Any] | None:
+    """The exact dict a subscript or a dict method call looks keys up in."""
+    if opname == "BINARY_SUBSCR":
+        d = objs[0]
+    elif opname == "STORE_SUBSCR":
+        d = objs[1]
+    elif opname == "CALL" and len(objs) >= 2:
+        d = objs[1]
+        if d is frames.MISSING:
+            fn = objs[0]
+            d = getattr(fn, "__self__", None) if type(fn) is types.BuiltinMethodType else None
+    else:
+        return None
+    return d if type(d) is dict else None
 
 
 def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCall | None:
@@ -500,6 +521,9 @@ class Recording:
                 self.enable_events(plan.code)
         if instr.opname == "CALL" and rec.seen is None and objs[1] is frames.MISSING:
             rec.seen = method_descriptor_of(objs[0])
+        lookup = _dict_looked_up(instr.opname, objs)
+        if lookup is not None:
+            rec.str_keys = dict_has_str_keys(lookup)
         if instr.opname == "LOAD_ATTR" and type(objs[0]) is types.ModuleType:
             rec.seen = module_attribute(objs[0], lvl.code.co_names[instr.arg >> 1])
         del objs

@@ -463,6 +463,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 44, '_JIT_ERROR', -4),
         ),
     ),
+    'guard_dict_str_keys': (
+        bytes.fromhex(
+            "498b8500000000488b402080780a000f8400000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 17, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 22, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'guard_false': (
         bytes.fromhex(
             "4983bd00000000000f8500000000e900000000"

@@ -196,6 +196,17 @@ STENCIL(guard_false)
     EXIT();
 }
 
+/* Exit unless the exact dict R0's key table is of a str-only kind (unicode or
+ * split): a lookup by an int, float or str key then compares it with str keys
+ * only; a general table may hold a key whose __eq__ is Python code. */
+STENCIL(guard_dict_str_keys)
+{
+    if (((PyDictObject *)R_OBJ(0))->ma_keys->dk_kind != DICT_KEYS_GENERAL) {
+        CONTINUE();
+    }
+    EXIT();
+}
+
 /* Exit unless Py_SIZE(R0) == OP1 (an object proven an exact list or tuple):
  * ob_size, int_eq and guard_true in one. */
 STENCIL(guard_size)

@@ -35,6 +35,7 @@
 #include "pycore_call.h"
 #include "pycore_ceval.h"
 #include "pycore_code.h"
+#include "pycore_dict.h"
 #include "pycore_frame.h"
 #include "pycore_interp.h"
 #include "pycore_list.h"
