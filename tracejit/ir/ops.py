@@ -22,6 +22,10 @@ class Type(enum.Enum):
     BOOL = "bool"  # an unboxed 0/1
     VOID = "void"  # no result
 
+    # Members are singletons compared by identity: hash them in C (Enum's
+    # __hash__ is Python code, and the compiler hashes types constantly).
+    __hash__ = object.__hash__
+
 
 # Operand type that accepts any number of OBJ operands (calls).
 VARARGS = "varargs"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import builtins
 import operator
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeGuard
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -103,6 +103,8 @@ _PLAIN_TRUTH = _SCALARS | {bytes, list, tuple, dict, set, frozenset, range, type
 # Exact containers whose iter() and [int/str/float] run no Python code.
 _PLAIN_CONTAINERS = frozenset({list, tuple, str, bytes, range, dict, set, frozenset})
 _PLAIN_KEYS = frozenset({int, bool, float, str})
+# The Python type of an unboxed value.
+_UNBOXED_PYTYPES: dict[Type, type] = {Type.INT: int, Type.FLOAT: float, Type.BOOL: bool}
 _PYCMP = [operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge]
 
 
@@ -114,6 +116,8 @@ class SV:
     owned: bool = False
     # Frame slot a borrowed reference comes from (to protect it on overwrite).
     slot: int | None = None
+    # Its snapshot entry, made once (an SV is never changed, only replaced).
+    entry: SnapEntry | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -166,6 +170,9 @@ class Translator:
         # the frames waiting for their calls, the trace's own first.
         self.cur: _Callee | None = None
         self.suspended: list[_Suspended] = []
+        # The snapshot of the suspended frames (they do not change while the
+        # innermost callee runs), made once per change of `suspended`.
+        self.suspended_snap: Snapshot | None = None
         # Checks that still hold (guard_global, guard_field_is and
         # guard_type_version on constants): key -> what was checked.  Dropped
         # at any op that could rebind a global or reassign a field.
@@ -345,22 +352,23 @@ class Translator:
         if self.cur is None:
             return self._own_snapshot(here, entries, self.base)
         # Inside inlined calls: the trace's own frame at its CALL, then each
-        # callee's frame (see Snapshot.frames).
-        own = self.suspended[0]
-        snap = self._own_snapshot(own.pc, own.stack, own.base)
-        levels = [(s.callee, s.stack, s.pc) for s in self.suspended[1:]]
-        levels.append((self.cur, entries, here))
-        for callee, st, p in levels:
-            assert callee is not None
-            snap.frames.append(FrameSnap(
-                callee.func, callee.info.code, p, callee.argc, [_entry(sv) for sv in st],
-                {slot: _entry(sv) for slot, sv in callee.locals.items()}))
+        # callee's frame (see Snapshot.frames).  Snapshots share the suspended
+        # frames' lists and entries (passes replace them, never change them).
+        outer = self.suspended_snap
+        if outer is None:
+            own = self.suspended[0]
+            outer = self._own_snapshot(own.pc, own.stack, own.base)
+            for s in self.suspended[1:]:
+                assert s.callee is not None
+                outer.frames.append(_frame_snap(s.callee, s.stack, s.pc))
+            self.suspended_snap = outer
+        snap = Snapshot(outer.pc, list(outer.stack), dict(outer.locals), False,
+                        list(outer.frames))
+        snap.frames.append(_frame_snap(self.cur, entries, here))
         return snap
 
     def _own_snapshot(self, pc: int, entries: list[SV], base: int) -> Snapshot:
-        snap = Snapshot(pc)
-        for sv in entries[base:]:
-            snap.stack.append(_entry(sv))
+        snap = Snapshot(pc, [sv.entry or _entry(sv) for sv in entries[base:]])
         for slot, ref in self.virtual.items():
             snap.locals[slot] = SnapEntry(ref, True)
         return snap
@@ -1218,6 +1226,7 @@ class Translator:
         # function stays alive as a constant of the trace.
         self.release(callable_)
         self.suspended.append(_Suspended(self.cur, self.stack, self.pc, self.base, self.info))
+        self.suspended_snap = None
         self.cur = _Callee(plan, fconst, code_info(code), argc, locals_)
         self.stack = []
         self.base = 0
@@ -1249,6 +1258,7 @@ class Translator:
         elif sv.ref.type is not Type.OBJ or isinstance(sv.ref, Const):
             sv = SV(sv.ref, False)
         s = self.suspended.pop()
+        self.suspended_snap = None
         self.cur, self.stack, self.pc, self.base, self.info = (
             s.callee, s.stack, s.pc, s.base, s.info)
         for _slot, local in sorted(callee.locals.items()):
@@ -1285,8 +1295,8 @@ class Translator:
     def _reftype(self, ref: Ref) -> type | None:
         if isinstance(ref, Const):
             return None if ref.value is NULL else type(ref.value)
-        return {Type.INT: int, Type.FLOAT: float, Type.BOOL: bool}.get(
-            ref.type, self.ptype.get(ref.id))
+        t = _UNBOXED_PYTYPES.get(ref.type)
+        return t if t is not None else self.ptype.get(ref.id)
 
     def op_unpack_sequence(self, r: Record) -> None:
         snap = self.snapshot()
@@ -1362,7 +1372,16 @@ class Translator:
 
 
 def _entry(sv: SV) -> SnapEntry:
-    return SnapEntry(sv.ref, sv.owned or sv.ref.type is not Type.OBJ)
+    e = sv.entry
+    if e is None:
+        e = sv.entry = SnapEntry(sv.ref, sv.owned or sv.ref.type is not Type.OBJ)
+    return e
+
+
+def _frame_snap(callee: _Callee, stack: list[SV], pc: int) -> FrameSnap:
+    return FrameSnap(callee.func, callee.info.code, pc, callee.argc,
+                     [sv.entry or _entry(sv) for sv in stack],
+                     {slot: sv.entry or _entry(sv) for slot, sv in callee.locals.items()})
 
 
 # ---------------------------------------------------------------- frame safety
