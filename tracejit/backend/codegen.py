@@ -144,6 +144,8 @@ class CodeGen:
         self.base = base  # header stack depth
         self.regs: dict[int, int] = {}
         self.const_regs: dict[tuple[Type, int], int] = {}
+        # id(Const) -> (the Const, kept alive so the id stays its, its register)
+        self.const_objs: dict[int, tuple[Const, int]] = {}
         self.nregs = 0
         self.body: list[MachineInstr | Label] = []
         self.prologue: list[MachineInstr | Label] = []
@@ -161,6 +163,11 @@ class CodeGen:
         words = sum(sizes.get(op.name, 0) for op in trace.ops)
         self.global_descs = (ctypes.c_uint64 * max(words, 1))()
         self.global_used = 0
+        # The exit and resume descriptors: words in chunks held with the
+        # trace (one ctypes array per descriptor cost more than the rest of
+        # an exit's lowering).
+        self.arena: ctypes.Array[ctypes.c_uint64] | None = None
+        self.arena_used = 0
         # Set when the trace is taken out of use; checked after call-outs.
         self.retired = ctypes.c_uint64(0)
         self.current_pc: int | None = None
@@ -206,20 +213,25 @@ class CodeGen:
         return r
 
     def reg(self, ref: Ref) -> int:
-        if isinstance(ref, Const):
-            key = (ref.type, const_bits(ref))
-            r = self.const_regs.get(key)
+        if isinstance(ref, Value):
+            r = self.regs.get(ref.id)
             if r is None:
-                r = self.new_reg()
-                self.const_regs[key] = r
-                if ref.type is Type.OBJ:
-                    self.keepalive.append(ref.value)
-                self.prologue.append(MachineInstr("const", (r, const_bits(ref))))
+                r = self.regs[ref.id] = self.nregs
+                self.nregs += 1
             return r
-        r = self.regs.get(ref.id)
+        known = self.const_objs.get(id(ref))
+        if known is not None:
+            return known[1]
+        bits = const_bits(ref)
+        key = (ref.type, bits)
+        r = self.const_regs.get(key)
         if r is None:
             r = self.new_reg()
-            self.regs[ref.id] = r
+            self.const_regs[key] = r
+            if ref.type is Type.OBJ:
+                self.keepalive.append(ref.value)
+            self.prologue.append(MachineInstr("const", (r, bits)))
+        self.const_objs[id(ref)] = (ref, r)
         return r
 
     def arg_block(self, refs: Sequence[Ref]) -> int:
@@ -519,7 +531,7 @@ class CodeGen:
                     oom: Label) -> int:
         """One write of an exit descriptor (see tj_exit_write in ops.c)."""
         ref = entry.ref
-        if isinstance(ref, Value) and ref.id in boxed:
+        if boxed and isinstance(ref, Value) and ref.id in boxed:
             kind, r = _W_BORROWED, boxed[ref.id]  # boxed once: the same object
         elif ref.type is Type.OBJ:
             owned = entry.owned or (isinstance(ref, Const) and ref.value is NULL)
@@ -535,13 +547,24 @@ class CodeGen:
             kind, r = (_W_FLOAT if ref.type is Type.FLOAT else _W_INT), self.reg(ref)
         return (kind | (_W_RAW if raw else 0)) | (slot << 8) | (r << 32)
 
+    def data(self, words: list[int]) -> int:
+        """Copy 64-bit words into the trace's descriptor memory; their address."""
+        n = len(words)
+        arena = self.arena
+        if arena is None or self.arena_used + n > len(arena):
+            size = max(n, 2 * len(arena) if arena is not None else 1024)
+            arena = self.arena = (ctypes.c_uint64 * size)()
+            self.cells.append(arena)
+            self.arena_used = 0
+        at = self.arena_used
+        arena[at:at + n] = words  # type: ignore[assignment]  # ctypes takes ints
+        self.arena_used = at + n
+        return ctypes.addressof(arena) + 8 * at
+
     def exit_desc(self, counter: int, pc: int, stacktop: int, code: int, oom_stacktop: int,
                   oom_code: int, writes: list[int], more: Sequence[int] = ()) -> int:
-        words = [counter, pc, stacktop, code & _MASK64, oom_stacktop, oom_code & _MASK64,
-                 len(writes), *writes, *more]
-        desc = (ctypes.c_uint64 * len(words))(*words)
-        self.cells.append(desc)
-        return ctypes.addressof(desc)
+        return self.data([counter, pc, stacktop, code & _MASK64, oom_stacktop,
+                          oom_code & _MASK64, len(writes), *writes, *more])
 
     def lower_stub(self, index: int, label: Label, snap: Snapshot, error: bool,
                    counters: ctypes.Array[ctypes.c_uint64]) -> list[MachineInstr | Label]:
@@ -554,10 +577,12 @@ class CodeGen:
         if snap.frames:
             resume = self.lower_resume(snap, error, out, boxed, oom)
             error = False
+        # How often each unboxed value is written (boxed once if more than once).
         uses: dict[int, int] = {}
-        for e in list(snap.locals.values()) + snap.stack:
-            if isinstance(e.ref, Value):
-                uses[e.ref.id] = uses.get(e.ref.id, 0) + 1
+        for e in (*snap.locals.values(), *snap.stack):
+            ref = e.ref
+            if (ref.type is Type.INT or ref.type is Type.FLOAT) and isinstance(ref, Value):
+                uses[ref.id] = uses.get(ref.id, 0) + 1
         first = self.nlocalsplus + self.base
         # The frame writes, as data for one runtime call (tj_exit_write).
         writes: list[int] = []
@@ -589,7 +614,7 @@ class CodeGen:
                  index: int) -> list[MachineInstr | Label]:
         """Boxing by a stencil failed (out of memory): resume at the exit's pc with
         the error set; references not yet written to the frame are lost."""
-        if any(isinstance(i, MachineInstr) and i.error is oom for i in out):
+        if any(type(i) is MachineInstr and i.error is oom for i in out):
             out.append(oom)
             out.append(MachineInstr("exit_finish", (pc, first, -(index + 1))))
         return out
@@ -629,9 +654,7 @@ class CodeGen:
             self.obj_addr(func)  # held weakly with the trace's other objects
             self.obj_addr(f.code)
             specs.append(resume.FrameSpec(func, f.code, f.pc, f.argc, entries))
-        address, keep = resume.make_chain(specs, exc)
-        self.cells.extend(keep)  # the chain's descriptors: held strongly
-        return address
+        return resume.make_chain(specs, exc, self.data)
 
     def lower(self) -> Lowered:
         label_op: Op | None = None
@@ -661,9 +684,11 @@ class CodeGen:
         # the body's (constants they use are allocated first).
         for c in (Const(NULL, Type.OBJ), Const(None, Type.OBJ)):
             self.reg(c)
+        regs, reg = self.regs, self.reg
         for _label, snap, _error, _opname in self.stubs:
             for ref in snap.refs():
-                self.reg(ref)
+                if not isinstance(ref, Value) or ref.id not in regs:
+                    reg(ref)
         scratch = self.nregs
         top = scratch
         for index, (label, snap, error, _opname) in enumerate(self.stubs):

@@ -107,11 +107,16 @@ class Snapshot:
         return Snapshot(self.pc, list(self.stack), dict(self.locals), self.entry,
                         [f.copy() for f in self.frames])
 
-    def map_refs(self, sub: Callable[[Ref], Ref]) -> None:
-        """Replace every value the snapshot refers to by sub(value)."""
+    def map_refs(self, sub: Callable[[Ref], Ref], done: set[int] | None = None) -> None:
+        """Replace every value the snapshot refers to by sub(value).  `done`:
+        ids of inlined frames (shared between snapshots) already mapped."""
         self.stack = [SnapEntry(sub(e.ref), e.owned) for e in self.stack]
         self.locals = {k: SnapEntry(sub(e.ref), e.owned) for k, e in self.locals.items()}
         for f in self.frames:
+            if done is not None:
+                if id(f) in done:
+                    continue
+                done.add(id(f))
             f.func = sub(f.func)
             f.stack = [SnapEntry(sub(e.ref), e.owned) for e in f.stack]
             f.locals = {k: SnapEntry(sub(e.ref), e.owned) for k, e in f.locals.items()}
@@ -402,17 +407,44 @@ def _ref_type(ref: Ref) -> Type:
     return ref.type
 
 
+class _Where:
+    """An op's place for an error message (formatted only when one is raised)."""
+
+    __slots__ = ("index", "name")
+
+    def __init__(self, index: int, name: str) -> None:
+        self.index, self.name = index, name
+
+    def __str__(self) -> str:
+        return f"op {self.index} ({self.name})"
+
+
 def verify(trace: Trace) -> None:
     """Check SSA form, operand types, attributes, snapshots and loop shape."""
     defined: set[int] = set()
     label: Op | None = None
+    # Snapshots and inlined frames are shared between ops: what held at one
+    # op still holds later (defined only grows).
+    checked: set[int] = set()
 
-    def use(ref: Ref, where: str) -> None:
+    def use(ref: Ref, where: object) -> None:
         if isinstance(ref, Value) and ref.id not in defined:
             raise IRError(f"{where}: v{ref.id} used before definition")
 
+    def snapshot_uses(snap: Snapshot, where: str) -> None:
+        checked.add(id(snap))
+        for e in snap.stack:
+            use(e.ref, where)
+        for e in snap.locals.values():
+            use(e.ref, where)
+        for f in snap.frames:
+            if id(f) not in checked:
+                checked.add(id(f))
+                for r in f.refs():
+                    use(r, where)
+
     for index, op in enumerate(trace.ops):
-        where = f"op {index} ({op.name})"
+        where = _Where(index, op.name)
         spec = info(op.name)
         if op.name in ("jump", "exit") and index != len(trace.ops) - 1:
             raise IRError(f"{where}: {op.name} must be the last op")
@@ -437,9 +469,8 @@ def verify(trace: Trace) -> None:
                 raise IRError(f"{where}: unexpected attribute {attr}")
         if spec.needs_snapshot and op.snapshot is None:
             raise IRError(f"{where}: needs a snapshot")
-        if op.snapshot is not None:
-            for r in op.snapshot.refs():
-                use(r, where + " snapshot")
+        if op.snapshot is not None and id(op.snapshot) not in checked:
+            snapshot_uses(op.snapshot, f"{where} snapshot")
         if spec.result is Type.VOID:
             if op.result is not None:
                 raise IRError(f"{where}: has no result")

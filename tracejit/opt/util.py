@@ -18,10 +18,13 @@ def substitute(trace: Trace, mapping: dict[int, Ref]) -> None:
             ref = mapping[ref.id]
         return ref
 
+    done: set[int] = set()  # snapshots and inlined frames are shared: map each once
     for op in trace.ops:
         op.args = [sub(a) for a in op.args]
-        if op.snapshot is not None:
-            op.snapshot.map_refs(sub)
+        snap = op.snapshot
+        if snap is not None and id(snap) not in done:
+            done.add(id(snap))
+            snap.map_refs(sub, done)
 
 
 def use_counts(trace: Trace) -> dict[int, int]:

@@ -142,47 +142,34 @@ class FrameSpec:
     entries: list[int]  # (register << 2) | kind
 
 
-def make_chain(frames: list[FrameSpec], exc_reg: int) -> tuple[int, list[object]]:
-    """A ``tj_chain_desc`` for the frames (outermost first); `exc_reg` holds
-    the exception raised in the innermost one (error exit) or is -1.  Returns
-    its address and the memory that must stay alive with it.  The functions
-    and code objects are not among it: the trace holds them weakly (as every
-    object its machine code refers to) and is taken out of use when one dies."""
+def make_chain(frames: list[FrameSpec], exc_reg: int, alloc: Callable[[list[int]], int]) -> int:
+    """A ``tj_chain_desc`` for the frames (outermost first), its words and
+    those of the entry arrays placed by `alloc` (which returns where, and
+    keeps them alive with the trace); `exc_reg` holds the exception raised in
+    the innermost one (error exit) or is -1.  Returns its address.  The
+    functions and code objects are not kept: the trace holds them weakly (as
+    every object its machine code refers to) and is taken out of use when one
+    dies."""
     n = len(frames)
-    keep: list[object] = []
-    desc = _chain_desc_type(n)(id(resume_type()), exc_reg, id(_RECURSION_MSG), n)
+    words = [id(resume_type()), exc_reg & _MASK64, id(_RECURSION_MSG), n]
     for i, f in enumerate(frames):
-        entries = (ctypes.c_uint64 * max(1, len(f.entries)))(*f.entries)
-        keep.append(entries)
+        entries = alloc(f.entries) if f.entries else 0
         if i < n - 1:
             # Waits at its CALL for the inner frame; a Python callee's exception
             # is reported one unit before the CALL, handled at the CALL.
             pc, next_pc = call_site(f.code, f.pc)
-            desc.frames[i] = FrameDesc(id(f.func), id(f.code), pc, unwind_word(f.code, pc),
-                                       f.argc, len(f.entries), ctypes.addressof(entries),
-                                       pc - 1, next_pc)
+            words += [id(f.func), id(f.code), pc, unwind_word(f.code, pc), f.argc,
+                      len(f.entries), entries, (pc - 1) & _MASK64, next_pc]
             continue
         error = exc_reg >= 0
-        desc.frames[i] = FrameDesc(id(f.func), id(f.code), f.pc,
-                                   unwind_word(f.code, f.pc) if error else 0, f.argc,
-                                   len(f.entries), ctypes.addressof(entries),
-                                   last_unit(f.code, f.pc), 0)
-    keep.append(desc)
-    return ctypes.addressof(desc), keep
+        words += [id(f.func), id(f.code), f.pc, unwind_word(f.code, f.pc) if error else 0,
+                  f.argc, len(f.entries), entries, last_unit(f.code, f.pc), 0]
+    return alloc(words)
 
 
-_CHAIN_TYPES: dict[int, type[ctypes.Structure]] = {}
-
-
-def _chain_desc_type(n: int) -> type[ctypes.Structure]:
-    """Mirror of ``tj_chain_desc`` with `n` frames."""
-    t = _CHAIN_TYPES.get(n)
-    if t is None:
-        t = _CHAIN_TYPES[n] = type(f"ChainDesc{n}", (ctypes.Structure,), {"_fields_": [
-            ("type", ctypes.c_void_p), ("exc_reg", ctypes.c_int64),
-            ("recursion_msg", ctypes.c_void_p), ("nframes", ctypes.c_int64),
-            ("frames", FrameDesc * n)]})
-    return t
+_MASK64 = (1 << 64) - 1
+# tj_frame_desc's fields, in words (the layout make_chain writes).
+assert ctypes.sizeof(FrameDesc) == 9 * 8
 
 
 def chain_function() -> int:
