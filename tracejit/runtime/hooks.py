@@ -27,6 +27,7 @@ bridges.
 from __future__ import annotations
 
 import atexit
+import gc
 import sys
 import threading
 import time
@@ -762,6 +763,11 @@ def _finish_recording(rec: Recording) -> None:
     _stop_recording()
     key, parent = STATE.rec_key, STATE.rec_parent
     t0 = time.perf_counter()
+    # The compiler's objects die young and form no cycles: collections it
+    # would trigger only traverse the program's heap (7% of the JIT's time on
+    # the Tornado benchmark).  The count carries on from where it was.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         name = f"{rec.code.co_name}:{rec.header // 2}"
         trace = optimize(translate(rec, name))
@@ -777,6 +783,8 @@ def _finish_recording(rec: Recording) -> None:
         _count_abort(rec.code, key, AbortReason.BACKEND, repr(exc), parent)
         return
     finally:
+        if collecting:
+            gc.enable()
         STATS.time_in_jit_s += time.perf_counter() - t0
         rec.records.clear()
     cache = STATE.cache
