@@ -16,6 +16,7 @@ import types
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.backend.assembler import Label, MachineInstr, runtime_address, stencil_exits
@@ -23,6 +24,9 @@ from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR, method_def, metho
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.ir.translate import NULL
+
+if TYPE_CHECKING:
+    from tracejit.runtime.resume import FrameSpec
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
@@ -144,6 +148,9 @@ class CodeGen:
         self.base = base  # header stack depth
         self.regs: dict[int, int] = {}
         self.const_regs: dict[tuple[Type, int], int] = {}
+        # id(FrameSnap) -> its resume frame spec, when it boxes nothing (the
+        # snapshots keep the FrameSnap alive, so the id stays its)
+        self.frame_entries: dict[int, FrameSpec] = {}
         # id(Const) -> (the Const, kept alive so the id stays its, its register)
         self.const_objs: dict[int, tuple[Const, int]] = {}
         self.nregs = 0
@@ -534,8 +541,12 @@ class CodeGen:
         if boxed and isinstance(ref, Value) and ref.id in boxed:
             kind, r = _W_BORROWED, boxed[ref.id]  # boxed once: the same object
         elif ref.type is Type.OBJ:
-            owned = entry.owned or (isinstance(ref, Const) and ref.value is NULL)
-            kind, r = (_W_OWNED if owned else _W_BORROWED), self.reg(ref)
+            # (registers of the stubs' values and constants are made first)
+            if isinstance(ref, Value):
+                kind, r = (_W_OWNED if entry.owned else _W_BORROWED), self.regs[ref.id]
+            else:
+                owned = entry.owned or ref.value is NULL
+                kind, r = (_W_OWNED if owned else _W_BORROWED), self.const_objs[id(ref)][1]
         elif ref.type is Type.BOOL:
             kind, r = _W_BOOL, self.reg(ref)
         elif isinstance(ref, Value) and uses[ref.id] > 1:
@@ -632,9 +643,15 @@ class CodeGen:
             out.append(MachineInstr("fetch_exc", (exc,)))
         specs: list[resume.FrameSpec] = []
         for f in snap.frames:
+            known = self.frame_entries.get(id(f))
+            if known is not None:
+                # An inlined frame shared by several exits' snapshots, boxing nothing.
+                specs.append(known)
+                continue
             entries: list[int] = []
             values = [f.locals.get(slot) for slot in range(code_info(f.code).nlocalsplus)]
             values.extend(f.stack)
+            boxes = len(out)
             for entry in values:
                 if entry is None or (isinstance(entry.ref, Const) and entry.ref.value is NULL):
                     entries.append(resume.NULL_ENTRY)
@@ -653,7 +670,11 @@ class CodeGen:
                 raise NotImplementedError("inlined frame without a constant function")
             self.obj_addr(func)  # held weakly with the trace's other objects
             self.obj_addr(f.code)
-            specs.append(resume.FrameSpec(func, f.code, f.pc, f.argc, entries))
+            spec = resume.FrameSpec(func, f.code, f.pc, f.argc, entries,
+                                    self.data(entries) if entries else 0)
+            if len(out) == boxes:
+                self.frame_entries[id(f)] = spec
+            specs.append(spec)
         return resume.make_chain(specs, exc, self.data)
 
     def lower(self) -> Lowered:
@@ -684,10 +705,23 @@ class CodeGen:
         # the body's (constants they use are allocated first).
         for c in (Const(NULL, Type.OBJ), Const(None, Type.OBJ)):
             self.reg(c)
-        regs, reg = self.regs, self.reg
+        regs, reg, const_objs = self.regs, self.reg, self.const_objs
+        seen: set[int] = set()  # snapshots and inlined frames are shared
         for _label, snap, _error, _opname in self.stubs:
-            for ref in snap.refs():
-                if not isinstance(ref, Value) or ref.id not in regs:
+            if id(snap) in seen:
+                continue
+            seen.add(id(snap))
+            refs = [e.ref for e in snap.stack]
+            refs += [e.ref for e in snap.locals.values()]
+            for f in snap.frames:
+                if id(f) not in seen:
+                    seen.add(id(f))
+                    refs += f.refs()
+            for ref in refs:
+                if isinstance(ref, Value):
+                    if ref.id not in regs:
+                        reg(ref)
+                elif id(ref) not in const_objs:
                     reg(ref)
         scratch = self.nregs
         top = scratch

@@ -140,20 +140,21 @@ class FrameSpec:
     pc: int
     argc: int
     entries: list[int]  # (register << 2) | kind
+    entries_at: int  # where they are (in the trace's descriptor memory), 0 if none
 
 
 def make_chain(frames: list[FrameSpec], exc_reg: int, alloc: Callable[[list[int]], int]) -> int:
-    """A ``tj_chain_desc`` for the frames (outermost first), its words and
-    those of the entry arrays placed by `alloc` (which returns where, and
-    keeps them alive with the trace); `exc_reg` holds the exception raised in
-    the innermost one (error exit) or is -1.  Returns its address.  The
+    """A ``tj_chain_desc`` for the frames (outermost first), its words placed
+    by `alloc` (which returns where, and keeps them alive with the trace);
+    `exc_reg` holds the exception raised in the innermost one (error exit) or
+    is -1.  Returns its address.  The
     functions and code objects are not kept: the trace holds them weakly (as
     every object its machine code refers to) and is taken out of use when one
     dies."""
     n = len(frames)
     words = [id(resume_type()), exc_reg & _MASK64, id(_RECURSION_MSG), n]
     for i, f in enumerate(frames):
-        entries = alloc(f.entries) if f.entries else 0
+        entries = f.entries_at
         if i < n - 1:
             # Waits at its CALL for the inner frame; a Python callee's exception
             # is reported one unit before the CALL, handled at the CALL.
