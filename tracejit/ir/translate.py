@@ -130,6 +130,8 @@ class _Callee:
     info: CodeInfo
     argc: int  # the oparg of the CALL that made it
     locals: dict[int, SV]
+    # Snapshot entries of `locals`, shared by snapshots until a store.
+    snap_locals: dict[int, SnapEntry] | None = None
 
 
 @dataclass(slots=True)
@@ -652,6 +654,7 @@ class Translator:
                 new = SV(sv.ref, False)
             old = self.cur.locals.get(slot)
             self.cur.locals[slot] = new
+            self.cur.snap_locals = None
             if old is not None:
                 self.release(old)
             return
@@ -1379,9 +1382,12 @@ def _entry(sv: SV) -> SnapEntry:
 
 
 def _frame_snap(callee: _Callee, stack: list[SV], pc: int) -> FrameSnap:
+    locals_ = callee.snap_locals
+    if locals_ is None:
+        locals_ = callee.snap_locals = {slot: sv.entry or _entry(sv)
+                                        for slot, sv in callee.locals.items()}
     return FrameSnap(callee.func, callee.info.code, pc, callee.argc,
-                     [sv.entry or _entry(sv) for sv in stack],
-                     {slot: sv.entry or _entry(sv) for slot, sv in callee.locals.items()})
+                     [sv.entry or _entry(sv) for sv in stack], locals_)
 
 
 # ---------------------------------------------------------------- frame safety
