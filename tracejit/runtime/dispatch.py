@@ -58,6 +58,7 @@ class TJState(ctypes.Structure):
 
 
 NEVER = (1 << 64) - 1  # hot_at value of an exit that never calls back
+HELD_BIT = 2  # tj_state.busy: the JIT's lock is held (Dispatcher.held)
 
 
 def unwind_word(target: int, depth: int, lasti: bool, raise_delta: int) -> int:
@@ -157,11 +158,11 @@ class Dispatcher:
 
     @property
     def held(self) -> bool:
-        return self._bit(2)
+        return self._bit(HELD_BIT)
 
     @held.setter
     def held(self, value: bool) -> None:
-        self._set_bit(2, value)
+        self._set_bit(HELD_BIT, value)
 
     def _bit(self, bit: int) -> bool:
         return bool(self.state.busy & bit)
