@@ -23,7 +23,7 @@ from tracejit.backend.assembler import Label, MachineInstr, runtime_address, ste
 from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR, method_def, method_entry
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
-from tracejit.ir.translate import NULL
+from tracejit.ir.translate import NULL, UTF8_CODECS
 
 if TYPE_CHECKING:
     from tracejit.runtime.resume import FrameSpec
@@ -67,7 +67,6 @@ _GETITEM = frozenset({"list_getitem", "tuple_getitem", "list_getitem_borrowed",
 # A dict version no dict has (versions are multiples of 1 << 12 plus watcher bits).
 _NO_VERSION = (1 << 64) - 1
 _M_ML = LAYOUT["PyCFunctionObject.m_ml"]
-_CELL_WORDS = 5  # a global guard's cell (see global_desc)
 
 
 def _pyapi_address(name: str) -> int:
@@ -161,18 +160,8 @@ class CodeGen:
         # Memory the machine code uses (guard_global's caches, resume chain
         # descriptors): held strongly, never weakly like keepalive's objects.
         self.cells: list[object] = []
-        # The global guards' descriptors, one array in trace order: a run
-        # reads them in sequence (guards run once per render in a template,
-        # scattered descriptors would each be a cache miss).
-        # (guard_global's are shared between traces, see global_desc.)
-        sizes = {"guard_global_in": 2 + _CELL_WORDS, "guard_module_attr": 2 + _CELL_WORDS,
-                 "guard_global": 0 if code is not None else 1 + _CELL_WORDS}
-        words = sum(sizes.get(op.name, 0) for op in trace.ops)
-        self.global_descs = (ctypes.c_uint64 * max(words, 1))()
-        self.global_used = 0
-        # The exit and resume descriptors: words in chunks held with the
-        # trace (one ctypes array per descriptor cost more than the rest of
-        # an exit's lowering).
+        # The descriptors of global guards, exits and resume chains: words in
+        # chunks held with the trace (see data).
         self.arena: ctypes.Array[ctypes.c_uint64] | None = None
         self.arena_used = 0
         # Set when the trace is taken out of use; checked after call-outs.
@@ -204,15 +193,7 @@ class CodeGen:
                 _SHARED_GLOBAL_DESCS[key] = shared
             self.cells.append(shared)
             return ctypes.addressof(shared.words)
-        at = self.global_used
-        if at + len(words) > len(self.global_descs):
-            raise NotImplementedError("more global guards than the trace had")
-        for k, w in enumerate(words):
-            self.global_descs[at + k] = w
-        self.global_used = at + len(words)
-        if at == 0:
-            self.cells.append(self.global_descs)
-        return ctypes.addressof(self.global_descs) + 8 * at
+        return self.data(words)
 
     def new_reg(self) -> int:
         r = self.nregs
@@ -559,7 +540,11 @@ class CodeGen:
         return (kind | (_W_RAW if raw else 0)) | (slot << 8) | (r << 32)
 
     def data(self, words: list[int]) -> int:
-        """Copy 64-bit words into the trace's descriptor memory; their address."""
+        """Copy 64-bit words into the trace's descriptor memory; their address.
+        One ctypes array per descriptor cost more than the rest of an exit's
+        lowering.  The body is lowered before the stubs, so the global guards'
+        descriptors lie in trace order: a template's code runs once per
+        render, and scattered descriptors were each a cache miss."""
         n = len(words)
         arena = self.arena
         if arena is None or self.arena_used + n > len(arena):
@@ -748,18 +733,13 @@ def lower_trace(trace: Trace, nlocalsplus: int, base: int,
     return CodeGen(trace, nlocalsplus, base, code).lower()
 
 
-# Spellings of the utf-8 codec's name that CPython's encode and decode take
-# their utf-8 fast path for (strict errors).
-_UTF8_NAMES = frozenset({"utf-8", "utf8", "UTF-8", "UTF8", "utf_8"})
-
-
 def _utf8_codec_call(op: Op) -> object | None:
     """str.encode or bytes.decode for a call_nocode of one with a constant
     utf-8 codec name as its only argument, else None."""
     fn = op.args[0].value if isinstance(op.args[0], Const) else None
     if (fn is str.encode or fn is bytes.decode) and len(op.args) == 3:
         arg = op.args[2]
-        if isinstance(arg, Const) and type(arg.value) is str and arg.value in _UTF8_NAMES:
+        if isinstance(arg, Const) and type(arg.value) is str and arg.value in UTF8_CODECS:
             return fn
     return None
 

@@ -410,13 +410,13 @@ def _ref_type(ref: Ref) -> Type:
 class _Where:
     """An op's place for an error message (formatted only when one is raised)."""
 
-    __slots__ = ("index", "name")
+    __slots__ = ("index", "name", "part")
 
-    def __init__(self, index: int, name: str) -> None:
-        self.index, self.name = index, name
+    def __init__(self, index: int, name: str, part: str = "") -> None:
+        self.index, self.name, self.part = index, name, part
 
     def __str__(self) -> str:
-        return f"op {self.index} ({self.name})"
+        return f"op {self.index} ({self.name}){self.part}"
 
 
 def verify(trace: Trace) -> None:
@@ -431,7 +431,7 @@ def verify(trace: Trace) -> None:
         if isinstance(ref, Value) and ref.id not in defined:
             raise IRError(f"{where}: v{ref.id} used before definition")
 
-    def snapshot_uses(snap: Snapshot, where: str) -> None:
+    def snapshot_uses(snap: Snapshot, where: _Where) -> None:
         checked.add(id(snap))
         for e in snap.stack:
             use(e.ref, where)
@@ -470,7 +470,7 @@ def verify(trace: Trace) -> None:
         if spec.needs_snapshot and op.snapshot is None:
             raise IRError(f"{where}: needs a snapshot")
         if op.snapshot is not None and id(op.snapshot) not in checked:
-            snapshot_uses(op.snapshot, f"{where} snapshot")
+            snapshot_uses(op.snapshot, _Where(index, op.name, " snapshot"))
         if spec.result is Type.VOID:
             if op.result is not None:
                 raise IRError(f"{where}: has no result")

@@ -1145,8 +1145,8 @@ class Translator:
             self_or_null = SV(selfv, False)
             self.guard_type(self_or_null, getattr(descr, "__objclass__", object), snap)
         fn = callable_.ref.value if isinstance(callable_.ref, Const) else None
-        if type(fn) is METHOD_DESCRIPTOR and fn in _DICT_LOOKUPS \
-                and self._reftype(self_or_null.ref) is dict:
+        if type(fn) is METHOD_DESCRIPTOR and fn in _DICT_LOOKUPS and args \
+                and self._reftype(self_or_null.ref) is dict and self._reftype(args[0].ref) in _LEAF:
             self._guard_str_keys(self_or_null.ref, r, snap)  # before any boxing
         operands: list[Ref] = []
         temps: list[tuple[Ref, bool]] = []
@@ -1461,10 +1461,16 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
 # Methods of dicts that look a key up (compare it with hash-equal keys).
 _DICT_LOOKUPS: frozenset[object] = frozenset({dict.get, dict.__getitem__, dict.__contains__,
                                               dict.setdefault, dict.pop})
-# Spellings of the codecs str.encode and bytes.decode run in C without a
-# codec lookup (CPython's fast paths; others may call Python codec functions).
-_FAST_CODECS = frozenset({"utf-8", "utf8", "UTF-8", "UTF8", "utf_8", "ascii", "latin-1",
-                          "latin1", "iso-8859-1"})
+# Spellings of codec names str.encode and bytes.decode (strict errors) run in
+# C without a codec lookup (CPython's fast paths; others may call Python codec
+# functions, and may return a subclass): the utf-8 ones, then the others.
+UTF8_CODECS = frozenset({"utf-8", "utf8", "UTF-8", "UTF8", "utf_8"})
+_FAST_CODECS = UTF8_CODECS | {"ascii", "latin-1", "latin1", "iso-8859-1"}
+
+
+def _fast_codec(name: Ref) -> bool:
+    """A constant codec name of _FAST_CODECS."""
+    return isinstance(name, Const) and type(name.value) is str and name.value in _FAST_CODECS
 
 
 def _method_safe(fn: object, owner: type, argt: list[type | None], args: list[Ref],
@@ -1476,8 +1482,7 @@ def _method_safe(fn: object, owner: type, argt: list[type | None], args: list[Re
     if owner in _LEAF:
         if fn is str.encode or fn is bytes.decode:
             # the default codec, or a constant one with a fast path (no errors argument)
-            return not args or (len(args) == 1 and isinstance(args[0], Const)
-                                and args[0].value in _FAST_CODECS)
+            return not args or (len(args) == 1 and _fast_codec(args[0]))
         if fn is str.join:
             return argt in ([list], [tuple])  # a non-str item raises TypeError in C
         if fn is bytes.join:
@@ -1512,7 +1517,7 @@ _REMOVING_METHODS: frozenset[object] = frozenset({list.pop})
 _READ_ONLY_CALLS: frozenset[object] = _LEAF_BUILTINS | {isinstance, builtins.len, list, tuple,
                                                           enumerate}
 # Methods of exact builtin types whose result is always of one exact type
-# (encode/decode only with a constant standard codec: others may return a subclass).
+# (encode/decode only with a constant fast-path codec, see _FAST_CODECS).
 _RESULT_TYPES: dict[object, type] = {
     str.replace: str, str.join: str, bytes.join: bytes, str.lower: str, str.upper: str,
     str.strip: str, str.lstrip: str, str.rstrip: str, str.format: str, bytes.replace: bytes,
@@ -1540,9 +1545,6 @@ def _releases_nothing(args: list[Ref]) -> bool:
     return fn in _READ_ONLY_CALLS
 
 
-_STANDARD_CODECS = frozenset({"utf-8", "utf8", "ascii", "latin-1", "latin1"})
-
-
 def _result_type(operands: list[Ref], types_: list[type | None]) -> type | None:
     """The exact type a call's result is known to have, or None."""
     fn = operands[0].value if isinstance(operands[0], Const) else None
@@ -1551,8 +1553,7 @@ def _result_type(operands: list[Ref], types_: list[type | None]) -> type | None:
         if t is None or len(types_) < 2 or types_[1] is not getattr(fn, "__objclass__", None):
             return None
         if fn in (str.encode, bytes.decode) and not (
-                len(operands) == 3 and isinstance(operands[2], Const)
-                and operands[2].value in _STANDARD_CODECS):
+                len(operands) == 3 and _fast_codec(operands[2])):
             return None
         return t
     if fn in (str, repr) and len(types_) == 2 and types_[1] in _LEAF:

@@ -46,16 +46,6 @@ class _Spec(ctypes.Structure):
                 ("slots", ctypes.POINTER(_Slot))]
 
 
-class FrameDesc(ctypes.Structure):
-    """Mirror of ``tj_frame_desc``."""
-
-    _fields_ = [("func", ctypes.c_void_p), ("code", ctypes.c_void_p),
-                ("pc", ctypes.c_int64), ("unwind", ctypes.c_uint64),
-                ("argc", ctypes.c_int64), ("n", ctypes.c_int64),
-                ("entries", ctypes.c_void_p), ("raise_at", ctypes.c_int64),
-                ("next_pc", ctypes.c_int64)]
-
-
 # Entry kinds of tj_frame_desc: (register << 2) | kind.
 NULL_ENTRY = 0
 BORROWED = 1
@@ -147,10 +137,12 @@ def make_chain(frames: list[FrameSpec], exc_reg: int, alloc: Callable[[list[int]
     """A ``tj_chain_desc`` for the frames (outermost first), its words placed
     by `alloc` (which returns where, and keeps them alive with the trace);
     `exc_reg` holds the exception raised in the innermost one (error exit) or
-    is -1.  Returns its address.  The
-    functions and code objects are not kept: the trace holds them weakly (as
-    every object its machine code refers to) and is taken out of use when one
-    dies."""
+    is -1.  Returns its address.  The functions and code objects are not
+    kept: the trace holds them weakly (as every object its machine code refers
+    to) and is taken out of use when one dies.  The words follow
+    ``tj_chain_desc`` (type, exc_reg, recursion_msg, nframes) and, per frame,
+    ``tj_frame_desc`` (func, code, pc, unwind, argc, n, entries, raise_at,
+    next_pc), all 64-bit."""
     n = len(frames)
     words = [id(resume_type()), exc_reg & _MASK64, id(_RECURSION_MSG), n]
     for i, f in enumerate(frames):
@@ -169,8 +161,6 @@ def make_chain(frames: list[FrameSpec], exc_reg: int, alloc: Callable[[list[int]
 
 
 _MASK64 = (1 << 64) - 1
-# tj_frame_desc's fields, in words (the layout make_chain writes).
-assert ctypes.sizeof(FrameDesc) == 9 * 8
 
 
 def chain_function() -> int:
