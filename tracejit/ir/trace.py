@@ -163,6 +163,23 @@ class Trace:
         return f"c{len(self.consts) - 1}"
 
 
+def entry_types(trace: Trace) -> tuple[tuple[int, type], ...]:
+    """The types a trace's entry guards want in the frame's slots (locals,
+    then the value stack), as (slot, type) pairs."""
+    slot_of: dict[int, int] = {}
+    out: list[tuple[int, type]] = []
+    for op in trace.ops:
+        if op.name == "label" or (op.snapshot is not None and not op.snapshot.entry):
+            break  # the preamble is over
+        if op.name == "load_local" and op.result is not None:
+            slot_of[op.result.id] = op.attrs["slot"]
+        elif op.name == "guard_type":
+            arg = op.args[0]
+            if isinstance(arg, Value) and arg.id in slot_of:
+                out.append((slot_of[arg.id], op.attrs["type"]))
+    return tuple(out)
+
+
 class IRError(Exception):
     pass
 

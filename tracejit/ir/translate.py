@@ -609,7 +609,12 @@ class Translator:
         pass
 
     def op_jump_backward(self, r: Record) -> None:
-        raise _LoopClosed
+        end = self.rec.end
+        if end is not None and end.kind == "loop" and r is self.rec.records[-1]:
+            raise _LoopClosed
+        # An inner loop the recording went round: the interpreter polls the
+        # eval breaker at this back-edge (the exit resumes at it).
+        self.emit("check_eval_breaker", [], None, self.snapshot())
 
     def _load(self, slot: int, check: bool = False) -> None:
         if self.cur is not None:

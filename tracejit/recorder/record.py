@@ -216,8 +216,27 @@ MIN_FUNCTION_RECORDS = 24
 _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 
 
-def _no_entries(offset: int) -> bool:
-    return False
+# A recording goes round a small inner loop that no trace covers yet (its
+# back-edge is recorded as a plain jump) at most this many times, and only
+# while it is shorter than half its limit; past that it ends at the
+# back-edge and the loop gets a trace of its own.  Short inner loops (a few
+# items per run) then cost no transfer and never wait to get hot on their
+# own (LuaJIT unrolls loops in side traces the same way).  A longer body
+# (in code units) is worth one trace: each unrolled copy is compiled.
+UNROLL_BACKEDGES = 2
+
+# The detail of a loop recording's LEFT_LOOP abort when its iterator ran out
+# at the header: a short loop caught at its last back-edge.
+LOOP_ENDED = "loop ended"
+UNROLL_MAX_BODY = 256
+
+# The types a root trace's entry guards want in the frame's slots (locals,
+# then the value stack): (slot, type) pairs.
+EntryTypes = tuple[tuple[int, type], ...]
+
+
+def _no_entries(offset: int) -> EntryTypes | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,9 +368,10 @@ class Recording:
     # caught at its last back-edge): record on past its end as a linear trace
     # instead of aborting (the loop body then grows as a bridge).
     past_loop_end: bool = False
-    # Whether a root trace starts at this offset of the code (a recording that
-    # reaches one ends there and links to it).
-    is_entry: Callable[[int], bool] = _no_entries
+    # The entry types of the root trace that starts at this offset of the
+    # code, if any: a recording that reaches one ends there and links to it
+    # (when the frame has those types: otherwise it goes round once more).
+    entry_types: Callable[[int], EntryTypes | None] = _no_entries
     # Inlining: follow calls of Python functions up to this many levels deep;
     # `may_inline` vetoes a callee's code, `enable_events` turns INSTRUCTION
     # events on for a callee's code.
@@ -369,6 +389,8 @@ class Recording:
     levels: list[Level] = field(default_factory=list)
     # A CALL just recorded that is to be followed: (plan, its record index).
     pending: tuple[InlineCall, int] | None = None
+    # Inner loops gone round (back-edges recorded as jumps), by target.
+    unrolled: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.code.co_flags & CO_GENERATOR_LIKE:
@@ -465,7 +487,7 @@ class Recording:
                     raise RecordingAborted(AbortReason.INNER_LOOP, "loop ended oddly")
                 if self.kind == "loop" and prev.instr.start == self.header \
                         and not self.past_loop_end:
-                    raise RecordingAborted(AbortReason.LEFT_LOOP, "loop ended")
+                    raise RecordingAborted(AbortReason.LEFT_LOOP, LOOP_ENDED)
                 # An exhausted FOR_ITER pops its iterator and skips END_FOR and
                 # POP_TOP (the compiler's model says otherwise).
                 lvl.depth -= 1
@@ -536,8 +558,10 @@ class Recording:
             # Back in the caller, after its CALL.
             self.levels.pop()
             return
-        if instr.opname.startswith("JUMP_BACKWARD"):
-            # Only a back-edge to the loop's own start is recorded (_ends_before).
+        if instr.opname.startswith("JUMP_BACKWARD") and self.kind == "loop" \
+                and instr.jump_target == self.header:
+            # The loop closes (other back-edges recorded are inner loops gone
+            # round: _ends_before).
             rec.next_offset = self.header
             self.end = End("loop", instr.start, self.header)
             self.done = True
@@ -561,17 +585,43 @@ class Recording:
     def _ends_before(self, instr: Instr) -> bool:
         """End the trace before `instr` when it leaves the trace's shape."""
         if instr.opname.startswith("JUMP_BACKWARD"):
-            if self.kind == "loop" and instr.jump_target == self.header:
+            target = instr.jump_target
+            assert target is not None
+            if self.kind == "loop" and target == self.header:
                 return False  # closes the loop: recorded, then done
-            assert instr.jump_target is not None
-            return self._end("backedge", instr.start, instr.jump_target)
+            small = (instr.start - target) // 2 <= UNROLL_MAX_BODY
+            if self.entry_types(target) is None \
+                    and self._go_round(target, UNROLL_BACKEDGES if small else 0):
+                return False
+            return self._end("backedge", instr.start, target)
         if instr.opname in _RETURNS and self.records:
             if self.kind == "function" and len(self.records) < MIN_FUNCTION_RECORDS:
                 raise RecordingAborted(AbortReason.UNPROFITABLE, "function too short")
             return self._end("return", instr.start)
-        if self.records and instr.offset != self.header and self.is_entry(instr.offset):
-            return self._end("header", instr.start, instr.offset)
+        if self.records and instr.offset != self.header:
+            want = self.entry_types(instr.offset)
+            if want is not None and (self._fits(want) or not self._go_round(instr.offset, 1)):
+                return self._end("header", instr.start, instr.offset)
         return False
+
+    def _go_round(self, target: int, times: int) -> bool:
+        """Whether to record on through the inner loop at `target` (at most
+        `times` times in all) instead of ending the trace there."""
+        n = self.unrolled.get(target, 0)
+        if n >= times or len(self.records) * 2 >= self.limit:
+            return False
+        self.unrolled[target] = n + 1
+        return True
+
+    def _fits(self, want: EntryTypes) -> bool:
+        """Whether the recorded frame has the types a root's entry guards want
+        (a first iteration often does not: `total = 0` before a loop that
+        makes it a float)."""
+        top = self.info.nlocalsplus + self.depth
+        for slot, t in want:
+            if slot >= top or type(frames.slot_object(self.frame, slot)) is not t:
+                return False
+        return True
 
     def _end(self, kind: str, pc: int, target: int = -1) -> bool:
         if not self.records:

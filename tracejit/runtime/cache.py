@@ -25,7 +25,7 @@ from tracejit.backend.assembler import CompiledCode
 from tracejit.backend.codegen import Lowered
 from tracejit.ir.trace import Trace
 from tracejit.recorder.percode import PerCode
-from tracejit.recorder.record import End
+from tracejit.recorder.record import End, EntryTypes
 from tracejit.runtime.dispatch import NEVER, NativeTrace
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
@@ -44,6 +44,8 @@ class CompiledTrace:
     native: NativeTrace
     end: End | None
     parent: tuple[CompiledTrace, int] | None = None
+    # Roots: the types the entry guards want in the frame's slots.
+    entry_types: EntryTypes = ()
     # Root offsets the dispatcher may enter a chain reaching this trace at.
     roots: set[int] = field(default_factory=set)
     # Traces this one's exits lead to (bridges and links).

@@ -37,11 +37,14 @@ from collections.abc import Callable
 from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+from tracejit.ir.trace import entry_types
 from tracejit.params import Params
 from tracejit.recorder.record import (
     CO_GENERATOR_LIKE,
+    LOOP_ENDED,
     PERMANENT_REASONS,
     AbortReason,
+    EntryTypes,
     Recording,
     RecordingAborted,
     code_info,
@@ -620,7 +623,7 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
                         # a location that aborted before (a short loop caught at its
                         # last back-edge aborts once): record on past the loop's end
                         past_loop_end=counter is not None and counter.aborts > 0,
-                        is_entry=lambda offset: (code_id, offset) in roots,
+                        entry_types=lambda offset: _entry_types(roots.get((code_id, offset))),
                         max_inline_depth=params.max_inline_depth if params.inlining else 0,
                         may_inline=_may_inline, enable_events=_enable_events)
         rec.start()
@@ -638,6 +641,10 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
     assert STATE.dispatcher is not None
     STATE.dispatcher.busy = True
     _enable_events(code)
+
+
+def _entry_types(t: CompiledTrace | None) -> EntryTypes | None:
+    return None if t is None else t.entry_types
 
 
 def _set_local_events(code: types.CodeType, events: int) -> None:
@@ -740,6 +747,10 @@ def _count_abort(code: types.CodeType, key: int, reason: AbortReason, detail: st
     counter.abort(STATE.params.threshold, STATE.params.max_aborts,
                   permanent=reason.value in PERMANENT_REASONS)
     jitlog.abort(code, key, reason.value, detail, counter.blacklisted)
+    if reason is AbortReason.LEFT_LOOP and detail == LOOP_ENDED and counter.aborts == 1:
+        # A short loop caught at its last back-edge: the next recording goes on
+        # past the loop's end (Recording.past_loop_end); no need to wait.
+        _record_at_next_event(code, key)
 
 
 def _retry_exit_later(parent: tuple[CompiledTrace, int], penalize: bool) -> bool:
@@ -798,7 +809,8 @@ def _finish_recording(rec: Recording) -> None:
                          lowered.inlined)
     kind = "bridge" if parent is not None else rec.kind
     t = CompiledTrace(kind, weakref.ref(rec.code), id(rec.code), key, rec.header, trace,
-                      lowered, compiled, native, rec.end, parent)
+                      lowered, compiled, native, rec.end, parent,
+                      entry_types=entry_types(trace) if parent is None else ())
     t.roots = set(parent[0].roots) if parent is not None else {key}
     if not unwinds_exactly(t, t.roots):
         t.free()  # never entered nor linked
@@ -876,8 +888,9 @@ def _set_exit_policy(t: CompiledTrace) -> None:
                 _, _, target, depth, lasti = handler
                 t.native.set_handler(info.index, target, depth, lasti,
                                      _raise_delta(t.code, info.pc, info.op))
-        elif info.entry or info.op == "check_instrumentation":
-            continue  # the trace does not apply now (a tool watches the code)
+        elif info.entry or info.op in ("check_instrumentation", "check_eval_breaker"):
+            continue  # the trace does not apply now (a tool watches the code, or
+            # the interpreter has work pending at an inner loop's back-edge)
         elif info.op == "exit":
             if end is not None and end.kind == "segment":
                 t.native.hot_at[info.index] = 1  # a segment's end always grows on
