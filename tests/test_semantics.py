@@ -406,6 +406,39 @@ def test_signal_handler_sees_current_locals(tmp_path: Path) -> None:
     check(source, tmp_path, entered=("a", "b"), plain_shows="wait 1 0.5 True")
 
 
+def test_signal_handler_in_an_inner_loop_gone_round(tmp_path: Path) -> None:
+    """The outer loop's trace goes round the two-item inner loop (its back-edges
+    recorded as jumps): the interpreter polls the eval breaker at each of them,
+    so the trace does too, and the handler sees the locals as they are."""
+    source = """
+    import signal, _tjsem
+    seen = []
+    flag = False
+    def handler(signum, frame):
+        global flag
+        seen.append(frame.f_locals.get("n"))
+        flag = True
+    def wait():
+        n = 0
+        pair = (1, 2)
+        while not flag:
+            n += 1
+            # empty at first: the outer loop is recorded before the inner one
+            # ever runs (and would get hot on its own)
+            for t in (pair if n > 1 else ()):
+                n += t
+        return n
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    _tjsem.snap("a")
+    n = wait()
+    _tjsem.snap("b")
+    # at the inner back-edges (2 or 0 to go) or the outer one (a whole body)
+    print(n - seen[0] in (0, 2, 4), n > 1000)
+    """
+    check(source, tmp_path, entered=("a", "b"), plain_shows="True True")
+
+
 PING_PONG = """
 import sys, threading, time, _tjsem
 
