@@ -4,7 +4,8 @@ expressions; compiled once, rendered many times.  The result is a checksum of th
 rendered output.
 
 Prints one JSON line: {"result": ..., "times": [seconds per inner repeat, ...]}.
-Options: --quick, --n N (renders per repeat), --repeats R (or env BENCH_QUICK=1).
+Options: --quick, --n N (renders per repeat), --repeats R (or env BENCH_QUICK=1);
+env BENCH_SECTIONS: template sections (default 120).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ if __package__ in (None, ""):  # run as a script: make the benchmarks package im
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import run_benchmark  # noqa: E402
 
-SECTIONS = 120  # each section is ~25 template lines
+# Each section is ~25 template lines; BENCH_SECTIONS makes a smaller template
+# (benchmarks/instructions.py --sections: valgrind is about 50x slower).
+SECTIONS = int(os.environ.get("BENCH_SECTIONS", "120"))
 
 
 def template_text(sections: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -452,3 +453,20 @@ def test_benchmark_harness_quick(tmp_path: Path) -> None:
         assert bench["speedup"] is not None and bench["speedup"] > 0
         assert REQUIRED_STATS_KEYS <= set(bench["tracejit_stats"])
     assert "speed-up" in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("callgrind_control") is None,
+                    reason="valgrind is not installed")
+def test_instruction_counts() -> None:
+    """benchmarks/instructions.py counts only the last repeats, the same program
+    under both; int_loop's native loop runs far fewer instructions."""
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "benchmarks.instructions", "int_loop", "--n",
+                        "20000", "--repeats", "4", "--count", "2"], cwd=root,
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, PYTHONPATH=str(root)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"ratio\s+([\d.]+)x", r.stdout)
+    assert m is not None, r.stdout
+    assert float(m.group(1)) > 3, r.stdout
+    assert "(0 recordings while counted)" in r.stdout, r.stdout
