@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  tracejit  {jit / per:14,.0f} instructions per repeat "
           f"({jit_line.get('recordings_while_counted', '?')} recordings while counted)")
     print(f"  ratio     {plain / jit:.2f}x fewer instructions under tracejit")
+    if jit_line.get("recordings_while_counted") != 0:
+        print("  NOT CONVERGED: the JIT recorded while counting (its own work is in the "
+              "count); raise --repeats")
     return 0
 
 
