@@ -224,11 +224,11 @@ _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 # own (LuaJIT unrolls loops in side traces the same way).  A longer body
 # (in code units) is worth one trace: each unrolled copy is compiled.
 UNROLL_BACKEDGES = 2
+UNROLL_MAX_BODY = 256
 
 # The detail of a loop recording's LEFT_LOOP abort when its iterator ran out
 # at the header: a short loop caught at its last back-edge.
 LOOP_ENDED = "loop ended"
-UNROLL_MAX_BODY = 256
 
 # The types a root trace's entry guards want in the frame's slots (locals,
 # then the value stack): (slot, type) pairs.
