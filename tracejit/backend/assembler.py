@@ -39,6 +39,7 @@ from tracejit.backend.stencil import (
     Stencil,
     load_stencils,
 )
+from tracejit.frozen import frozen
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
@@ -84,7 +85,7 @@ class Label:
         return f"Label({self.name!r})" if self.name else f"Label(<{id(self):#x}>)"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MachineInstr:
     """One machine op; see docs/backend.md for ops and operands."""
 

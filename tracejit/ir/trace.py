@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
+from tracejit.frozen import frozen
 from tracejit.ir.ops import OPS, OpInfo, Type, info
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
@@ -45,7 +46,7 @@ class Value:
         return f"v{self.id}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Const:
     value: Any
     type: Type
@@ -57,7 +58,7 @@ class Const:
 Ref = Value | Const
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SnapEntry:
     ref: Ref
     owned: bool = True  # OBJ only: the trace holds a reference to hand to the frame

@@ -25,6 +25,7 @@ from tracejit.backend.layout import (
     dict_has_str_keys,
     method_def,
 )
+from tracejit.frozen import frozen
 from tracejit.recorder.bytecodes import BYTECODES
 from tracejit.recorder.percode import PerCode
 from tracejit.runtime import frames
@@ -75,7 +76,7 @@ class RecordingAborted(Exception):
         self.callee = callee
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Instr:
     offset: int  # bytes
     opname: str
@@ -92,7 +93,7 @@ class Instr:
 class CodeInfo:
     code_ref: weakref.ReferenceType[types.CodeType]
     nlocalsplus: int
-    instrs: dict[int, Instr]
+    instrs: Instructions
     # Globals whose guard went hot or that recordings saw change twice (e.g. a
     # namespace rebuilt for every run of exec'd code): traces look them up at
     # each use instead of guarding them.
@@ -121,7 +122,7 @@ class CodeInfo:
 def _code_info(code: types.CodeType) -> CodeInfo:
     cells = [c for c in code.co_cellvars if c not in code.co_varnames]
     nlocalsplus = len(code.co_varnames) + len(cells) + len(code.co_freevars)
-    return CodeInfo(weakref.ref(code), nlocalsplus, _decode(code))
+    return CodeInfo(weakref.ref(code), nlocalsplus, Instructions(code))
 
 
 code_info = PerCode(_code_info).get
@@ -137,37 +138,67 @@ _CACHES = [dis._inline_cache_entries.get(name, 0) if isinstance(  # type: ignore
            for op, name in enumerate(dis.opname)]
 
 
-def _decode(code: types.CodeType) -> dict[int, Instr]:
-    """The instructions of `code` by offset.  A lean decoder: dis.get_instructions
-    formats every argument and position, far too slow for huge generated code."""
-    raw = code.co_code
-    instrs: dict[int, Instr] = {}
-    ext = 0
-    start = -1
-    i = 0
-    n = len(raw)
-    while i < n:
-        op = raw[i]
-        arg = raw[i + 1] | ext
-        nxt = i + 2 + 2 * _CACHES[op]
-        target: int | None = None
-        if op in _HASJUMP:
-            target = nxt - 2 * arg if op in _BACKWARD else nxt + 2 * arg
-        argval: object = None
-        if op == _LOAD_CONST:
-            argval = code.co_consts[arg]
-        elif op == _LOAD_GLOBAL:
-            argval = code.co_names[arg >> 1]
-        if start < 0:
-            start = i
-        instrs[i] = Instr(i, dis.opname[op], arg, argval, nxt, target, start)
-        if op == _EXTENDED_ARG:
-            ext = arg << 8
-        else:
-            ext = 0
-            start = -1
-        i = nxt
-    return instrs
+class Instructions:
+    """The instructions of a code object by offset (bytes), decoded forward
+    on demand up to the furthest offset asked for: a huge generated function
+    is run and traced from its top, often only partly, and decoding all of its
+    140k code units at once took about 0.2 s.  A lean decoder:
+    dis.get_instructions formats every argument and position."""
+
+    __slots__ = ("_raw", "_consts", "_names", "_decoded", "_pos", "_ext", "_start")
+
+    _CHUNK = 512  # bytes decoded past the offset asked for
+
+    def __init__(self, code: types.CodeType) -> None:
+        self._raw = code.co_code
+        self._consts = code.co_consts
+        self._names = code.co_names
+        self._decoded: dict[int, Instr] = {}
+        self._pos = 0  # next offset to decode
+        self._ext = 0  # EXTENDED_ARG bits carried into the instruction at _pos
+        self._start = -1  # first prefix of the instruction at _pos, if any
+
+    def get(self, offset: int) -> Instr | None:
+        if offset >= self._pos:
+            self._decode_to(offset + self._CHUNK)
+        return self._decoded.get(offset)
+
+    def __getitem__(self, offset: int) -> Instr:
+        instr = self.get(offset)
+        if instr is None:
+            raise KeyError(offset)
+        return instr
+
+    def _decode_to(self, stop: int) -> None:
+        raw = self._raw
+        end = len(raw)
+        n = min(end, stop)
+        instrs = self._decoded
+        ext, start, i = self._ext, self._start, self._pos
+        opname = dis.opname
+        # Never stop between a prefix and its instruction.
+        while i < end and (i < n or ext):
+            op = raw[i]
+            arg = raw[i + 1] | ext
+            nxt = i + 2 + 2 * _CACHES[op]
+            target: int | None = None
+            if op in _HASJUMP:
+                target = nxt - 2 * arg if op in _BACKWARD else nxt + 2 * arg
+            argval: object = None
+            if op == _LOAD_CONST:
+                argval = self._consts[arg]
+            elif op == _LOAD_GLOBAL:
+                argval = self._names[arg >> 1]
+            if start < 0:
+                start = i
+            instrs[i] = Instr(i, opname[op], arg, argval, nxt, target, start)
+            if op == _EXTENDED_ARG:
+                ext = arg << 8
+            else:
+                ext = 0
+                start = -1
+            i = nxt
+        self._ext, self._start, self._pos = ext, start, i
 
 
 class NullType:
@@ -195,7 +226,7 @@ class Record:
     str_keys: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class End:
     """How a recording ended.  ``kind``: ``loop`` (back-edge to its own start:
     a loop trace), ``backedge`` (to ``target``, left before the jump),
