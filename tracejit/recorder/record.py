@@ -138,30 +138,35 @@ _CACHES = [dis._inline_cache_entries.get(name, 0) if isinstance(  # type: ignore
            for op, name in enumerate(dis.opname)]
 
 
+_SIZES = bytes(2 + 2 * c for c in _CACHES)  # bytes per instruction, caches included
+
+
 class Instructions:
-    """The instructions of a code object by offset (bytes), decoded forward
-    on demand up to the furthest offset asked for: a huge generated function
-    is run and traced from its top, often only partly, and decoding all of its
-    140k code units at once took about 0.2 s.  A lean decoder:
+    """The instructions of a code object by offset (bytes), each decoded when
+    first asked for.  Building all of a huge generated function's (140k code
+    units) up front took about 0.2 s; finding where instructions start is one
+    tight loop, and a trace touches a few hundred of them.  A lean decoder:
     dis.get_instructions formats every argument and position."""
 
-    __slots__ = ("_raw", "_consts", "_names", "_decoded", "_pos", "_ext", "_start")
-
-    _CHUNK = 512  # bytes decoded past the offset asked for
+    __slots__ = ("_raw", "_consts", "_names", "_starts", "_decoded")
 
     def __init__(self, code: types.CodeType) -> None:
-        self._raw = code.co_code
+        raw = self._raw = code.co_code
         self._consts = code.co_consts
         self._names = code.co_names
+        starts = self._starts = bytearray(len(raw) // 2)  # 1 at each instruction
+        sizes = _SIZES
+        i, n = 0, len(raw)
+        while i < n:
+            starts[i >> 1] = 1
+            i += sizes[raw[i]]
         self._decoded: dict[int, Instr] = {}
-        self._pos = 0  # next offset to decode
-        self._ext = 0  # EXTENDED_ARG bits carried into the instruction at _pos
-        self._start = -1  # first prefix of the instruction at _pos, if any
 
     def get(self, offset: int) -> Instr | None:
-        if offset >= self._pos:
-            self._decode_to(offset + self._CHUNK)
-        return self._decoded.get(offset)
+        instr = self._decoded.get(offset)
+        if instr is None and 0 <= offset < len(self._raw) and self._starts[offset >> 1]:
+            instr = self._decoded[offset] = self._decode(offset)
+        return instr
 
     def __getitem__(self, offset: int) -> Instr:
         instr = self.get(offset)
@@ -169,36 +174,25 @@ class Instructions:
             raise KeyError(offset)
         return instr
 
-    def _decode_to(self, stop: int) -> None:
-        raw = self._raw
-        end = len(raw)
-        n = min(end, stop)
-        instrs = self._decoded
-        ext, start, i = self._ext, self._start, self._pos
-        opname = dis.opname
-        # Never stop between a prefix and its instruction.
-        while i < end and (i < n or ext):
-            op = raw[i]
-            arg = raw[i + 1] | ext
-            nxt = i + 2 + 2 * _CACHES[op]
-            target: int | None = None
-            if op in _HASJUMP:
-                target = nxt - 2 * arg if op in _BACKWARD else nxt + 2 * arg
-            argval: object = None
-            if op == _LOAD_CONST:
-                argval = self._consts[arg]
-            elif op == _LOAD_GLOBAL:
-                argval = self._names[arg >> 1]
-            if start < 0:
-                start = i
-            instrs[i] = Instr(i, opname[op], arg, argval, nxt, target, start)
-            if op == _EXTENDED_ARG:
-                ext = arg << 8
-            else:
-                ext = 0
-                start = -1
-            i = nxt
-        self._ext, self._start, self._pos = ext, start, i
+    def _decode(self, i: int) -> Instr:
+        raw, starts = self._raw, self._starts
+        op = raw[i]
+        arg = raw[i + 1]
+        start, shift = i, 8
+        while start >= 2 and starts[(start - 2) >> 1] and raw[start - 2] == _EXTENDED_ARG:
+            start -= 2
+            arg |= raw[start + 1] << shift
+            shift += 8
+        nxt = i + _SIZES[op]
+        target: int | None = None
+        if op in _HASJUMP:
+            target = nxt - 2 * arg if op in _BACKWARD else nxt + 2 * arg
+        argval: object = None
+        if op == _LOAD_CONST:
+            argval = self._consts[arg]
+        elif op == _LOAD_GLOBAL:
+            argval = self._names[arg >> 1]
+        return Instr(i, dis.opname[op], arg, argval, nxt, target, start)
 
 
 class NullType:
