@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from test_checks import run_jit, traces_of
 from test_differential import PLAIN_HEADER, REPO_ROOT, run_program
 
 from tracejit.ir.trace import format_trace, parse_trace, verify
@@ -749,3 +750,94 @@ def test_tool_watching_only_an_inlined_callee_sees_its_lines(tmp_path: Path) -> 
     M.set_local_events(TOOL, sq.__code__, 0)
     M.free_tool_id(TOOL)
     """, tmp_path)
+
+
+def test_closure_inlined_with_its_cells(tmp_path: Path) -> None:
+    """A closure is inlined: its free variables are its function's cells.  A
+    cell rebound between calls is read anew (not folded into the trace), and a
+    guard failing inside the closure rebuilds its frame with the cells in it."""
+    check("""
+    def make(k):
+        def add(x):
+            return x * k + step
+        def set_step(v):
+            nonlocal step
+            step = v
+        step = 1
+        return add, set_step
+    add, set_step = make(3)
+    def f(n):
+        vals = list(range(n))
+        vals[1500] = 0.5
+        t = 0
+        for i in range(n):
+            if i == 1000:
+                set_step(2)
+            t = (t + add(vals[i])) % 1000003
+        return t
+    print(f(3000))
+    """, tmp_path, inlined=1, exits=1)
+
+
+def test_cell_variables_in_a_traced_loop(tmp_path: Path) -> None:
+    """A loop of a function with cell variables is traced: LOAD_DEREF and
+    STORE_DEREF go through the cell, which the closure sees; an emptied cell
+    leaves to the interpreter, which raises as CPython does."""
+    source = """
+    def f(n):
+        total = 0
+        seen = []
+        def peek():
+            return total
+        def forget():
+            nonlocal total
+            del total
+        for i in range(n):
+            total += i
+            if i % 100 == 0:
+                seen.append(peek())
+            if i == n - 10:
+                forget()
+        return total, seen
+    try:
+        f(3000)
+    except NameError as e:
+        print(type(e).__name__, e)
+    print(f.__code__.co_cellvars)
+    """
+    check(source, tmp_path, inlined=0, plain_shows="UnboundLocalError")
+    _, log = run_jit(textwrap.dedent(source), tmp_path)
+    dumps = "".join(traces_of(log, "f"))
+    assert "store_cell" in dumps and "load_field" in dumps, log[-3000:]
+
+
+def test_keyword_calls_are_plain_calls(tmp_path: Path) -> None:
+    """CALL_KW compiles to a vectorcall with the keyword names: a Python
+    callee, a builtin whose key= function runs Python code, and an exception
+    raised through a keyword call (the same traceback as CPython)."""
+    source = """
+    def scale(x, k=1, *, offset=0):
+        return x * k + offset
+    def neg(v):
+        return -v
+    def f(n):
+        t = 0
+        items = [3, 1, 2]
+        for i in range(n):
+            t += scale(i, k=3, offset=1)
+            t += sorted(items, key=neg)[0]
+            t = int(str(t % 100000), base=10)
+        return t
+    print(f(3000))
+    def g(n):
+        vals = ["12"] * n
+        vals[-1] = "zz"
+        t = 0
+        for i in range(n):
+            t += int(vals[i], base=10)
+        return t
+    print(g(3000))
+    """
+    check(source, tmp_path, inlined=0, plain_shows="ValueError")
+    _, log = run_jit(textwrap.dedent(source).replace("print(g(3000))", "pass"), tmp_path)
+    assert "call_kw" in "".join(traces_of(log, "f")), log[-3000:]

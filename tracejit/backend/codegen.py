@@ -331,7 +331,8 @@ class CodeGen:
             self.current_pc = op.snapshot.pc
             self.body.append(MachineInstr("set_ip", (op.snapshot.pc,)))
         dst = (self.reg(op.result),) if op.result is not None else ()
-        args = tuple(self.reg(a) for a in op.args) if op.name not in ("call", "call_nocode",
+        args = tuple(self.reg(a) for a in op.args) if op.name not in ("call", "call_kw",
+                                                                       "call_nocode",
                                                                        "label", "jump") else ()
         name = op.name
         if name in _GETITEM and isinstance(op.args[1], Const) and int(op.args[1].value) >= 0:
@@ -399,6 +400,12 @@ class CodeGen:
             else:
                 block = self.arg_block(op.args[1:])  # self, then the arguments
                 self.emit(machine, dst + (block, len(op.args) - 2, meth), op, raises=True)
+        elif name == "call_kw":
+            kwnames = op.attrs["kwnames"]
+            assert isinstance(kwnames, tuple)
+            block = self.arg_block(op.args)  # the callable, then the arguments
+            self.emit("call_vector_kw", dst + (block, len(op.args) - 1 - len(kwnames),
+                                               self.obj_addr(kwnames)), op, raises=True)
         elif name in ("call", "call_nocode"):
             block = self.arg_block(op.args)  # the callable, then the arguments
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
@@ -422,6 +429,8 @@ class CodeGen:
             self.emit("jump", (), target=self.exit_label(op))
         elif name == "load_field":
             self.emit("load_field", dst + args + (int(op.attrs["offset"]),))
+        elif name == "store_cell":
+            self.emit("store_cell", args)
         elif name == "guard_type_version":
             self.emit("guard_type_version", (self.obj_addr(op.attrs["type"]),
                                              int(op.attrs["version"])), op, guard=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import types
 from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
@@ -28,6 +29,8 @@ LAYOUT: dict[str, int] = {
     "PyFunctionObject.func_defaults": 56,
     "PyMethodObject.im_func": 16,
     "PyMethodObject.im_self": 24,
+    # Include/cpython/cellobject.h (closure variables).
+    "PyCellObject.ob_ref": 16,
     # Include/cpython/methodobject.h and descrobject.h (bound builtin methods).
     "PyCFunctionObject.m_ml": 16,
     "PyCFunctionObject.m_self": 24,
@@ -103,6 +106,7 @@ def _probe_objects() -> bool:
             and _field(f, "PyFunctionObject.func_defaults") == id(f.__defaults__)
             and _field(m, "PyMethodObject.im_func") == id(m.__func__)
             and _field(m, "PyMethodObject.im_self") == id(c)
+            and _field(types.CellType(c), "PyCellObject.ob_ref") == id(c)
             and dict_has_str_keys({"a": 1}) and dict_has_str_keys(c.__dict__)
             and not dict_has_str_keys({1: 1}) and not dict_has_str_keys({"a": 1, 2: 2}))
 

@@ -157,6 +157,11 @@ OPS: dict[str, OpInfo] = _ops(
         doc="Vectorcall callable(args...) (first operand is the callable).",
     ),
     OpInfo(
+        "call_kw", O, (O,), ("kwnames",), raises=True, escapes=True, varargs=True,
+        doc="Vectorcall callable(args...) whose last len(kwnames) arguments are passed "
+        "by the names of the tuple `kwnames` (CALL_KW).",
+    ),
+    OpInfo(
         "call_nocode", O, (O,), raises=True, varargs=True,
         doc="`call` of a builtin proven to run no Python code and to release no "
         "reference (a method of an exact str or bytes, list.append, isinstance of "
@@ -246,6 +251,11 @@ OPS: dict[str, OpInfo] = _ops(
         "method's function or self).",
     ),
     OpInfo(
+        "store_cell", V, (O, O), escapes=True,
+        doc="STORE_DEREF: cell a takes the owned reference b and releases its old "
+        "content (may run __del__).",
+    ),
+    OpInfo(
         "guard_field_is", V, (O,), ("offset", "obj"), guard=True,
         doc="Exit unless the object field at byte `offset` is `obj` (an inlined "
         "function's code or defaults).",
@@ -271,7 +281,7 @@ OPS: dict[str, OpInfo] = _ops(
 # write-through), and checks for monitoring tools at the next instruction.
 CALLS_OUT = frozenset({
     "is_true", "call_unary", "call_binary", "richcompare", "getattr", "setattr", "setitem",
-    "call", "len", "iter_next_or_null", "iter_next",
+    "call", "call_kw", "len", "iter_next_or_null", "iter_next",
 })
 
 # Ops whose results are loop-carried label parameters must be of these types.

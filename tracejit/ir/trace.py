@@ -475,7 +475,7 @@ def verify(trace: Trace) -> None:
         for a, t in zip(op.args, spec.operands, strict=False):
             if _ref_type(a) is not t:
                 raise IRError(f"{where}: operand {a!r} is {_ref_type(a).value}, wants {t.value}")
-        if spec.varargs and op.name in ("call", "call_nocode"):
+        if spec.varargs and op.name in ("call", "call_kw", "call_nocode"):
             for a in op.args:
                 if _ref_type(a) is not Type.OBJ:
                     raise IRError(f"{where}: call operands must be obj")

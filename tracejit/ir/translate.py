@@ -150,6 +150,7 @@ _FUNC_DEFAULTS = LAYOUT["PyFunctionObject.func_defaults"]
 _IM_FUNC = LAYOUT["PyMethodObject.im_func"]
 _IM_SELF = LAYOUT["PyMethodObject.im_self"]
 _M_SELF = LAYOUT["PyCFunctionObject.m_self"]
+_CELL_REF = LAYOUT["PyCellObject.ob_ref"]
 
 
 class Translator:
@@ -205,7 +206,7 @@ class Translator:
         if calls is None:
             calls = opname in CALLS_OUT and not (self.cur is None and self._runs_no_code(
                 opname, args, attrs))
-        if self.cur is not None and OPS[opname].escapes and opname != "decref":
+        if self.cur is not None and OPS[opname].escapes and opname not in ("decref", "store_cell"):
             self._check_frame_safe(opname, args, attrs, snapshot)
             calls = False
         if opname == "call" and not calls and _releases_nothing(args):
@@ -686,6 +687,40 @@ class Translator:
     def op_store_fast_store_fast(self, r: Record) -> None:
         self._store(r.instr.arg >> 4, self.pop())
         self._store(r.instr.arg & 15, self.pop())
+
+    def _cell(self, slot: int) -> Ref:
+        """The cell in frame slot `slot` (a cell or free variable): the frame
+        holds it for its whole life, so a borrowed reference.  An inlined
+        callee's free variables are its (guarded) function's closure cells."""
+        if self.cur is not None:
+            sv = self.cur.locals.get(slot)
+            if sv is None or not isinstance(sv.ref, Const):
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND,
+                                       "cell variable in an inlined call")
+            return sv.ref
+        v = self.known.get(slot)
+        if v is None:
+            v = self.known[slot] = self.emitv("load_local", [], Type.OBJ, slot=slot)
+        return v
+
+    def op_load_deref(self, r: Record) -> None:
+        # The content is owned at once: code the trace calls may rebind the
+        # cell and release it.  An empty cell leaves to the interpreter, which
+        # raises NameError or UnboundLocalError.
+        snap = self.snapshot()
+        v = self.emitv("load_field", [self._cell(r.instr.arg)], Type.OBJ, offset=_CELL_REF)
+        self.emit("guard_is_not", [v], None, snap, obj=NULL)
+        self.emit("incref", [v])
+        self.push(v, True)
+
+    def op_store_deref(self, r: Record) -> None:
+        snap = self.snapshot()
+        sv = self.pop()
+        cell = self._cell(r.instr.arg)
+        ref, owned = self._owned_obj(sv, snap)
+        if not owned:
+            self.emit("incref", [ref])  # a constant: the cell takes its own reference
+        self.emit("store_cell", [cell, ref])
 
     def op_load_const(self, r: Record) -> None:
         self.push(Const(r.instr.argval, Type.OBJ))
@@ -1175,6 +1210,37 @@ class Translator:
             self.release(bound)
         self.push(res, True)
 
+    def op_call_kw(self, r: Record) -> None:
+        """A keyword call: a plain vectorcall with the constant tuple of
+        keyword names (the compiler's LOAD_CONST).  Keyword arguments can
+        reach code no type check sees (a key= function), so it always counts
+        as running code (CALLS_OUT); inside an inlined call the callee is
+        called instead."""
+        if self.cur is not None:
+            raise RecordingAborted(AbortReason.INLINE_REFUSED,
+                                   f"keyword call in {self.cur.info.code.co_name}",
+                                   callee=self.cur.info.code)
+        snap = self.snapshot()
+        kwnames = self.pop()
+        if not isinstance(kwnames.ref, Const) or type(kwnames.ref.value) is not tuple:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "keyword names")
+        argc = r.instr.arg
+        args = [self.pop() for _ in range(argc)][::-1]
+        self_or_null = self.pop()
+        callable_ = self.pop()
+        everything = [callable_]
+        if not (isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL):
+            everything.append(self_or_null)
+        everything.extend(args)
+        temps = [self.as_obj(sv, snap) for sv in everything]
+        res = self.emitv("call_kw", [o for o, _ in temps], Type.OBJ, snap,
+                         kwnames=kwnames.ref.value)
+        for o, new in temps:
+            self.release_obj(o, new)
+        for sv in everything:
+            self.release(sv)
+        self.push(res, True)
+
     # ------------------------------------------------------------ inlining
 
     def _inline_call(self, r: Record, plan: InlineCall) -> None:
@@ -1230,6 +1296,10 @@ class Translator:
         first_default = code.co_argcount - len(defaults)
         for i in range(plan.nargs, code.co_argcount):
             locals_[i] = SV(Const(defaults[i - first_default], Type.OBJ), False)
+        # Free variables: what COPY_FREE_VARS puts in the frame (the function's
+        # closure tuple cannot be reassigned; the callee has no cell variables).
+        for i, cell in enumerate(func.__closure__ or ()):
+            locals_[len(code.co_varnames) + i] = SV(Const(cell, Type.OBJ), False)
         # The callable's reference goes with the frame in the interpreter; the
         # function stays alive as a constant of the trace.
         self.release(callable_)

@@ -46,7 +46,6 @@ class AbortReason(enum.Enum):
     INNER_LOOP = "inner loop"
     TRACE_TOO_LONG = "trace too long"
     GENERATOR = "generator or coroutine"
-    CLOSURE = "closure variables"
     STACK_SHAPE = "loop changes its header stack"
     TYPE_UNSTABLE = "loop-carried types unstable"
     FRAME_GONE = "frame finished while recording"
@@ -62,7 +61,7 @@ class AbortReason(enum.Enum):
 
 
 # Reasons that will recur on every attempt: the location is blacklisted at once.
-PERMANENT_REASONS = frozenset({"generator or coroutine", "closure variables",
+PERMANENT_REASONS = frozenset({"generator or coroutine",
                                "trace leaves too early to pay off"})
 
 
@@ -94,6 +93,9 @@ class CodeInfo:
     code_ref: weakref.ReferenceType[types.CodeType]
     nlocalsplus: int
     instrs: Instructions
+    # The first instruction after RESUME (MAKE_CELL and COPY_FREE_VARS come
+    # before it and raise no INSTRUCTION event): where an inlined call starts.
+    body_start: int
     # Globals whose guard went hot or that recordings saw change twice (e.g. a
     # namespace rebuilt for every run of exec'd code): traces look them up at
     # each use instead of guarding them.
@@ -122,7 +124,11 @@ class CodeInfo:
 def _code_info(code: types.CodeType) -> CodeInfo:
     cells = [c for c in code.co_cellvars if c not in code.co_varnames]
     nlocalsplus = len(code.co_varnames) + len(cells) + len(code.co_freevars)
-    return CodeInfo(weakref.ref(code), nlocalsplus, Instructions(code))
+    instrs = Instructions(code)
+    first = instrs[0]
+    while first.opname != "RESUME":
+        first = instrs[first.next_offset]
+    return CodeInfo(weakref.ref(code), nlocalsplus, instrs, first.next_offset)
 
 
 code_info = PerCode(_code_info).get
@@ -315,8 +321,10 @@ def inline_plan(callable_: object, self_or_null: object, argc: int) -> InlineCal
     else:
         return None
     code = func.__code__
+    # Free variables are the function's closure cells (constants of the trace:
+    # the function is guarded); cell variables would need new cells per call.
     if code.co_flags & _NO_INLINE_FLAGS or code.co_kwonlyargcount \
-            or code.co_cellvars or code.co_freevars or code.co_argcount > MAX_INLINE_ARGS:
+            or code.co_cellvars or code.co_argcount > MAX_INLINE_ARGS:
         return None
     ndefaults = len(func.__defaults__ or ())
     if not code.co_argcount - ndefaults <= nargs <= code.co_argcount:
@@ -420,8 +428,6 @@ class Recording:
     def __post_init__(self) -> None:
         if self.code.co_flags & CO_GENERATOR_LIKE:
             raise RecordingAborted(AbortReason.GENERATOR)
-        if self.code.co_cellvars or self.code.co_freevars:
-            raise RecordingAborted(AbortReason.CLOSURE)
         self.info = code_info(self.code)
 
     @property
@@ -522,7 +528,7 @@ class Recording:
                 lvl.depth += dis.stack_effect(op, prev.instr.arg if op >= dis.HAVE_ARGUMENT
                                               else None, jump=jumped)
         elif inlined:
-            if offset != lvl.info.instrs[0].next_offset:
+            if offset != lvl.info.body_start:
                 raise _Bail()
         elif offset != self.header and not self._ran_end_for(lvl, offset):
             raise RecordingAborted(AbortReason.LEFT_LOOP)

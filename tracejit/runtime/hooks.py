@@ -333,10 +333,9 @@ def _recording_elsewhere(frame: types.FrameType) -> bool:
 
 
 def _never_traced(code: types.CodeType) -> bool:
-    """Code the JIT never compiles: generators and coroutines, closures, and
-    the JIT's own code."""
-    return bool(code.co_flags & CO_GENERATOR_LIKE or code.co_cellvars or code.co_freevars
-                or code.co_filename.startswith(_PACKAGE_DIR))
+    """Code the JIT never compiles: generators and coroutines, and the JIT's
+    own code."""
+    return bool(code.co_flags & CO_GENERATOR_LIKE or code.co_filename.startswith(_PACKAGE_DIR))
 
 
 _PACKAGE_DIR = __file__.rsplit("/", 2)[0] + "/"
@@ -860,7 +859,7 @@ def _raise_delta(code: types.CodeType, pc: int, op: str) -> int:
     callee's exception comes back into the frame (the interpreter resumes with
     the error at the CALL; a call from a trace is assumed to be one), else the
     instruction's last unit (its inline caches included)."""
-    if op in ("call", "call_nocode"):
+    if op in ("call", "call_kw", "call_nocode"):
         return -1
     return max(0, min(last_unit(code, pc) - pc, (1 << 13) - 2))
 

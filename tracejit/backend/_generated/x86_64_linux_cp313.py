@@ -180,6 +180,24 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 141, '_JIT_CONTINUE', -4),
         ),
     ),
+    'call_vector_kw': (
+        bytes.fromhex(
+            "50498bbd00000000498db50000000048b8000000000000000048ba0000000000"
+            "0000804809c248b90000000000000000ff15000000004885c0740d4989850000"
+            "000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_64', 17, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 40, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 50, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_32S', 62, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 68, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 74, '_JIT_ERROR', -4),
+        ),
+    ),
     'check_eval_breaker': (
         bytes.fromhex(
             "498b461884c00f8500000000e900000000"
@@ -1195,6 +1213,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 24, 'PyObject_SetItem', -4),
             ('code', 'R_X86_64_PLT32', 34, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 40, '_JIT_ERROR', -4),
+        ),
+    ),
+    'store_cell': (
+        bytes.fromhex(
+            "498b8500000000488b7810498b8d00000000488948104885ff0f840000000048"
+            "8b0785c00f880000000048ffc84889070f850000000050ff15000000004883c4"
+            "08e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 38, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 57, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 66, '_JIT_CONTINUE', -4),
         ),
     ),
     'store_local': (

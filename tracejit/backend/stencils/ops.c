@@ -583,6 +583,21 @@ STENCIL(call_vector)
     ERROR();
 }
 
+/* CALL_KW: R0 = PyObject_Vectorcall(R[base], &regs[base+1], nargs | OFFSET,
+ * kwnames): OP2 positional arguments, then one per name of the tuple OP3. */
+STENCIL(call_vector_kw)
+{
+    uint64_t *base = &R(1);
+    PyObject *r = PyObject_Vectorcall(
+        (PyObject *)(uintptr_t)base[0], (PyObject *const *)&base[1],
+        (size_t)OP(2) | PY_VECTORCALL_ARGUMENTS_OFFSET, (PyObject *)(uintptr_t)OP(3));
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
 /* A method descriptor's C function called directly, as CPython's
  * CALL_METHOD_DESCRIPTOR_* do: the translator proved self an exact instance
  * of the descriptor's class and the loader read the calling convention and
@@ -1312,6 +1327,16 @@ typedef struct {
 STENCIL(load_field)
 {
     SET_OBJ(0, *(PyObject **)((char *)R_OBJ(1) + OP(2)));
+    CONTINUE();
+}
+
+/* STORE_DEREF: the cell R0 takes R1 (stolen) and releases its old content. */
+STENCIL(store_cell)
+{
+    PyCellObject *cell = (PyCellObject *)R_OBJ(0);
+    PyObject *old = cell->ob_ref;
+    cell->ob_ref = R_OBJ(1);
+    Py_XDECREF(old);
     CONTINUE();
 }
 
