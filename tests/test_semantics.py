@@ -2113,3 +2113,50 @@ def test_uncaught_exception_traceback_identical(tmp_path: Path) -> None:
     f(300, 150)
     """
     check(source, tmp_path, entered=("a", "b"), plain_shows="ValueError: bad value 150")
+
+
+def test_getrefcount_sees_the_interpreters_counts(tmp_path: Path) -> None:
+    """sys.getrefcount's argument has a reference of its own on the
+    interpreter's value stack; native code passes it the same way (a borrowed
+    register would count one less, and leak checks like CPython's own tests
+    would fail)."""
+    check("""
+    import sys
+    def f(n):
+        out = []
+        for i in range(n):
+            b = bytearray(b"ab")
+            m = memoryview(b)
+            out.append(sys.getrefcount(b))
+            m.release()
+        return sorted(set(out))
+    _tjsem.snap("a")
+    print(f(3000))
+    _tjsem.snap("b")
+    """, tmp_path, entered=("a", "b"), plain_shows="[3]")
+
+
+def test_recursion_limit_in_a_recursive_closure(tmp_path: Path) -> None:
+    """A recursive closure recorded near the recursion limit: the JIT's
+    callbacks are skipped there, so RecursionError comes from the program's
+    own call, with CPython's traceback; the recording of a recursion it does
+    not follow is given up instead of slowing every frame of it."""
+    check("""
+    import sys, traceback
+    def outer():
+        def f(n):
+            if n:
+                f(n - 1)
+        for i in range(200):
+            f(50)
+        try:
+            f(10 ** 6)
+        except RecursionError:
+            traceback.print_exc(limit=3)
+        f(5000)
+    sys.setrecursionlimit(20000)
+    _tjsem.snap("a")
+    outer()
+    _tjsem.snap("b")
+    print("done")
+    """, tmp_path, entered=("a", "b"), plain_shows="RecursionError")

@@ -23,6 +23,7 @@ LAYOUT: dict[str, int] = {
     "_PyInterpreterFrame.f_executable": 0,
     "_PyInterpreterFrame.instr_ptr": 56,
     "_PyInterpreterFrame.stacktop": 64,
+    "_PyInterpreterFrame.owner": 70,  # FRAME_OWNED_BY_THREAD (0) while it runs
     "_PyInterpreterFrame.localsplus": 72,
     # Include/cpython/funcobject.h and classobject.h (inlined calls).
     "PyFunctionObject.func_code": 48,
@@ -121,6 +122,23 @@ def _probe(a: object, b: object) -> tuple[int, int, int]:
     return (code.value or 0), (first.value or 0), (second.value or 0)
 
 
+def _frame_owner(frame: types.FrameType) -> int:
+    iframe = ctypes.c_void_p.from_address(id(frame) + LAYOUT["PyFrameObject.f_frame"]).value
+    assert iframe is not None
+    return ctypes.c_uint8.from_address(iframe + LAYOUT["_PyInterpreterFrame.owner"]).value
+
+
+def _probe_owner() -> tuple[int, int]:
+    """A frame's owner while it runs and after it returned (then its frame
+    object owns a copy: FRAME_OWNED_BY_FRAME_OBJECT, 2)."""
+    def running() -> tuple[types.FrameType, int]:
+        frame = sys._getframe()
+        return frame, _frame_owner(frame)
+
+    frame, during = running()
+    return during, _frame_owner(frame)
+
+
 def check_layout() -> str:
     """'' when the offsets match this interpreter, else what is wrong."""
     a, b = object(), object()
@@ -130,6 +148,8 @@ def check_layout() -> str:
         return f"frame layout probe failed: {exc}"
     if code != id(_probe.__code__) or first != id(a) or second != id(b):
         return "this interpreter's frame layout differs from CPython 3.13's"
+    if _probe_owner() != (0, 2):
+        return "this interpreter's frame ownership differs from CPython 3.13's"
     if not _probe_objects():
         return "this interpreter's function or method layout differs from CPython 3.13's"
     return ""

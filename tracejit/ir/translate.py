@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import operator
+import sys
 import types
 from dataclasses import dataclass, field
 from typing import TypeGuard
@@ -1188,6 +1189,10 @@ class Translator:
         if type(fn) is METHOD_DESCRIPTOR and fn in _DICT_LOOKUPS and args \
                 and self._reftype(self_or_null.ref) is dict and self._reftype(args[0].ref) in _LEAF:
             self._guard_str_keys(self_or_null.ref, r, snap)  # before any boxing
+        if fn is sys.getrefcount:
+            # The count is seen: pass each argument with a reference of its own,
+            # as the interpreter's value stack holds one.
+            args = [self.own(a) for a in args]
         operands: list[Ref] = []
         temps: list[tuple[Ref, bool]] = []
         everything = [callable_]

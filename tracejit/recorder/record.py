@@ -56,6 +56,7 @@ class AbortReason(enum.Enum):
     INLINE_REFUSED = "inlined callee not compilable"
     INLINE_EXIT_HOT = "hot exit inside an inlined call"
     GLOBAL_VARIES = "guarded global varies"
+    RECURSION = "recursion the recording does not follow"
     # Not a recording that failed: one not started (Params.jit_time_percent).
     OVER_TIME_BUDGET = "JIT time budget spent"
 
@@ -243,6 +244,8 @@ class End:
 # instructions ends there instead of aborting (the rest runs in the interpreter);
 # a function-entry trace must be at least this long to pay for its entry.
 MIN_STOP_RECORDS = 24
+# Events of frames a recording does not follow before it gives up (Recording.wants).
+MAX_FOREIGN_EVENTS = 20_000
 MIN_FUNCTION_RECORDS = 24
 _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
 
@@ -424,6 +427,9 @@ class Recording:
     pending: tuple[InlineCall, int] | None = None
     # Inner loops gone round (back-edges recorded as jumps), by target.
     unrolled: dict[int, int] = field(default_factory=dict)
+    # INSTRUCTION events of frames the recording does not follow (the recorded
+    # code or an inlined callee's, run deeper: recursion).
+    foreign_events: int = 0
 
     def __post_init__(self) -> None:
         if self.code.co_flags & CO_GENERATOR_LIKE:
@@ -472,6 +478,11 @@ class Recording:
                 # An inlined call ended without its return being seen (an
                 # exception left it).
                 raise RecordingAborted(AbortReason.EXCEPTION, "left an inlined call")
+        self.foreign_events += 1
+        if self.foreign_events > MAX_FOREIGN_EVENTS:
+            # Each costs a Python callback: a deep recursion through the
+            # recorded code would run at a fraction of its speed till it ends.
+            raise RecordingAborted(AbortReason.RECURSION)
         return False
 
     def step(self, offset: int, frame: types.FrameType | None = None) -> None:

@@ -123,10 +123,12 @@ _new_cfunction.argtypes = [_ptr, _ptr, _ptr]
 class Dispatcher:
     """One per process: the state struct, the table and the callback object."""
 
-    def __init__(self, fallback: Callable[..., Any], on_exit: Callable[..., Any]) -> None:
+    def __init__(self, fallback: Callable[..., Any], on_exit: Callable[..., Any],
+                 on_instruction: Callable[..., Any]) -> None:
         self.state = TJState()
         self.fallback = fallback
         self.on_exit = on_exit
+        self.on_instruction = on_instruction
         self.state.fallback = id(fallback)
         self.state.on_exit = id(on_exit)
         # (id(code), offset) -> (root trace or None while counting, slot index).
@@ -141,6 +143,16 @@ class Dispatcher:
         self._def = _MethodDef(b"tracejit_dispatch", self.function.address, _METH_FASTCALL,
                                b"tracejit's native dispatcher")
         self.callback: Any = _new_cfunction(ctypes.addressof(self._def), None, None)
+        # INSTRUCTION events reach on_instruction through C that skips them near
+        # the program's recursion limit (a Python callback cannot catch the
+        # RecursionError of its own call).
+        self.instruction_function: RuntimeFunction = load_function(
+            "tj_instruction", (id(on_instruction),))
+        self._instruction_def = _MethodDef(
+            b"tracejit_instruction", self.instruction_function.address, _METH_FASTCALL,
+            b"tracejit's recording callback")
+        self.instruction_callback: Any = _new_cfunction(
+            ctypes.addressof(self._instruction_def), None, None)
         # The interpreter may call the callback until it finalizes, after the
         # runtime's modules are torn down: the state, table, method definition
         # and code it reads must never be freed.  One per process.

@@ -20,6 +20,7 @@ _F_FRAME = LAYOUT["PyFrameObject.f_frame"]
 _STACKTOP = LAYOUT["_PyInterpreterFrame.stacktop"]
 _LOCALSPLUS = LAYOUT["_PyInterpreterFrame.localsplus"]
 _INSTR_PTR = LAYOUT["_PyInterpreterFrame.instr_ptr"]
+_OWNER = LAYOUT["_PyInterpreterFrame.owner"]
 
 _ptr = ctypes.c_void_p
 _int = ctypes.c_int
@@ -31,6 +32,13 @@ def interpreter_frame(frame: types.FrameType) -> int:
     addr = _ptr.from_address(id(frame) + _F_FRAME).value
     assert addr
     return addr
+
+
+def running(frame: types.FrameType) -> bool:
+    """Whether the frame still runs on its thread's stack (once it returned or
+    unwound, its frame object owns a copy of it)."""
+    iframe = _ptr.from_address(id(frame) + _F_FRAME).value or 0
+    return ctypes.c_uint8.from_address(iframe + _OWNER).value == 0
 
 
 def stack_depth(frame: types.FrameType, nlocalsplus: int) -> int:

@@ -49,7 +49,7 @@ from tracejit.recorder.record import (
     RecordingAborted,
     code_info,
 )
-from tracejit.runtime import jitlog
+from tracejit.runtime import frames, jitlog
 from tracejit.runtime.cache import (
     CodeCache,
     CompiledTrace,
@@ -215,7 +215,7 @@ def _install(params: Params) -> None:
     if current is not None and current != "tracejit":
         raise RuntimeError(f"the optimizer monitoring tool id is taken by {current!r}")
     if STATE.dispatcher is None:
-        STATE.dispatcher = Dispatcher(_fallback, _on_exit)
+        STATE.dispatcher = Dispatcher(_fallback, _on_exit, _on_instruction)
     if current is None:
         sys.monitoring.use_tool_id(TOOL, "tracejit")
     callback = STATE.dispatcher.callback
@@ -224,7 +224,8 @@ def _install(params: Params) -> None:
     if params.function_threshold > 0:
         sys.monitoring.register_callback(TOOL, EVENTS.PY_START, callback)
         events |= EVENTS.PY_START
-    sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION, _on_instruction)
+    sys.monitoring.register_callback(TOOL, EVENTS.INSTRUCTION,
+                                     STATE.dispatcher.instruction_callback)
     sys.monitoring.set_events(TOOL, events)
     STATE.installed = True
     if not STATE.exit_registered:
@@ -303,8 +304,13 @@ def _fallback(code: types.CodeType, where: int, dst: int | None = None) -> Any:
     """Events the dispatcher did not handle: JUMP (code, src, dst) and
     PY_START (code, offset).  Called straight from C: frame 1 is the program's.
     Events of code the JIT itself runs, or that come while another thread
-    runs JIT code, are not counted."""
-    if LOCK.mine() or not LOCK.acquire(False):
+    runs JIT code, are not counted.  Callbacks never raise into the program:
+    near its recursion limit (these frames count too) an event is skipped, and
+    the program's own next call raises as it would."""
+    try:
+        if LOCK.mine() or not LOCK.acquire(False):
+            return None
+    except RecursionError:
         return None
     try:
         if STATE.to_free:
@@ -313,8 +319,10 @@ def _fallback(code: types.CodeType, where: int, dst: int | None = None) -> Any:
         if dst is None:
             return _on_py_start(code, where, frame)
         return _on_jump(code, where, dst, frame)
+    except RecursionError:
+        return None
     finally:
-        LOCK.release()
+        LOCK.release()  # as deep as the acquire that succeeded
 
 
 def _recording_elsewhere(frame: types.FrameType) -> bool:
@@ -325,7 +333,10 @@ def _recording_elsewhere(frame: types.FrameType) -> bool:
         return False
     if rec.thread != threading.get_ident():
         return True
-    if frame is rec.frame or _on_stack(rec.frame, frame):
+    # While the recorded frame runs, every event of its thread comes from it or
+    # from code it called (walking the stack up from a deep recursion's
+    # frames at each call would be quadratic).
+    if frame is rec.frame or frames.running(rec.frame):
         return True
     # The recorded frame was left (an exception unwound it).
     _abort_recording(AbortReason.FRAME_GONE)
@@ -424,14 +435,6 @@ def _function_threshold(code: types.CodeType) -> int:
     much work as many calls of a small one)."""
     size = len(code.co_code) // 2
     return max(3, STATE.params.function_threshold * 64 // max(64, size))
-
-
-def _on_stack(target: types.FrameType, frame: types.FrameType | None) -> bool:
-    while frame is not None:
-        if frame is target:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def _new_counter(code: types.CodeType, offset: int, threshold: int) -> LoopCounter:
@@ -669,12 +672,18 @@ def _on_instruction(code: types.CodeType, offset: int) -> Any:
     rec = STATE.recording
     if rec is None or id(code) not in STATE.events_on or rec.thread != threading.get_ident():
         return None
-    if LOCK.mine():
-        return None
     frame = sys._getframe(1)
-    LOCK.acquire(True)  # every step counts: wait for another thread's JIT code
+    try:
+        if LOCK.mine():
+            return None
+        LOCK.acquire(True)  # every step counts: wait for another thread's JIT code
+    except RecursionError:
+        return None  # the step is missed (see below)
     try:
         _record_step(rec, code, offset, frame)
+    except RecursionError:
+        pass  # at the program's recursion limit: the step is missed, and the
+        # recording aborts at the next one (it did not follow from the last)
     finally:
         LOCK.release()
     return None
@@ -915,12 +924,17 @@ def _link(src: CompiledTrace, exit_index: int, target: CompiledTrace) -> None:
 def _on_exit(handle: int, code: int) -> Any:
     """Called by the dispatcher when exit `code` of a trace is hot (asked
     again later if another thread runs JIT code now)."""
-    if LOCK.mine() or not LOCK.acquire(False):
-        return None
+    try:
+        if LOCK.mine() or not LOCK.acquire(False):
+            return None
+    except RecursionError:
+        return None  # at the program's recursion limit: asked again later
     try:
         t = STATE.cache.by_handle.get(handle)
         if t is not None:
             _on_hot_exit(t, code, sys._getframe(1))
+    except RecursionError:
+        pass
     except Exception as err:  # never let a JIT bug reach the program
         STATS.aborts[f"internal error at exit: {err!r}"[:80]] += 1
     finally:

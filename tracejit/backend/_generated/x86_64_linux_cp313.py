@@ -1326,101 +1326,105 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             "554157415641554154534883ec484989d74989f648bbffffffffffffff7f4821"
             "d3ff15000000004883fb02723d48b9000000000000000048833900752d488378"
             "580075264883785000751f498b54def848b9000000000000000048394a08750a"
-            "488b72104883fe0f762948b80000000000000000488b384c89f64c89fa31c948"
-            "83c4485b415c415d415e415f5dff2500000000498b0e8b7a1883e603ba010000"
-            "004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e480faff24831fe"
-            "48bf0000000000000000488b3f49b800000000000000004d8b08eb0c0f1f4000"
-            "48ffc64d85d274824821fe4989f049c1e0054f8b14014939ca75e54d01c84939"
-            "500875dc4d8b60104d85e47456488b58484885db0f8450ffffff48390b0f8547"
-            "ffffff488b91b00000004885d2746af30f7e420a660f70c855660febc8660f6f"
-            "c1660f72d010660febc1660f6fc8660f71d108660febc8660f7ec90a4a120a4a"
-            "13eb38498b40184883f8020f8cf9feffff48ffc84989401848b8000000000000"
-            "00008b08ffc1740289084883c4485b415c415d415e415f5dc331c9488b7010f3"
-            "0f7e8670f20200660f6e8e78f202000fb6967df20200660f70d055660febd066"
-            "0f6fc2660f72d010660febc2660f6fd0660f71d208660febd0660f7ed7660f6f"
-            "c1660f72d010660febc1660f6fc8660f71d108660febc866410f7ec84109f844"
-            "0a867cf202000a967ef2020008ca4408c2f6c2df0f8550feffff498b4c243848"
-            "85c9746c488b314885f674644883c10831d2eb1131ff4008fa488b314883c108"
-            "4885f67442488bb6b00000004885f674e3f30f7e460a660f70c855660febc866"
-            "0f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f7ecf400a7e"
-            "12400a7e13ebaff6c2df0f85dafdffff48b9000000000000000048ff0149ff44"
-            "24308b683cc7403c0000000049bd000000000000000049ff45004889df4889c6"
-            "488944241841ff14244189c7488b742418498b4500488d48ff49894d00896c24"
-            "10896e3ceb48f6c2df0f851902000048b9000000000000000048ff0149ff4424"
-            "30c7463c00000000498945004889df41ff14244189c7488b742418498b450048"
-            "8d48ff49894d008b4c2410894e3c4585ff0f885d0100004c89e5498b4c241044"
-            "89ff4c8b24f94d85e40f84b9010000498b0e488b91b00000004885d27434f30f"
-            "7e420a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71"
-            "d108660febc8660f7ec90a4a120a4a13eb0231c94c8b4610f3410f7e8070f202"
-            "0066410f6e8878f20200410fb6907df20200660f70d055660febd0660f6fc266"
-            "0f72d010660febc2660f6fd0660f71d208660febd066410f7ed1660f6fc1660f"
-            "72d010660febc1660f6fc8660f71d108660febc866410f7eca4509ca450a907c"
-            "f20200410a907ef2020008ca4408d2f6c2df0f85f0000000498b4c24384885c9"
-            "0f84c9feffff4c8b014d85c00f84bdfeffff4883c10831d2eb49f3410f7e400a"
-            "660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d10866"
-            "0febc866410f7ec9450a4812450a48134408ca4c8b014883c1084d85c00f8463"
-            "feffff4d8b80b00000004d85c075ab4531c9ebdc41f7d7498b4424204a833cf8"
-            "000f84ae030000ff15000000004885c00f849f030000498b442420498b0e488b"
-            "89b00000004885c90f84d8000000f30f7e410a660f70c855660febc8660f6fc1"
-            "660f72d010660febc1660f6fc8660f71d108660febc866410f7ece440a711244"
-            "0a7113e9a1000000488b4508488b4d18488b04f8483b04f90f825afcffffff15"
-            "000000004885c00f84280300004889c3488b4528488944242048895c242848b8"
-            "0000000000000000488b38488d742420ba0200000031c9ff15000000004989c6"
-            "488b0385c0781148ffc848890375094889dfff15000000004d85f60f84d40200"
-            "00498b0685c00f88ecfbffff48ffc84989060f85e0fbffff4c89f7ff15000000"
-            "00e9d2fbffff4531f64a8b04f84889442410488b442418488b4010f30f7e8070"
-            "f20200660f6e8878f20200440fb6b87df20200660f70d055660febd0660f6fc2"
-            "660f72d010660febc2660f6fd0660f71d208660febd0660f7ed1660f6fc1660f"
-            "72d010660febc1660f6fc8660f71d108660febc866410f7ecd4109cd440aa87c"
-            "f20200440ab87ef20200ff15000000004885c00f841c0200004889c7ff150000"
-            "000085c00f880b0200004508f74508fd488b034c8b633848894424384805c800"
-            "000048894424404929c449d1fc41f6c5df744d488b442418488b40100fb6807a"
-            "f2020024df88442420c6442421007430488b44241048c1e83125ff3f00004401"
-            "e08d1445feffffff488d7c2420488b742438ff150000000085c00f8895010000"
-            "ff15000000004889442408488b44243848634048488d04c34883c048488b4c24"
-            "1048c1e9200fb7c94c8d3cc8486343404c8d34c34983c6484d39fe7649488d2c"
-            "c5f8ffffffeb0d4983c6f84883c5f84d39fe7632498b7ef849c746f800000000"
-            "4889e848c1e8038943404885ff74d8488b0785c078d148ffc848890775c9ff15"
-            "00000000ebc1480fba6424103073194c89e7ff15000000004885c00f84d00000"
-            "004989064983c608488d43484c89f14829c14883c10848c1e903488b44240849"
-            "8906894b4041f6c5df0f8480000000488b4424088b00ffc07407488b4c240889"
-            "01488b7c2408ff1500000000488b442418488b40100fb6807bf2020024df8844"
-            "2420c6442421007423488b44241089c2c1ea1f01c283e2fe488d7c2420488b74"
-            "2438ff150000000085c07869ff15000000004885c07418488b0885c9781148ff"
-            "c948890875094889c7ff1500000000488b4c241089c8c1e81f01c8d1f8489848"
-            "8b4c2440488d044148894338e947f9ffff488b442408488b0085c0781848ffc8"
-            "488b4c2408488901750b488b7c2408ff150000000031c0e92ef9ffff"
+            "488b72104883fe0f765083782c3f7f2148b800000000000000008b08ffc17402"
+            "89084883c4485b415c415d415e415f5dc348b80000000000000000488b384c89"
+            "f64c89fa31c94883c4485b415c415d415e415f5dff2500000000498b0e8b7a18"
+            "83e603ba010000004829f2480fafd74889cf48c1ef0448be157c4a7fb979379e"
+            "480faff24831fe48bf0000000000000000488b3f49b800000000000000004d8b"
+            "08eb19666666662e0f1f84000000000048ffc64d85d20f844effffff4821fe49"
+            "89f049c1e0054f8b14014939ca75e14d01c84939500875d84d8b60104d85e474"
+            "56488b58484885db0f841cffffff48390b0f8513ffffff488b91b00000004885"
+            "d2744ef30f7e420a660f70c855660febc8660f6fc1660f72d010660febc1660f"
+            "6fc8660f71d108660febc8660f7ec90a4a120a4a13eb1c498b48184883f9020f"
+            "8cc5feffff48ffc949894818e9bffeffff31c9488b7010f30f7e8670f2020066"
+            "0f6e8e78f202000fb6967df20200660f70d055660febd0660f6fc2660f72d010"
+            "660febc2660f6fd0660f71d208660febd0660f7ed7660f6fc1660f72d010660f"
+            "ebc1660f6fc8660f71d108660febc866410f7ec84109f8440a867cf202000a96"
+            "7ef2020008ca4408c2f6c2df0f8538feffff498b4c24384885c9746c488b3148"
+            "85f674644883c10831d2eb1131ff4008fa488b314883c1084885f67442488bb6"
+            "b00000004885f674e3f30f7e460a660f70c855660febc8660f6fc1660f72d010"
+            "660febc1660f6fc8660f71d108660febc8660f7ecf400a7e12400a7e13ebaff6"
+            "c2df0f85c2fdffff48b9000000000000000048ff0149ff4424308b683cc7403c"
+            "0000000049bd000000000000000049ff45004889df4889c6488944241841ff14"
+            "244189c7488b742418498b4500488d48ff49894d00896c2410896e3ceb48f6c2"
+            "df0f850d02000048b9000000000000000048ff0149ff442430c7463c00000000"
+            "498945004889df41ff14244189c7488b742418498b4500488d48ff49894d008b"
+            "4c2410894e3c4585ff0f88580100004c89e5498b4c24104589ff4e8b24f94d85"
+            "e40f84ad010000498b0e488b91b00000004885d27434f30f7e420a660f70c855"
+            "660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f"
+            "7ec90a4a120a4a13eb0231c9488b7e10f30f7e8770f20200660f6e8f78f20200"
+            "0fb6977df20200660f70d055660febd0660f6fc2660f72d010660febc2660f6f"
+            "d0660f71d208660febd066410f7ed0660f6fc1660f72d010660febc1660f6fc8"
+            "660f71d108660febc866410f7ec94509c1440a8f7cf202000a977ef2020008ca"
+            "4408caf6c2df0f85e8000000498b4c24384885c90f84cdfeffff488b394885ff"
+            "0f84c1feffff4883c10831d2eb48f30f7e470a660f70c855660febc8660f6fc1"
+            "660f72d010660febc1660f6fc8660f71d108660febc866410f7ec8440a471244"
+            "0a47134408c2488b394883c1084885ff0f8468feffff488bbfb00000004885ff"
+            "75ac4531c0ebdc41f7d7498b4424204a833cf8000f844a030000ff1500000000"
+            "4885c00f843b030000498b442420498b0e488b89b00000004885c97478f30f7e"
+            "410a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d1"
+            "08660febc866410f7ece440a7112440a7113eb44488b4508488b4d184a8b04f8"
+            "4a3b04f90f8246fbffffff150000000083782c3f0f8fd102000048bb00000000"
+            "000000008b03ffc00f841b0300008903e9140300004531f64a8b04f848894424"
+            "10488b442418488b4010f30f7e8070f20200660f6e8878f20200440fb6b87df2"
+            "0200660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d2"
+            "08660febd0660f7ed1660f6fc1660f72d010660febc1660f6fc8660f71d10866"
+            "0febc866410f7ecd4109cd440aa87cf20200440ab87ef20200ff150000000048"
+            "85c00f841c0200004889c7ff150000000085c00f880b0200004508f74508fd48"
+            "8b034c8b633848894424384805c800000048894424404929c449d1fc41f6c5df"
+            "744d488b442418488b40100fb6807af2020024df88442420c644242100743048"
+            "8b44241048c1e83125ff3f00004401e08d1445feffffff488d7c2420488b7424"
+            "38ff150000000085c00f8895010000ff15000000004889442408488b44243848"
+            "634048488d04c34883c048488b4c241048c1e9200fb7c94c8d3cc8486343404c"
+            "8d34c34983c6484d39fe7649488d2cc5f8ffffffeb0d4983c6f84883c5f84d39"
+            "fe7632498b7ef849c746f8000000004889e848c1e8038943404885ff74d8488b"
+            "0785c078d148ffc848890775c9ff1500000000ebc1480fba6424103073194c89"
+            "e7ff15000000004885c00f84d00000004989064983c608488d43484c89f14829"
+            "c14883c10848c1e903488b442408498906894b4041f6c5df0f8480000000488b"
+            "4424088b00ffc07407488b4c24088901488b7c2408ff1500000000488b442418"
+            "488b40100fb6807bf2020024df88442420c6442421007423488b44241089c2c1"
+            "ea1f01c283e2fe488d7c2420488b742438ff150000000085c07869ff15000000"
+            "004885c07418488b0885c9781148ffc948890875094889c7ff1500000000488b"
+            "4c241089c8c1e81f01c8d1f84898488b4c2440488d044148894338e990f8ffff"
+            "488b442408488b0085c0781848ffc8488b4c2408488901750b488b7c2408ff15"
+            "0000000031c0e977f8ffff4c89ffff15000000004885c074eb4989c6488b4528"
+            "48894424204c8974242848b80000000000000000488b38488d742420ba020000"
+            "0031c9ff15000000004889c3498b0685c0781148ffc849890675094c89f7ff15"
+            "000000004885db749b488b0385c00f88fcf7ffff48ffc84889030f85f0f7ffff"
+            "4889dfff1500000000e9e2f7ffff"
         ),
         b"",
         (
             ('code', 'R_X86_64_GOTPCRELX', 35, 'PyThreadState_Get', -4),
             ('code', 'R_X86_64_64', 47, '_JIT_OPERAND0', 32),
             ('code', 'R_X86_64_64', 82, 'PyLong_Type', 0),
-            ('code', 'R_X86_64_64', 108, '_JIT_OPERAND0', 16),
-            ('code', 'R_X86_64_GOTPCRELX', 143, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_64', 194, '_JIT_OPERAND0', 8),
-            ('code', 'R_X86_64_64', 207, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 378, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_64', 658, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 686, '_JIT_OPERAND0', 56),
-            ('code', 'R_X86_64_64', 753, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_GOTPCRELX', 1193, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1312, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 1344, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 1369, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1396, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1437, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1580, 'PyEval_GetFrame', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1598, 'PyTraceBack_Here', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1716, '_PyMonitoring_FireRaiseEvent', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1730, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1856, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1876, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1960, 'PyErr_SetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2020, '_PyMonitoring_FireExceptionHandledEvent', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2030, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2059, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2129, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_64', 114, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 147, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_GOTPCRELX', 182, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_64', 233, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 246, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 682, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 710, '_JIT_OPERAND0', 56),
+            ('code', 'R_X86_64_64', 777, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_GOTPCRELX', 1212, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1324, 'PyThreadState_Get', -4),
+            ('code', 'R_X86_64_64', 1340, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 1499, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1517, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1635, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1649, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1775, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1795, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1879, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1939, '_PyMonitoring_FireExceptionHandledEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1949, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1978, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2048, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2064, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 2092, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 2117, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2144, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2181, '_Py_Dealloc', -4),
         ),
     ),
     'tj_exit_resume': (
@@ -1565,6 +1569,20 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 56, 'PyModule_GetDict', -4),
             ('code', 'R_X86_64_GOTPCRELX', 79, 'PyDict_GetItemWithError', -4),
             ('code', 'R_X86_64_GOTPCRELX', 112, 'PyDict_GetItemWithError', -4),
+        ),
+    ),
+    'tj_instruction': (
+        bytes.fromhex(
+            "415653504889d34989f6ff150000000083782c3f7f1a48b80000000000000000"
+            "8b08ffc1740289084883c4085b415ec348bf00000000000000004c89f64889da"
+            "31c94883c4085b415eff2500000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 12, 'PyThreadState_Get', -4),
+            ('code', 'R_X86_64_64', 24, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_64', 50, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 75, 'PyObject_Vectorcall', -4),
         ),
     ),
     'tj_resume_basicsize': (

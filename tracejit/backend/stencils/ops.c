@@ -1516,10 +1516,18 @@ tj_lookup(tj_state *st, PyObject *code, int64_t offset)
     }
 }
 
+/* The JIT's Python callbacks run on the program's Python stack: near its
+ * recursion limit they are not called (the event is skipped), so the program's
+ * own next call raises RecursionError where it would without the JIT. */
+#define TJ_PY_FRAMES_NEEDED 64
+
 /* on_exit(handle, exit number): the exit reached its hot count. */
 ALWAYS_INLINE PyObject *
 tj_tell(tj_state *st, tj_trace *t, int code)
 {
+    if (PyThreadState_Get()->py_recursion_remaining < TJ_PY_FRAMES_NEEDED) {
+        return Py_NewRef(Py_None);
+    }
     PyObject *n = PyLong_FromLong(code);
     if (n == NULL) {
         return NULL;
@@ -1602,7 +1610,21 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
         return NULL;
     }
 fallback:
+    if (tstate->py_recursion_remaining < TJ_PY_FRAMES_NEEDED) {
+        return Py_NewRef(Py_None);
+    }
     return PyObject_Vectorcall(st->fallback, args, nargsf, NULL);
+}
+
+/* The INSTRUCTION callback (recording): the Python function OP0, unless the
+ * program is near its recursion limit (TJ_PY_FRAMES_NEEDED). */
+PyObject *
+tj_instruction(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
+{
+    if (PyThreadState_Get()->py_recursion_remaining < TJ_PY_FRAMES_NEEDED) {
+        return Py_NewRef(Py_None);
+    }
+    return PyObject_Vectorcall((PyObject *)(uintptr_t)OP(0), args, nargsf, NULL);
 }
 
 /* Runs a trace on a frame object: how Python code (tests, tools) calls a trace
