@@ -188,7 +188,7 @@ def test_dispatcher_table_deletions_keep_every_entry_reachable() -> None:
 
     from tracejit.runtime.dispatch import Dispatcher, _hash
 
-    d = Dispatcher(lambda *a: None, lambda *a: None)
+    d = Dispatcher(lambda *a: None, lambda *a: None, lambda *a: None)
     rng = random.Random(4)
     codes = [object() for _ in range(300)]
     live: dict[int, set[int]] = {}
