@@ -1193,27 +1193,30 @@ class Translator:
             # The count is seen: pass each argument with a reference of its own,
             # as the interpreter's value stack holds one.
             args = [self.own(a) for a in args]
-        operands: list[Ref] = []
-        temps: list[tuple[Ref, bool]] = []
+        res, operands = self._call_out("call", callable_, self_or_null, args, snap)
+        rtype = _result_type(operands, [self._reftype(o) for o in operands])
+        if rtype is not None:
+            self.ptype[res.id] = rtype
+        if bound is not None:
+            self.release(bound)
+        self.push(res, True)
+
+    def _call_out(self, opname: str, callable_: SV, self_or_null: SV, args: list[SV],
+                  snap: Snapshot, **attrs: object) -> tuple[Value, list[Ref]]:
+        """A call op of the callable, self (unless NULL) and the arguments as
+        objects, all released after it; the result and the operands."""
         everything = [callable_]
         if not (isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL):
             everything.append(self_or_null)
         everything.extend(args)
-        for sv in everything:
-            o, new = self.as_obj(sv, snap)
-            operands.append(o)
-            temps.append((o, new))
-        res = self.emitv("call", operands, Type.OBJ, snap)
-        rtype = _result_type(operands, [self._reftype(o) for o in operands])
-        if rtype is not None:
-            self.ptype[res.id] = rtype
+        temps = [self.as_obj(sv, snap) for sv in everything]
+        operands = [o for o, _ in temps]
+        res = self.emitv(opname, operands, Type.OBJ, snap, None, **attrs)
         for o, new in temps:
             self.release_obj(o, new)
         for sv in everything:
             self.release(sv)
-        if bound is not None:
-            self.release(bound)
-        self.push(res, True)
+        return res, operands
 
     def op_call_kw(self, r: Record) -> None:
         """A keyword call: a plain vectorcall with the constant tuple of
@@ -1233,17 +1236,8 @@ class Translator:
         args = [self.pop() for _ in range(argc)][::-1]
         self_or_null = self.pop()
         callable_ = self.pop()
-        everything = [callable_]
-        if not (isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL):
-            everything.append(self_or_null)
-        everything.extend(args)
-        temps = [self.as_obj(sv, snap) for sv in everything]
-        res = self.emitv("call_kw", [o for o, _ in temps], Type.OBJ, snap,
-                         kwnames=kwnames.ref.value)
-        for o, new in temps:
-            self.release_obj(o, new)
-        for sv in everything:
-            self.release(sv)
+        res, _ = self._call_out("call_kw", callable_, self_or_null, args, snap,
+                                kwnames=kwnames.ref.value)
         self.push(res, True)
 
     # ------------------------------------------------------------ inlining

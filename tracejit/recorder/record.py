@@ -244,10 +244,11 @@ class End:
 # instructions ends there instead of aborting (the rest runs in the interpreter);
 # a function-entry trace must be at least this long to pay for its entry.
 MIN_STOP_RECORDS = 24
-# Events of frames a recording does not follow before it gives up (Recording.wants).
-MAX_FOREIGN_EVENTS = 20_000
 MIN_FUNCTION_RECORDS = 24
 _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
+
+# Events of frames a recording does not follow before it gives up (Recording.wants).
+MAX_FOREIGN_EVENTS = 20_000
 
 
 # A recording goes round a small inner loop that no trace covers yet (its

@@ -37,8 +37,7 @@ def interpreter_frame(frame: types.FrameType) -> int:
 def running(frame: types.FrameType) -> bool:
     """Whether the frame still runs on its thread's stack (once it returned or
     unwound, its frame object owns a copy of it)."""
-    iframe = _ptr.from_address(id(frame) + _F_FRAME).value or 0
-    return ctypes.c_uint8.from_address(iframe + _OWNER).value == 0
+    return ctypes.c_uint8.from_address(interpreter_frame(frame) + _OWNER).value == 0
 
 
 def stack_depth(frame: types.FrameType, nlocalsplus: int) -> int:
