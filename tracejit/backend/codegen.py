@@ -121,7 +121,7 @@ class Lowered:
 
 # tj_exit_write's descriptor (ops.c, "compact exits").
 _MASK64 = (1 << 64) - 1
-_W_OWNED, _W_BORROWED, _W_INT, _W_FLOAT, _W_BOOL, _W_RAW = 0, 1, 2, 3, 4, 8
+_W_OWNED, _W_BORROWED, _W_INT, _W_FLOAT, _W_BOOL, _W_RAW, _W_IMM = 0, 1, 2, 3, 4, 8, 16
 
 
 class _SharedDesc:
@@ -525,18 +525,24 @@ class CodeGen:
 
     def frame_write(self, entry: SnapEntry, slot: int, raw: bool, uses: dict[int, int],
                     out: list[MachineInstr | Label], boxed: dict[int, int],
-                    oom: Label) -> int:
-        """One write of an exit descriptor (see tj_exit_write in ops.c)."""
+                    oom: Label) -> list[int]:
+        """One write of an exit descriptor (see tj_exit_write in ops.c): one
+        word, or two for an object constant (no register, no prologue op)."""
         ref = entry.ref
+        flags = (_W_RAW if raw else 0) | (slot << 8)
         if boxed and isinstance(ref, Value) and ref.id in boxed:
             kind, r = _W_BORROWED, boxed[ref.id]  # boxed once: the same object
-        elif ref.type is Type.OBJ:
-            # (registers of the stubs' values and constants are made first)
-            if isinstance(ref, Value):
-                kind, r = (_W_OWNED if entry.owned else _W_BORROWED), self.regs[ref.id]
+        elif isinstance(ref, Const) and ref.type in (Type.OBJ, Type.BOOL):
+            if ref.type is Type.BOOL:
+                obj: object = bool(ref.value)
+                owned = False
             else:
-                owned = entry.owned or ref.value is NULL
-                kind, r = (_W_OWNED if owned else _W_BORROWED), self.const_objs[id(ref)][1]
+                obj = ref.value
+                owned = entry.owned or obj is NULL
+            return [(_W_OWNED if owned else _W_BORROWED) | _W_IMM | flags, self.obj_addr(obj)]
+        elif ref.type is Type.OBJ:
+            assert isinstance(ref, Value)  # (registers of the stubs' values are made first)
+            kind, r = (_W_OWNED if entry.owned else _W_BORROWED), self.regs[ref.id]
         elif ref.type is Type.BOOL:
             kind, r = _W_BOOL, self.reg(ref)
         elif isinstance(ref, Value) and uses[ref.id] > 1:
@@ -546,7 +552,7 @@ class CodeGen:
             # boxed by the write itself; a store reuses an int or float only
             # the frame holds
             kind, r = (_W_FLOAT if ref.type is Type.FLOAT else _W_INT), self.reg(ref)
-        return (kind | (_W_RAW if raw else 0)) | (slot << 8) | (r << 32)
+        return [kind | flags | (r << 32)]
 
     def data(self, words: list[int]) -> int:
         """Copy 64-bit words into the trace's descriptor memory; their address.
@@ -592,9 +598,9 @@ class CodeGen:
         # The frame writes, as data for one runtime call (tj_exit_write).
         writes: list[int] = []
         for slot, entry in sorted(snap.locals.items()):
-            writes.append(self.frame_write(entry, slot, False, uses, out, boxed, oom))
+            writes += self.frame_write(entry, slot, False, uses, out, boxed, oom)
         for i, entry in enumerate(snap.stack):
-            writes.append(self.frame_write(entry, first + i, True, uses, out, boxed, oom))
+            writes += self.frame_write(entry, first + i, True, uses, out, boxed, oom)
         counter = ctypes.addressof(counters) + 8 * index
         depth = first + len(snap.stack)
         if resume is None:
@@ -655,7 +661,9 @@ class CodeGen:
                     # Boxed once per exit (materialize), then shared.
                     r = self.materialize(entry, out, boxed, oom)
                     entries.append((r << 2) | resume.OWNED)
-                elif isinstance(ref, Const) or not entry.owned:
+                elif isinstance(ref, Const):
+                    entries.append(self.obj_addr(ref.value) | resume.CONST)
+                elif not entry.owned:
                     entries.append((self.reg(ref) << 2) | resume.BORROWED)
                 else:
                     entries.append((self.reg(ref) << 2) | resume.OWNED)
@@ -696,9 +704,8 @@ class CodeGen:
         exits: list[ExitInfo] = []
         stub_code: list[MachineInstr | Label] = []
         # Exit stubs never run together: they share scratch registers above
-        # the body's (constants they use are allocated first).
-        for c in (Const(NULL, Type.OBJ), Const(None, Type.OBJ)):
-            self.reg(c)
+        # the body's (values and int or float constants they use are
+        # allocated first; object constants are written from the descriptor).
         regs, reg, const_objs = self.regs, self.reg, self.const_objs
         seen: set[int] = set()  # snapshots and inlined frames are shared
         for _label, snap, _error, _opname in self.stubs:
@@ -715,7 +722,8 @@ class CodeGen:
                 if isinstance(ref, Value):
                     if ref.id not in regs:
                         reg(ref)
-                elif id(ref) not in const_objs:
+                elif id(ref) not in const_objs and (ref.type is Type.INT
+                                                    or ref.type is Type.FLOAT):
                     reg(ref)
         scratch = self.nregs
         top = scratch

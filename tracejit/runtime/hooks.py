@@ -570,17 +570,17 @@ def _hold_weakly(t: CompiledTrace) -> None:
     keep a dead function's module, and so its code, alive for ever (a cycle
     through the cache).  When one dies, the trace is taken out of use at
     once, before its address can be reused."""
-    strong: list[object] = []
+    strong: dict[int, object] = {}
     weak: dict[int, weakref.ReferenceType[Any]] = {}
     died = _constant_died(t.native.handle)
     for obj in t.lowered.keepalive:
-        if id(obj) in weak:
+        if id(obj) in weak or id(obj) in strong:
             continue
         try:
             weak[id(obj)] = weakref.ref(obj, died)
         except TypeError:
-            strong.append(obj)
-    t.lowered.keepalive = strong
+            strong[id(obj)] = obj
+    t.lowered.keepalive = list(strong.values())
     t.weak = list(weak.values())
 
 

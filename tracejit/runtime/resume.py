@@ -46,10 +46,12 @@ class _Spec(ctypes.Structure):
                 ("slots", ctypes.POINTER(_Slot))]
 
 
-# Entry kinds of tj_frame_desc: (register << 2) | kind.
+# Entry kinds of tj_frame_desc: (register << 2) | kind, or a constant's
+# address | CONST (objects are aligned).
 NULL_ENTRY = 0
 BORROWED = 1
 OWNED = 2
+CONST = 3
 
 
 # The message of the RecursionError a resumed frame waiting for an inner one

@@ -1119,8 +1119,9 @@ STENCIL(exit_finish)
  * words; tracejit/backend/codegen.py ExitDesc builds it):
  *   [0] exit counter address, [1] pc (code units), [2] stacktop, [3] exit
  *   code (< 0: error exit), [4] stacktop and [5] exit code if boxing fails
- *   (at pc), [6] number of writes n, then one word per write:
- *   kind | slot << 8 | register << 32.
+ *   (at pc), [6] number of words n, then one word per write:
+ *   kind | slot << 8 | register << 32, or with TJ_W_IMM two: kind | slot << 8,
+ *   then the object itself (a constant of the trace needs no register).
  * A store releases the slot's old value (store_local); a raw write fills a
  * dead value-stack slot.  Boxing reuses an int or float only the slot holds
  * (store_int, store_float).  Values are written in order, as the stencils
@@ -1133,18 +1134,20 @@ enum {
     TJ_W_FLOAT = 3,    /* box the double register */
     TJ_W_BOOL = 4,     /* Py_True or Py_False (immortal) */
     TJ_W_RAW = 8,      /* flag: a raw write, no old value to release */
+    TJ_W_IMM = 16,     /* flag: the object is the next word, not a register */
 };
 
-/* The n writes w to the frame; -1 if boxing failed (MemoryError set;
+/* The writes in the n words w to the frame; -1 if boxing failed (MemoryError set;
  * references not yet written to the frame are lost). */
 ALWAYS_INLINE int
 tj_write_frame(_PyInterpreterFrame *frame, uint64_t *regs, const uint64_t *w, uint64_t n)
 {
     PyObject **lp = frame->localsplus;
     for (uint64_t i = 0; i < n; i++) {
-        unsigned kind = (unsigned)(w[i] & 0xFF);
-        PyObject **slot = &lp[(w[i] >> 8) & 0xFFFFFF];
-        uint64_t r = regs[w[i] >> 32];
+        uint64_t word = w[i];
+        unsigned kind = (unsigned)(word & 0xFF);
+        PyObject **slot = &lp[(word >> 8) & 0xFFFFFF];
+        uint64_t r = (kind & TJ_W_IMM) ? w[++i] : regs[word >> 32];
         PyObject *v;
         switch (kind & 7) {
         case TJ_W_OWNED:
@@ -1302,7 +1305,7 @@ typedef struct {
  * pc, handler, RAISE unit and next instruction (see tj_resume), the CALL
  * oparg of the frame below, and one entry per localsplus/stack value:
  * (register << 2) | kind, kind 0 NULL, 1 a borrowed reference (increfed),
- * 2 an owned one (stolen). */
+ * 2 an owned one (stolen); or a constant's address | 3 (increfed). */
 typedef struct {
     PyObject *func;
     PyObject *code;
@@ -1901,12 +1904,18 @@ tj_resume_chain(uint64_t *regs, const tj_chain_desc *d)
         Py_ssize_t i = 0;
         for (; i < f->n; i++) {
             uint64_t e = f->entries[i];
-            PyObject *o = (PyObject *)(uintptr_t)regs[e >> 2];
+            PyObject *o;
             if ((e & 3) == 0) {
                 o = NULL;
             }
-            else if ((e & 3) == 1) {
-                Py_INCREF(o);
+            else if ((e & 3) == 3) {  /* a constant: its (aligned) address */
+                o = Py_NewRef((PyObject *)(uintptr_t)(e & ~(uint64_t)3));
+            }
+            else {
+                o = (PyObject *)(uintptr_t)regs[e >> 2];
+                if ((e & 3) == 1) {
+                    Py_INCREF(o);
+                }
             }
             r->values[i] = o;
         }
