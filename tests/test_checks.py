@@ -119,7 +119,8 @@ def test_bound_list_append_is_called_directly(tmp_path: Path) -> None:
     loops = [t for t in traces_of(log, "f") if " loop " in t.splitlines()[0]]
     assert loops, log
     body = loops[0]
-    assert "guard_cfunc" in body and "call_nocode" in body, body
+    # an exact list's append is the op list_append (test_list_append_is_one_op)
+    assert "guard_cfunc" in body and "list_append" in body, body
     assert "check_instrumentation" not in body, body
 
 
@@ -245,3 +246,29 @@ def test_float_compared_with_an_int_constant_keeps_checks(tmp_path: Path) -> Non
     body = loops[0]
     assert "float_gt" in body and "richcompare" in body, body  # BIG: richcompare
     assert body.count("name='K'") == 1, body
+
+
+def test_list_append_is_one_op(tmp_path: Path) -> None:
+    """list.append of an exact list, called as a method or as a bound method
+    (a template's ``_tt_append``), is the op list_append, not a call: the list
+    grows past its allocation, its result is None, a subclass's own append
+    still runs."""
+    log = check("""
+    class Doubling(list):
+        def append(self, x):
+            list.append(self, 2 * x)
+    def f(n):
+        out = []
+        add = out.append
+        sub = Doubling()
+        r = 1
+        for i in range(n):
+            out.append(i)
+            add(-i)
+            sub.append(i)
+            r = out.append(0)
+        print(len(out), sum(out), sum(sub), len(sub), r)
+    f(3000)
+    """, tmp_path)
+    body = "".join(traces_of(log, "f"))
+    assert body.count("list_append") >= 3, body[-3000:]

@@ -50,6 +50,7 @@ _DIRECT = {
     "list_getitem_borrowed": "list_getitem_borrowed",
     "tuple_getitem_borrowed": "tuple_getitem_borrowed",
     "list_setitem": "list_setitem", "list_setitem_float": "list_setitem_float",
+    "list_append": "list_append",
     "range_next": "range_iter_next",
     "list_next": "list_iter_next", "tuple_next": "tuple_iter_next", "iter_next": "iter_next",
     "iter_next_or_null": "iter_next_null",
@@ -172,6 +173,10 @@ class CodeGen:
         self.skip: set[int] = set()  # id(op)
         self.size_guards: dict[int, tuple[Ref, int]] = {}  # id(guard_true) -> (seq, n)
         self.unbox_at: dict[int, Op] = {}  # id(guard_type) -> the unbox_float it does
+        # Calls' argument blocks (see plan_arg_blocks): id(op) -> first register,
+        # and the block registers holding a constant written by the prologue.
+        self.blocks: dict[int, int] = {}
+        self.placed: set[int] = set()
 
     def global_desc(self, op: Op, *head: int) -> int:
         """A guard's descriptor: `head` (the name, or the function and the
@@ -222,13 +227,55 @@ class CodeGen:
         self.const_objs[id(ref)] = (ref, r)
         return r
 
-    def arg_block(self, refs: Sequence[Ref]) -> int:
-        """Copy `refs` into consecutive new registers (a call's arguments);
-        returns the first one."""
-        block = self.nregs
-        self.nregs += len(refs)
+    def block_refs(self, op: Op) -> Sequence[Ref] | None:
+        """The values a call op passes in a block of consecutive registers
+        (see lower_op), or None."""
+        name = op.name
+        if name == "call_kw":
+            return op.args  # the callable, then the arguments
+        if name != "call" and name != "call_nocode":
+            return None
+        if name == "call_nocode":
+            if _utf8_codec_call(op) is not None:
+                return None
+            direct = _direct_method(op)
+            if direct is not None:
+                if direct[0] in ("call_meth_o", "call_meth_noargs"):
+                    return None
+                return op.args[1:]  # self, then the arguments
+        return op.args  # the callable, then the arguments
+
+    def plan_arg_blocks(self) -> None:
+        """Place each call's arguments in its block in the first place: a value
+        with no register yet gets its block slot as its register, a constant
+        is written to the slot by the prologue.  The block's slots are written
+        by nothing else (registers are never reused), so the call copies
+        nothing; a value already placed elsewhere is copied (arg_block)."""
+        for op in self.trace.ops:
+            refs = self.block_refs(op)
+            if refs is None or id(op) in self.skip:
+                continue
+            block = self.nregs
+            self.nregs += len(refs)
+            self.blocks[id(op)] = block
+            for i, ref in enumerate(refs):
+                if isinstance(ref, Value):
+                    if ref.id not in self.regs:
+                        self.regs[ref.id] = block + i
+                else:
+                    if ref.type is Type.OBJ:
+                        self.keepalive.append(ref.value)
+                    self.prologue.append(MachineInstr("const", (block + i, const_bits(ref))))
+                    self.placed.add(block + i)
+
+    def arg_block(self, op: Op, refs: Sequence[Ref]) -> int:
+        """The first register of the block of a call's arguments `refs`,
+        copying in those not placed there (plan_arg_blocks)."""
+        block = self.blocks[id(op)]
         for i, ref in enumerate(refs):
-            self.emit("copy", (block + i, self.reg(ref)))
+            r = block + i
+            if r not in self.placed and self.reg(ref) != r:
+                self.emit("copy", (r, self.reg(ref)))
         return block
 
     def inlined_codes(self) -> int:
@@ -398,16 +445,16 @@ class CodeGen:
             elif machine == "call_meth_noargs":
                 self.emit(machine, dst + (self.reg(op.args[1]), meth), op, raises=True)
             else:
-                block = self.arg_block(op.args[1:])  # self, then the arguments
+                block = self.arg_block(op, op.args[1:])  # self, then the arguments
                 self.emit(machine, dst + (block, len(op.args) - 2, meth), op, raises=True)
         elif name == "call_kw":
             kwnames = op.attrs["kwnames"]
             assert isinstance(kwnames, tuple)
-            block = self.arg_block(op.args)  # the callable, then the arguments
+            block = self.arg_block(op, op.args)  # the callable, then the arguments
             self.emit("call_vector_kw", dst + (block, len(op.args) - 1 - len(kwnames),
                                                self.obj_addr(kwnames)), op, raises=True)
         elif name in ("call", "call_nocode"):
-            block = self.arg_block(op.args)  # the callable, then the arguments
+            block = self.arg_block(op, op.args)  # the callable, then the arguments
             self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
         elif name == "guard_global_in":
             # in the inlined function's own dicts (read from the function, held
@@ -684,6 +731,7 @@ class CodeGen:
         loop_label = Label("loop")
         self.coalesce_carried()
         self.plan_fusions()
+        self.plan_arg_blocks()
         iterations = ctypes.c_uint64()
         for op in self.trace.ops:
             if op.name == "label":

@@ -149,6 +149,7 @@ OPERANDS: Final[dict[str, str]] = {
     "guard_size": "ri",
     "guard_unbox_float": "rri",
     "list_setitem": "rrr",
+    "list_append": "rr",
     "list_setitem_float": "rrr",
     "list_setitem_float_c": "rir",
     "range_iter_next": "rr",

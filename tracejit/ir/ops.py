@@ -169,6 +169,11 @@ OPS: dict[str, OpInfo] = _ops(
         "descriptor's self is proven an exact instance of its class, so the backend "
         "calls its C function directly.",
     ),
+    OpInfo(
+        "list_append", V, (O, O), raises=True,
+        doc="list.append(l, v) on a list proven exact (CPython's CALL_LIST_APPEND): "
+        "the list takes a new reference to v; runs no Python code.",
+    ),
     OpInfo("len", I, (O,), raises=True, escapes=True, doc="len(o) as int64."),
     OpInfo("ob_size", I, (O,), doc="Length of an object proven an exact list or tuple."),
     OpInfo(

@@ -1193,6 +1193,17 @@ class Translator:
             # The count is seen: pass each argument with a reference of its own,
             # as the interpreter's value stack holds one.
             args = [self.own(a) for a in args]
+        if fn is list.append and len(args) == 1 and self._reftype(self_or_null.ref) is list:
+            # An exact list's append (CPython's CALL_LIST_APPEND): returns None.
+            item, new = self.as_obj(args[0], snap)
+            self.emit("list_append", [self_or_null.ref, item], None, snap)
+            self.release_obj(item, new)
+            for sv in (callable_, self_or_null, args[0]):
+                self.release(sv)
+            if bound is not None:
+                self.release(bound)
+            self.push(Const(None, Type.OBJ))
+            return
         res, operands = self._call_out("call", callable_, self_or_null, args, snap)
         rtype = _result_type(operands, [self._reftype(o) for o in operands])
         if rtype is not None:

@@ -945,6 +945,22 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 34, '_JIT_ERROR', -4),
         ),
     ),
+    'list_append': (
+        bytes.fromhex(
+            "498bbd00000000498bb5000000008b06ffc074028906488b4710483947207e14"
+            "488b4f18488934c148ffc048894710e90000000050ff150000000085c0488d64"
+            "24080f8400000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 55, '_PyList_AppendTakeRefListResize', -4),
+            ('code', 'R_X86_64_PLT32', 68, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 73, '_JIT_ERROR', -4),
+        ),
+    ),
     'list_getitem': (
         bytes.fromhex(
             "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"

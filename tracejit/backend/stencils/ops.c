@@ -748,6 +748,24 @@ STENCIL(list_setitem)
     CONTINUE();
 }
 
+/* list.append(R0, R1) on an exact list, as CPython's CALL_LIST_APPEND:
+ * the list takes a new reference to R1; error exit if growing fails. */
+STENCIL(list_append)
+{
+    PyListObject *list = (PyListObject *)R_OBJ(0);
+    PyObject *item = Py_NewRef(R_OBJ(1));
+    Py_ssize_t n = Py_SIZE(list);
+    if (LIKELY(list->allocated > n)) {
+        list->ob_item[n] = item;
+        Py_SET_SIZE(list, n + 1);
+        CONTINUE();
+    }
+    if (_PyList_AppendTakeRefListResize(list, item) == 0) {
+        CONTINUE();
+    }
+    ERROR();
+}
+
 /* seq[idx] = float(value) (see store_float); exit if out of range.  The _c
  * variant takes a non-negative constant index OP1. */
 STENCIL(list_setitem_float)
