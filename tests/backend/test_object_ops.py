@@ -833,3 +833,64 @@ def test_global_guards_share_a_descriptor_per_code_name_and_object() -> None:
     other = descriptors(decode_kernel.__code__, text)
     assert one[0] == one[1] == two[0] and one[2] == two[2] != one[0]
     assert other[0] != one[0]  # another code: its own dicts, its own cache
+
+
+def append_kernel(out_of_line: bool, lst: list[object], item: object) -> object:
+    """list_append, decref and store_local, inline or out of line (the forms
+    a huge function's traces use)."""
+    y: object = None
+    suffix = "_out" if out_of_line else ""
+    never = Label("never")
+    code: list[MachineInstr | Label] = [
+        I("load_slot", (0, slot(append_kernel, "lst"))),
+        I("load_slot", (1, slot(append_kernel, "item"))),
+        I("list_append" + suffix, (0, 1), error=never),
+        I("incref", (1,)),
+        I("incref", (1,)),
+        I("decref" + suffix, (1,)),
+        I("store_local" + suffix, (1, slot(append_kernel, "y"))),  # y = item, steals one
+        finish(0),
+        never,
+        finish(1),
+    ]
+    assert run(sys._getframe(), code) == 0
+    return y
+
+
+@pytest.mark.parametrize("out_of_line", [False, True])
+def test_list_append_decref_store_local_in_both_forms(out_of_line: bool) -> None:
+    item = object()
+    lst: list[object] = []
+    before = sys.getrefcount(item)
+    for k in range(1, 40):  # past the list's allocation: it grows
+        assert append_kernel(out_of_line, lst, item) is item
+        assert len(lst) == k and lst[-1] is item
+        assert sys.getrefcount(item) == before + k  # the list's references only
+    del lst
+    assert sys.getrefcount(item) == before
+
+
+def test_huge_code_lowers_common_ops_out_of_line() -> None:
+    from tracejit.backend.codegen import lower_trace
+    from tracejit.ir.trace import parse_trace
+
+    text = """
+    trace t
+      v0:obj = load_local slot=0
+      v1:obj = load_local slot=1
+      guard_type v0 type=$list [pc=0 | | ]
+      list_append v0, v1 [pc=2 | | ]
+      incref v1
+      store_local v1 slot=2
+      v2:obj = call_nocode $encode, v1, $utf8 [pc=4 | | ]
+      decref v2
+    """
+    env = {"list": list, "encode": str.encode, "utf8": "utf-8"}
+    for out_of_line in (False, True):
+        machine = {i.op for i in lower_trace(parse_trace(text, env), 3, 0,
+                                             out_of_line=out_of_line).code
+                   if isinstance(i, MachineInstr)}
+        forms = {"list_append", "store_local", "decref"}
+        assert machine >= ({f + "_out" for f in forms} if out_of_line else forms), machine
+        assert not machine & ({"list_append", "store_local", "decref"} if out_of_line
+                              else {"list_append_out", "store_local_out", "decref_out"})

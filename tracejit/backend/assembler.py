@@ -204,6 +204,9 @@ def _make_plan(stencil: Stencil, got_index: dict[str, int]) -> _Plan:
     )
 
 
+_GOT_RUNTIME: Final = "tjrt_"
+
+
 def _load_tables() -> _Tables:
     global _tables
     if _tables is None:
@@ -212,9 +215,16 @@ def _load_tables() -> _Tables:
             {h.symbol for s in stencils.values() for h in s.holes if h.kind in GOT_KINDS}
         )
         got_index = {name: i for i, name in enumerate(got_symbols)}
-        got = b"".join(struct.pack("<Q", symbols.address_of(n)) for n in got_symbols)
         plans = {name: _make_plan(s, got_index) for name, s in stencils.items()}
-        _tables = _Tables(plans=plans, got=got)
+        # tjrt_NAME is the runtime function tj_NAME (ops.c, "out-of-line
+        # forms"): mapped with the C-API part of the GOT, then entered in it.
+        addresses = [0 if n.startswith(_GOT_RUNTIME) else symbols.address_of(n)
+                     for n in got_symbols]
+        _tables = _Tables(plans=plans, got=struct.pack(f"<{len(addresses)}Q", *addresses))
+        for i, n in enumerate(got_symbols):
+            if n.startswith(_GOT_RUNTIME):
+                addresses[i] = runtime_address("tj_" + n[len(_GOT_RUNTIME):])
+        _tables = _Tables(plans=plans, got=struct.pack(f"<{len(addresses)}Q", *addresses))
     return _tables
 
 

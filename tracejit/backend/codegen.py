@@ -139,10 +139,17 @@ _SHARED_GLOBAL_DESCS: weakref.WeakValueDictionary[tuple[object, ...], _SharedDes
     weakref.WeakValueDictionary()
 
 
+# Ops a huge function's traces call out of line (ops.c, "out-of-line forms"):
+# they run about once per call, and their code is fetched more than run.
+_OUT_OF_LINE = {"decref": "decref_out", "store_local": "store_local_out",
+                "list_append": "list_append_out"}
+
+
 class CodeGen:
     def __init__(self, trace: Trace, nlocalsplus: int, base: int,
-                 code: types.CodeType | None = None) -> None:
+                 code: types.CodeType | None = None, out_of_line: bool = False) -> None:
         self.trace = trace
+        self.out_of_line = out_of_line
         self.code = code
         self.nlocalsplus = nlocalsplus
         self.base = base  # header stack depth
@@ -306,6 +313,8 @@ class CodeGen:
 
     def emit(self, name: str, operands: tuple[int, ...] = (), op: Op | None = None,
              guard: bool = False, raises: bool = False, target: Label | None = None) -> None:
+        if self.out_of_line:
+            name = _OUT_OF_LINE.get(name, name)
         # The stencil decides which exits exist; the IR op's snapshot serves both.
         guard, raises = stencil_exits(name)
         if (guard or raises) and (op is None or op.snapshot is None):
@@ -793,9 +802,10 @@ class CodeGen:
 
 
 def lower_trace(trace: Trace, nlocalsplus: int, base: int,
-                code: types.CodeType | None = None) -> Lowered:
-    """`code`: the trace's own code object (needed when calls were inlined)."""
-    return CodeGen(trace, nlocalsplus, base, code).lower()
+                code: types.CodeType | None = None, out_of_line: bool = False) -> Lowered:
+    """`code`: the trace's own code object (needed when calls were inlined);
+    `out_of_line`: a huge function's trace (see _OUT_OF_LINE)."""
+    return CodeGen(trace, nlocalsplus, base, code, out_of_line).lower()
 
 
 def _utf8_codec_call(op: Op) -> object | None:

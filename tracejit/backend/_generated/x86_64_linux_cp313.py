@@ -260,6 +260,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 42, '_JIT_CONTINUE', -4),
         ),
     ),
+    'decref_out': (
+        bytes.fromhex(
+            "50498bbd00000000ff150000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 10, 'tjrt_decref', -4),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'exit_count': (
         bytes.fromhex(
             "48b8000000000000000048ff00e900000000"
@@ -961,6 +972,20 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 73, '_JIT_ERROR', -4),
         ),
     ),
+    'list_append_out': (
+        bytes.fromhex(
+            "50498bbd00000000498bb500000000ff150000000085c0740658e90000000058"
+            "e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 17, 'tjrt_list_append', -4),
+            ('code', 'R_X86_64_PLT32', 27, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 33, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'list_getitem': (
         bytes.fromhex(
             "498b8500000000498b8d00000000488b50104889ce48c1fe3f4821d64801ce48"
@@ -1316,6 +1341,18 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 206, '_JIT_CONTINUE', -4),
         ),
     ),
+    'store_local_out': (
+        bytes.fromhex(
+            "50498dbc2400000000498bb500000000ff150000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 5, '_JIT_OFFSET1', 72),
+            ('code', 'R_X86_64_32S', 12, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 18, 'tjrt_store_local', -4),
+            ('code', 'R_X86_64_PLT32', 24, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'store_slot_raw': (
         bytes.fromhex(
             "498b85000000004989842400000000e900000000"
@@ -1335,6 +1372,15 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
         b"",
         (
             ('code', 'R_X86_64_GOTPCRELX', 13, 'PyThreadState_Get', -4),
+        ),
+    ),
+    'tj_decref': (
+        bytes.fromhex(
+            "488b0785c0780848ffc84889077401c3ff2500000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 18, '_Py_Dealloc', -4),
         ),
     ),
     'tj_dispatch': (
@@ -1605,6 +1651,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 75, 'PyObject_Vectorcall', -4),
         ),
     ),
+    'tj_list_append': (
+        bytes.fromhex(
+            "488b47108b0effc17402890e483947207e12488b4f18488934c148ffc0488947"
+            "1031c0c3ff2500000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 38, '_PyList_AppendTakeRefListResize', -4),
+        ),
+    ),
     'tj_resume_basicsize': (
         bytes.fromhex(
             "b868000000c3"
@@ -1787,6 +1843,16 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 173, '_Py_Dealloc', -4),
             ('code', 'R_X86_64_GOTPCRELX', 182, 'PyObject_Free', -4),
             ('code', 'R_X86_64_GOTPCRELX', 229, '_Py_Dealloc', -4),
+        ),
+    ),
+    'tj_store_local': (
+        bytes.fromhex(
+            "4889f8488b3f4889304885ff740f488b0785c0780848ffc84889077401c3ff25"
+            "00000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 32, '_Py_Dealloc', -4),
         ),
     ),
     'tj_type_version': (

@@ -97,6 +97,73 @@ STENCIL(store_local)
     CONTINUE();
 }
 
+/* ---- out-of-line forms ----------------------------------------------------
+ *
+ * The traces of a huge function (a compiled template) run once per call:
+ * their machine code is fetched from memory more often than it is executed
+ * twice, so their most common ops call one shared runtime function instead
+ * of carrying its code inline (a third of the bytes).  The stencils call
+ * them through the GOT by the name tjrt_NAME, which the loader resolves to
+ * the runtime function tj_NAME (a stencil may not call this file's
+ * functions directly). */
+extern void tjrt_decref(PyObject *o);
+extern void tjrt_store_local(PyObject **slot, PyObject *v);
+extern int tjrt_list_append(PyListObject *list, PyObject *item);
+
+/* Py_DECREF(o) (decref_out). */
+void
+tj_decref(PyObject *o)
+{
+    Py_DECREF(o);
+}
+
+/* *slot = v, releasing the old value (store_local_out; steals v). */
+void
+tj_store_local(PyObject **slot, PyObject *v)
+{
+    PyObject *old = *slot;
+    *slot = v;
+    Py_XDECREF(old);
+}
+
+/* list.append(list, item) as the list_append stencil does; -1 if growing
+ * the list failed (list_append_out). */
+int
+tj_list_append(PyListObject *list, PyObject *item)
+{
+    Py_ssize_t n = Py_SIZE(list);
+    Py_INCREF(item);
+    if (LIKELY(list->allocated > n)) {
+        list->ob_item[n] = item;
+        Py_SET_SIZE(list, n + 1);
+        return 0;
+    }
+    return _PyList_AppendTakeRefListResize(list, item);
+}
+
+/* decref R0 through tj_decref. */
+STENCIL(decref_out)
+{
+    tjrt_decref(R_OBJ(0));
+    CONTINUE();
+}
+
+/* list_append through tj_list_append. */
+STENCIL(list_append_out)
+{
+    if (tjrt_list_append((PyListObject *)R_OBJ(0), R_OBJ(1)) == 0) {
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* store_local through tj_store_local. */
+STENCIL(store_local_out)
+{
+    tjrt_store_local(&SLOT(1), R_OBJ(0));
+    CONTINUE();
+}
+
 /* Write an unboxed float into a frame slot (exit stubs; see store_float). */
 STENCIL(store_local_float)
 {
