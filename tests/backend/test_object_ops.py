@@ -186,7 +186,12 @@ def method_kernel(descr: object, machine: str, *args: object) -> tuple[int, obje
     s, f = slot, method_kernel
     meth = method_entry(descr)[0]
     loads = [I("load_slot", (4 + i, s(f, name))) for i, name in enumerate(("a0", "a1", "a2"))]
-    if machine == "call_meth_o":
+    keep = []
+    if machine.endswith("_c"):  # the arguments after self as data: {nargs, args...}
+        consts = (ctypes.c_uint64 * len(args))(len(args) - 1, *map(id, args[1:]))
+        keep.append(consts)
+        call = I(machine, (0, 4, ctypes.addressof(consts), meth), error=err)
+    elif machine == "call_meth_o":
         call = I(machine, (0, 4, 5, meth), error=err)
     elif machine == "call_meth_noargs":
         call = I(machine, (0, 4, meth), error=err)
@@ -209,6 +214,11 @@ def test_call_meth_calls_the_c_function_directly() -> None:
         method_kernel(str.encode, "call_meth_fastkw", "\u20ac", "ascii")
     with pytest.raises(IndexError):
         method_kernel(list.pop, "call_meth_fast", [], 0)
+    # constant arguments passed from data
+    assert method_kernel(str.replace, "call_meth_fastkw_c", "a-b-c", "-", "+") == (0, "a+b+c")
+    assert method_kernel(list.pop, "call_meth_fast_c", [5, 6], 0) == (0, 5)
+    with pytest.raises(IndexError):
+        method_kernel(list.pop, "call_meth_fast_c", [], 0)
 
 
 def refcount_kernel(x: object) -> None:
@@ -806,7 +816,7 @@ def test_utf8_encode_and_decode_call_the_codec_directly() -> None:
     machine = [i.op for i in lower_trace(parse_trace(text, env), 1, 0).code
                if isinstance(i, MachineInstr)]
     assert "call_unary" in machine and "bytes_decode_utf8" in machine, machine
-    assert machine.count("call_meth_fastkw") == 1, machine  # the ascii one
+    assert machine.count("call_meth_fastkw_c") == 1, machine  # the ascii one
 
 
 def test_global_guards_share_a_descriptor_per_code_name_and_object() -> None:

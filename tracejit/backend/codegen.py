@@ -247,7 +247,7 @@ class CodeGen:
                 return None
             direct = _direct_method(op)
             if direct is not None:
-                if direct[0] in ("call_meth_o", "call_meth_noargs"):
+                if direct[0] in ("call_meth_o", "call_meth_noargs") or _constant_args(op):
                     return None
                 return op.args[1:]  # self, then the arguments
         return op.args  # the callable, then the arguments
@@ -453,6 +453,12 @@ class CodeGen:
                           op, raises=True)
             elif machine == "call_meth_noargs":
                 self.emit(machine, dst + (self.reg(op.args[1]), meth), op, raises=True)
+            elif _constant_args(op):
+                # {nargs, arguments...} in the trace's data
+                args_desc = self.data([len(op.args) - 2]
+                                      + [self.obj_addr(a.value) for a in op.args[2:]])
+                self.emit(machine + "_c", dst + (self.reg(op.args[1]), args_desc, meth), op,
+                          raises=True)
             else:
                 block = self.arg_block(op, op.args[1:])  # self, then the arguments
                 self.emit(machine, dst + (block, len(op.args) - 2, meth), op, raises=True)
@@ -817,6 +823,13 @@ def _utf8_codec_call(op: Op) -> object | None:
         if isinstance(arg, Const) and type(arg.value) is str and arg.value in UTF8_CODECS:
             return fn
     return None
+
+
+def _constant_args(op: Op) -> bool:
+    """Whether a call_nocode's arguments after self are all object
+    constants (passed from the trace's data by the _c call ops)."""
+    return len(op.args) > 2 and all(isinstance(a, Const) and a.type is Type.OBJ
+                                    and a.value is not NULL for a in op.args[2:])
 
 
 # Calling conventions of method descriptors called directly (ml_flags values;

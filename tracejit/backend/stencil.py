@@ -135,6 +135,8 @@ OPERANDS: Final[dict[str, str]] = {
     "call_meth_noargs": "rri",
     "call_meth_fast": "rrii",
     "call_meth_fastkw": "rrii",
+    "call_meth_fast_c": "rrii",
+    "call_meth_fastkw_c": "rrii",
     "bytes_decode_utf8": "rr",
     "len": "rr",
     "ob_size": "rr",

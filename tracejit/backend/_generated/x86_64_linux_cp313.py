@@ -91,6 +91,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 57, '_JIT_ERROR', -4),
         ),
     ),
+    'call_meth_fast_c': (
+        bytes.fromhex(
+            "5048b80000000000000000498bbd0000000048b90000000000000000488b1148"
+            "be0000000000000000ffd04885c0740d4989850000000058e90000000058e900"
+            "000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 20, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND2', 8),
+            ('code', 'R_X86_64_32S', 51, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 57, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 63, '_JIT_ERROR', -4),
+        ),
+    ),
     'call_meth_fastkw': (
         bytes.fromhex(
             "5048b80000000000000000498bbd00000000498db50000000048ba0000000000"
@@ -105,6 +122,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_32S', 47, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 53, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 59, '_JIT_ERROR', -4),
+        ),
+    ),
+    'call_meth_fastkw_c': (
+        bytes.fromhex(
+            "5048b80000000000000000498bbd0000000048b90000000000000000488b1148"
+            "be000000000000000031c9ffd04885c0740d4989850000000058e90000000058"
+            "e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 20, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 33, '_JIT_OPERAND2', 8),
+            ('code', 'R_X86_64_32S', 53, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 59, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 65, '_JIT_ERROR', -4),
         ),
     ),
     'call_meth_noargs': (

@@ -739,6 +739,33 @@ STENCIL(call_meth_fastkw)
     ERROR();
 }
 
+/* The two above with self in R1 and only constant arguments: OP2 is the
+ * address of {nargs, arguments...} in the trace's data (a template's
+ * s.replace("&", "&amp;"): no registers and no prologue op for them). */
+STENCIL(call_meth_fast_c)
+{
+    const uint64_t *d = (const uint64_t *)(uintptr_t)OP(2);
+    PyObject *r = ((PyCFunctionFast)(uintptr_t)OP_OPAQUE(3))(
+        R_OBJ(1), (PyObject *const *)&d[1], (Py_ssize_t)d[0]);
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+STENCIL(call_meth_fastkw_c)
+{
+    const uint64_t *d = (const uint64_t *)(uintptr_t)OP(2);
+    PyObject *r = ((PyCFunctionFastWithKeywords)(uintptr_t)OP_OPAQUE(3))(
+        R_OBJ(1), (PyObject *const *)&d[1], (Py_ssize_t)d[0], NULL);
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
 /* Py_SIZE of an object proven to be an exact list or tuple. */
 STENCIL(ob_size)
 {
