@@ -455,8 +455,8 @@ class CodeGen:
                 self.emit(machine, dst + (self.reg(op.args[1]), meth), op, raises=True)
             elif _constant_args(op):
                 # {nargs, arguments...} in the trace's data
-                args_desc = self.data([len(op.args) - 2]
-                                      + [self.obj_addr(a.value) for a in op.args[2:]])
+                args_desc = self.data([len(op.args) - 2] + [
+                    self.obj_addr(a.value) for a in op.args[2:] if isinstance(a, Const)])
                 self.emit(machine + "_c", dst + (self.reg(op.args[1]), args_desc, meth), op,
                           raises=True)
             else:
