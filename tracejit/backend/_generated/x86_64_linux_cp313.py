@@ -992,9 +992,9 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'list_append': (
         bytes.fromhex(
-            "498bbd00000000498bb5000000008b06ffc074028906488b4710483947207e14"
+            "498bbd00000000498bb500000000488b47108b0effc17402890e483947207e14"
             "488b4f18488934c148ffc048894710e90000000050ff150000000085c0488d64"
-            "24080f8400000000e900000000"
+            "24080f8500000000e900000000"
         ),
         b"",
         (
@@ -1002,8 +1002,8 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
             ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_GOTPCRELX', 55, '_PyList_AppendTakeRefListResize', -4),
-            ('code', 'R_X86_64_PLT32', 68, '_JIT_CONTINUE', -4),
-            ('code', 'R_X86_64_PLT32', 73, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 68, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_PLT32', 73, '_JIT_CONTINUE', -4),
         ),
     ),
     'list_append_out': (

@@ -97,6 +97,21 @@ STENCIL(store_local)
     CONTINUE();
 }
 
+/* list.append(list, item), as CPython's CALL_LIST_APPEND: the list takes a
+ * new reference to item; -1 if growing it failed (list_append, tj_list_append). */
+ALWAYS_INLINE int
+list_append(PyListObject *list, PyObject *item)
+{
+    Py_ssize_t n = Py_SIZE(list);
+    Py_INCREF(item);
+    if (LIKELY(list->allocated > n)) {
+        list->ob_item[n] = item;
+        Py_SET_SIZE(list, n + 1);
+        return 0;
+    }
+    return _PyList_AppendTakeRefListResize(list, item);
+}
+
 /* ---- out-of-line forms ----------------------------------------------------
  *
  * The traces of a huge function (a compiled template) run once per call:
@@ -126,19 +141,11 @@ tj_store_local(PyObject **slot, PyObject *v)
     Py_XDECREF(old);
 }
 
-/* list.append(list, item) as the list_append stencil does; -1 if growing
- * the list failed (list_append_out). */
+/* list_append as a runtime function (list_append_out). */
 int
 tj_list_append(PyListObject *list, PyObject *item)
 {
-    Py_ssize_t n = Py_SIZE(list);
-    Py_INCREF(item);
-    if (LIKELY(list->allocated > n)) {
-        list->ob_item[n] = item;
-        Py_SET_SIZE(list, n + 1);
-        return 0;
-    }
-    return _PyList_AppendTakeRefListResize(list, item);
+    return list_append(list, item);
 }
 
 /* decref R0 through tj_decref. */
@@ -846,15 +853,7 @@ STENCIL(list_setitem)
  * the list takes a new reference to R1; error exit if growing fails. */
 STENCIL(list_append)
 {
-    PyListObject *list = (PyListObject *)R_OBJ(0);
-    PyObject *item = Py_NewRef(R_OBJ(1));
-    Py_ssize_t n = Py_SIZE(list);
-    if (LIKELY(list->allocated > n)) {
-        list->ob_item[n] = item;
-        Py_SET_SIZE(list, n + 1);
-        CONTINUE();
-    }
-    if (_PyList_AppendTakeRefListResize(list, item) == 0) {
+    if (list_append((PyListObject *)R_OBJ(0), R_OBJ(1)) == 0) {
         CONTINUE();
     }
     ERROR();
