@@ -180,8 +180,10 @@ class CodeGen:
         self.skip: set[int] = set()  # id(op)
         self.size_guards: dict[int, tuple[Ref, int]] = {}  # id(guard_true) -> (seq, n)
         self.unbox_at: dict[int, Op] = {}  # id(guard_type) -> the unbox_float it does
-        # Calls' argument blocks (see plan_arg_blocks): id(op) -> first register,
-        # and the block registers holding a constant written by the prologue.
+        # How each call op is lowered, and the argument blocks of those that
+        # take one (see plan_arg_blocks): id(op) -> first register, and the
+        # block registers holding a constant written by the prologue.
+        self.call_forms: dict[int, _CallForm] = {}
         self.blocks: dict[int, int] = {}
         self.placed: set[int] = set()
 
@@ -234,45 +236,31 @@ class CodeGen:
         self.const_objs[id(ref)] = (ref, r)
         return r
 
-    def block_refs(self, op: Op) -> Sequence[Ref] | None:
-        """The values a call op passes in a block of consecutive registers
-        (see lower_op), or None."""
-        name = op.name
-        if name == "call_kw":
-            return op.args  # the callable, then the arguments
-        if name != "call" and name != "call_nocode":
-            return None
-        if name == "call_nocode":
-            if _utf8_codec_call(op) is not None:
-                return None
-            direct = _direct_method(op)
-            if direct is not None:
-                if direct[0] in ("call_meth_o", "call_meth_noargs") or _constant_args(op):
-                    return None
-                return op.args[1:]  # self, then the arguments
-        return op.args  # the callable, then the arguments
-
     def plan_arg_blocks(self) -> None:
-        """Place each call's arguments in its block in the first place: a value
-        with no register yet gets its block slot as its register, a constant
-        is written to the slot by the prologue.  The block's slots are written
-        by nothing else (registers are never reused), so the call copies
-        nothing; a value already placed elsewhere is copied (arg_block)."""
+        """Decide how each call is lowered (_call_form), and place the
+        arguments of one that takes a block of consecutive registers there in
+        the first place: a value with no register yet gets its block slot as
+        its register, a constant is written to the slot by the prologue.  The
+        block's slots are written by nothing else (registers are never
+        reused), so the call copies nothing; a value already placed elsewhere
+        is copied (arg_block)."""
         for op in self.trace.ops:
-            refs = self.block_refs(op)
-            if refs is None or id(op) in self.skip:
+            form = _call_form(op) if id(op) not in self.skip else None
+            if form is None:
+                continue
+            self.call_forms[id(op)] = form
+            if not form.block:
                 continue
             block = self.nregs
-            self.nregs += len(refs)
+            self.nregs += len(form.block)
             self.blocks[id(op)] = block
-            for i, ref in enumerate(refs):
+            for i, ref in enumerate(form.block):
                 if isinstance(ref, Value):
                     if ref.id not in self.regs:
                         self.regs[ref.id] = block + i
                 else:
-                    if ref.type is Type.OBJ:
-                        self.keepalive.append(ref.value)
-                    self.prologue.append(MachineInstr("const", (block + i, const_bits(ref))))
+                    bits = self.obj_addr(ref.value) if ref.type is Type.OBJ else const_bits(ref)
+                    self.prologue.append(MachineInstr("const", (block + i, bits)))
                     self.placed.add(block + i)
 
     def arg_block(self, op: Op, refs: Sequence[Ref]) -> int:
@@ -434,43 +422,8 @@ class CodeGen:
             obj, value = args
             self.emit("setattr", (obj, self.obj_addr(op.attrs["name"]), value), op,
                       raises=True)
-        elif name == "call_nocode" and (codec := _utf8_codec_call(op)) is not None:
-            # str.encode / bytes.decode with the utf-8 codec (exact self, see
-            # call_nocode): the C function that codec's fast path calls
-            if codec is str.encode:
-                self.emit("call_unary", dst + (self.reg(op.args[1]),
-                                               _pyapi_address("PyUnicode_AsUTF8String")),
-                          op, raises=True)
-            else:
-                self.emit("bytes_decode_utf8", dst + (self.reg(op.args[1]),), op, raises=True)
-        elif name == "call_nocode" and (direct := _direct_method(op)) is not None:
-            # self is proven an exact instance of the descriptor's class
-            # (call_nocode's contract): call its C function as CPython's
-            # specialized CALL_METHOD_DESCRIPTOR_* do.
-            machine, meth = direct
-            if machine == "call_meth_o":
-                self.emit(machine, dst + (self.reg(op.args[1]), self.reg(op.args[2]), meth),
-                          op, raises=True)
-            elif machine == "call_meth_noargs":
-                self.emit(machine, dst + (self.reg(op.args[1]), meth), op, raises=True)
-            elif _constant_args(op):
-                # {nargs, arguments...} in the trace's data
-                args_desc = self.data([len(op.args) - 2] + [
-                    self.obj_addr(a.value) for a in op.args[2:] if isinstance(a, Const)])
-                self.emit(machine + "_c", dst + (self.reg(op.args[1]), args_desc, meth), op,
-                          raises=True)
-            else:
-                block = self.arg_block(op, op.args[1:])  # self, then the arguments
-                self.emit(machine, dst + (block, len(op.args) - 2, meth), op, raises=True)
-        elif name == "call_kw":
-            kwnames = op.attrs["kwnames"]
-            assert isinstance(kwnames, tuple)
-            block = self.arg_block(op, op.args)  # the callable, then the arguments
-            self.emit("call_vector_kw", dst + (block, len(op.args) - 1 - len(kwnames),
-                                               self.obj_addr(kwnames)), op, raises=True)
-        elif name in ("call", "call_nocode"):
-            block = self.arg_block(op, op.args)  # the callable, then the arguments
-            self.emit("call_vector", dst + (block, len(op.args) - 1), op, raises=True)
+        elif id(op) in self.call_forms:
+            self.lower_call(op, self.call_forms[id(op)], dst)
         elif name == "guard_global_in":
             # in the inlined function's own dicts (read from the function, held
             # weakly: no reference to a module's dict)
@@ -508,6 +461,29 @@ class CodeGen:
                                                 self.obj_addr(op.attrs["obj"])), op, guard=True)
         else:
             raise NotImplementedError(f"no lowering for IR op {name}")
+
+    def lower_call(self, op: Op, form: _CallForm, dst: tuple[int, ...]) -> None:
+        machine, meth = form.machine, form.meth
+        if form.consts:
+            # self, then {nargs, arguments...} in the trace's data
+            args = self.data([len(form.consts)] + [self.obj_addr(c.value) for c in form.consts])
+            operands: tuple[int, ...] = (self.reg(op.args[1]), args, meth)
+        elif machine == "call_vector_kw":
+            kwnames = op.attrs["kwnames"]
+            assert isinstance(kwnames, tuple)
+            operands = (self.arg_block(op, form.block), len(op.args) - 1 - len(kwnames),
+                        self.obj_addr(kwnames))
+        elif machine == "call_vector":
+            operands = (self.arg_block(op, form.block), len(op.args) - 1)
+        elif form.block:  # call_meth_fast(kw): self, then the arguments
+            operands = (self.arg_block(op, form.block), len(op.args) - 2, meth)
+        elif machine == "call_meth_o":
+            operands = (self.reg(op.args[1]), self.reg(op.args[2]), meth)
+        elif machine == "bytes_decode_utf8":
+            operands = (self.reg(op.args[1]),)
+        else:  # call_meth_noargs, or call_unary of the utf-8 encoder
+            operands = (self.reg(op.args[1]), meth)
+        self.emit(machine, dst + operands, op, raises=True)
 
     def parallel_copy(self, dsts: list[int], srcs: list[int]) -> None:
         """Copy srcs to dsts as if at once: copy to a destination nobody still
@@ -825,11 +801,53 @@ def _utf8_codec_call(op: Op) -> object | None:
     return None
 
 
-def _constant_args(op: Op) -> bool:
-    """Whether a call_nocode's arguments after self are all object
-    constants (passed from the trace's data by the _c call ops)."""
-    return len(op.args) > 2 and all(isinstance(a, Const) and a.type is Type.OBJ
-                                    and a.value is not NULL for a in op.args[2:])
+def _constant_args(op: Op) -> tuple[Const, ...]:
+    """A call_nocode's arguments after self when they are all object
+    constants (passed from the trace's data by the _c call ops), else ()."""
+    consts = tuple(a for a in op.args[2:] if isinstance(a, Const) and a.type is Type.OBJ
+                   and a.value is not NULL)
+    return consts if len(consts) == len(op.args) - 2 else ()
+
+
+@dataclass(frozen=True, slots=True)
+class _CallForm:
+    """How a call op is lowered: the machine op, its C function (0 if none),
+    and where its arguments come from besides plain registers: a block of
+    consecutive registers (`block`: the callable or self first) or the
+    trace's data (`consts`, the arguments after self)."""
+    machine: str
+    meth: int = 0
+    block: Sequence[Ref] = ()
+    consts: tuple[Const, ...] = ()
+
+
+def _call_form(op: Op) -> _CallForm | None:
+    """How IR call op `op` is lowered, or None if it is no call."""
+    if op.name == "call_kw":
+        return _CallForm("call_vector_kw", block=op.args)  # the callable, then the arguments
+    if op.name != "call" and op.name != "call_nocode":
+        return None
+    if op.name == "call_nocode":
+        # str.encode / bytes.decode with the utf-8 codec (exact self, see
+        # call_nocode): the C function that codec's fast path calls
+        codec = _utf8_codec_call(op)
+        if codec is str.encode:
+            return _CallForm("call_unary", _pyapi_address("PyUnicode_AsUTF8String"))
+        if codec is not None:
+            return _CallForm("bytes_decode_utf8")
+        # self is proven an exact instance of the descriptor's class
+        # (call_nocode's contract): call its C function as CPython's
+        # specialized CALL_METHOD_DESCRIPTOR_* do.
+        direct = _direct_method(op)
+        if direct is not None:
+            machine, meth = direct
+            if machine == "call_meth_o" or machine == "call_meth_noargs":
+                return _CallForm(machine, meth)
+            consts = _constant_args(op)
+            if consts:
+                return _CallForm(machine + "_c", meth, consts=consts)
+            return _CallForm(machine, meth, block=op.args[1:])  # self, then the arguments
+    return _CallForm("call_vector", block=op.args)  # the callable, then the arguments
 
 
 # Calling conventions of method descriptors called directly (ml_flags values;

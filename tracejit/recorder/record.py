@@ -169,6 +169,11 @@ class Instructions:
             i += sizes[raw[i]]
         self._decoded: dict[int, Instr] = {}
 
+    @property
+    def units(self) -> int:
+        """The code's length in code units."""
+        return len(self._starts)
+
     def get(self, offset: int) -> Instr | None:
         instr = self._decoded.get(offset)
         if instr is None and 0 <= offset < len(self._raw) and self._starts[offset >> 1]:

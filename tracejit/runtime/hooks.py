@@ -73,11 +73,11 @@ DISABLE = sys.monitoring.DISABLE
 # exit before it stops asking.
 MAX_BRIDGES_PER_ROOT = 64
 MAX_BRIDGE_ATTEMPTS = 3
-# Traces of code marked huge, or at least this big (8192 code units: a
-# compiled template), call their commonest ops out of line (codegen
-# _OUT_OF_LINE): such code runs about once per call, and its machine code is
-# fetched from memory more often than it is run twice.
-OUT_OF_LINE_BYTES = 16384
+# Traces of code marked huge, or of at least this many code units (a compiled
+# template), call their commonest ops out of line (codegen _OUT_OF_LINE):
+# such code runs about once per call, and its machine code is fetched from
+# memory more often than it is run twice.
+OUT_OF_LINE_UNITS = 8192
 # JIT time always allowed before Params.jit_time_percent applies: a program's
 # start compiles its first hot loops whatever it does next.
 JIT_TIME_GRACE_S = 2.0
@@ -796,7 +796,7 @@ def _finish_recording(rec: Recording) -> None:
         name = f"{rec.code.co_name}:{rec.header // 2}"
         trace = optimize(translate(rec, name))
         base = len(rec.entry_stack) if rec.end is not None and rec.end.kind == "loop" else 0
-        out_of_line = id(rec.code) in STATE.huge or len(rec.code.co_code) >= OUT_OF_LINE_BYTES
+        out_of_line = id(rec.code) in STATE.huge or rec.info.instrs.units >= OUT_OF_LINE_UNITS
         lowered = lower_trace(trace, rec.info.nlocalsplus, base, rec.code, out_of_line)
         compiled = assemble(lowered.code, lowered.nregs)
     except RecordingAborted as exc:

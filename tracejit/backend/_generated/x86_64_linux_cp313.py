@@ -1292,14 +1292,14 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'store_cell': (
         bytes.fromhex(
-            "498b8500000000488b7810498b8d00000000488948104885ff0f840000000048"
+            "498b8500000000498b8d00000000488b7810488948104885ff0f840000000048"
             "8b0785c00f880000000048ffc84889070f850000000050ff15000000004883c4"
             "08e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
             ('code', 'R_X86_64_PLT32', 27, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 38, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 50, '_JIT_CONTINUE', -4),
@@ -1309,14 +1309,14 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'store_local': (
         bytes.fromhex(
-            "498bbc2400000000498b850000000049898424000000004885ff0f8400000000"
+            "498b8500000000498bbc240000000049898424000000004885ff0f8400000000"
             "488b0785c00f880000000048ffc84889070f850000000050ff15000000004883"
             "c408e900000000"
         ),
         b"",
         (
-            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 72),
-            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 72),
             ('code', 'R_X86_64_32S', 19, '_JIT_OFFSET1', 72),
             ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 39, '_JIT_CONTINUE', -4),

@@ -89,11 +89,19 @@ STENCIL(load_slot)
     CONTINUE();
 }
 
+/* *ref = v (stolen), releasing the old value (store_local, tj_store_local,
+ * store_cell). */
+ALWAYS_INLINE void
+replace_ref(PyObject **ref, PyObject *v)
+{
+    PyObject *old = *ref;
+    *ref = v;
+    Py_XDECREF(old);
+}
+
 STENCIL(store_local)
 {
-    PyObject *old = SLOT(1);
-    SLOT(1) = R_OBJ(0);
-    Py_XDECREF(old);
+    replace_ref(&SLOT(1), R_OBJ(0));
     CONTINUE();
 }
 
@@ -136,9 +144,7 @@ tj_decref(PyObject *o)
 void
 tj_store_local(PyObject **slot, PyObject *v)
 {
-    PyObject *old = *slot;
-    *slot = v;
-    Py_XDECREF(old);
+    replace_ref(slot, v);
 }
 
 /* list_append as a runtime function (list_append_out). */
@@ -1447,10 +1453,7 @@ STENCIL(load_field)
 /* STORE_DEREF: the cell R0 takes R1 (stolen) and releases its old content. */
 STENCIL(store_cell)
 {
-    PyCellObject *cell = (PyCellObject *)R_OBJ(0);
-    PyObject *old = cell->ob_ref;
-    cell->ob_ref = R_OBJ(1);
-    Py_XDECREF(old);
+    replace_ref(&((PyCellObject *)R_OBJ(0))->ob_ref, R_OBJ(1));
     CONTINUE();
 }
 
