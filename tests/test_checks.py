@@ -272,3 +272,29 @@ def test_list_append_is_one_op(tmp_path: Path) -> None:
     """, tmp_path)
     body = "".join(traces_of(log, "f"))
     assert body.count("list_append") >= 3, body[-3000:]
+
+
+def test_comprehension_tuple_contains_and_fstring_ops(tmp_path: Path) -> None:
+    """A list comprehension is a loop trace (LOAD_FAST_AND_CLEAR's NULL on the
+    header stack, LIST_APPEND as list_append) and a loop body with a tuple, an
+    ``in`` test, a dict literal and an f-string compiles to their own ops
+    instead of ending the trace."""
+    log = check("""
+    def comp(n):
+        return [x * 3 for x in range(n)]
+    def body(n):
+        d = {"a": 1}
+        s = 0
+        for i in range(n):
+            t = (i, i + 1)
+            e = {"i": i, "t": t}
+            s += t[1] + ("a" in d) + len(f"{i}:{i * 0.5:.1f}") + len(e)
+        return s
+    print(sum(comp(3000)), body(3000))
+    """, tmp_path)
+    comp = "".join(traces_of(log, "comp"))
+    assert "list_append" in comp and " loop @" in comp, comp[-3000:]
+    body = "".join(traces_of(log, "body"))
+    for op in ("build_tuple", "contains", "build_string", "build_const_key_map"):
+        assert op in body, (op, body[-3000:])
+    assert "-> stop" not in body, body[-3000:]

@@ -1688,6 +1688,134 @@ program(
     """,
 )
 
+program(
+    "comprehensions",
+    """
+    def f(n):
+        out = []
+        for i in range(n):
+            out.append(sum([j * 2 for j in range(i % 7)]))
+        return sum(out)
+    def g(n, x):
+        # the comprehension's variable shadows a bound local: saved and restored
+        y = [x * 3 for x in range(n)]
+        return x, len(y), y[-1]
+    def h(n):
+        return [(a, a * 2.5) for a in range(n)][-3:]
+    def nested(n):
+        return sum(sum([a * b for b in range(5)]) for a in range(n))
+    def raising(n):
+        x = "outer"
+        try:
+            return [10 // (j - n // 2) for j in range(n)]
+        except ZeroDivisionError as e:
+            return x, repr(e)
+    def iter_raises(n):
+        def gen():
+            for k in range(n):
+                yield k
+            raise ValueError("late")
+        try:
+            return [k + 1 for k in gen()]
+        except ValueError as e:
+            return str(e)
+    print(f(500), g(400, "kept"), h(300), nested(300))
+    for n in (10, 50, 400):
+        print(raising(n), iter_raises(n))
+    """,
+)
+
+program(
+    "tuples_and_contains",
+    """
+    class Box:
+        def __init__(self):
+            self.calls = 0
+        def __contains__(self, item):
+            self.calls += 1
+            if item == 77:
+                raise KeyError(item)
+            return item % 3 == 0
+    class Eq:
+        seen = 0
+        def __eq__(self, other):
+            Eq.seen += 1
+            return other == 5
+        __hash__ = None
+    def f(n):
+        s = 0
+        d = {"a": 1, "b": 2}
+        lst = [1, 2, 3, Eq()]
+        keyed = {(3, 1): 0}
+        for i in range(n):
+            t = (i, i * 2, float(i), "x", None)
+            s += t[1] + len(t)
+            if "a" in d:
+                s += 1
+            if "z" not in d:
+                s += 2
+            if "bc" in "abcd":
+                s += 3
+            if i in lst:
+                s += 100
+            if (i, 1) in keyed:
+                s += 1000
+        return s, t, Eq.seen
+    def g(n, box):
+        hits = 0
+        for i in range(n):
+            if i in box:
+                hits += 1
+        return hits
+    print(f(600))
+    box = Box()
+    print(g(70, box), box.calls)
+    try:
+        g(100, box)
+    except KeyError as e:
+        print("KeyError", e, box.calls)
+    def pairs(n):
+        return [(i, (i, -i)) for i in range(n)][n // 2]
+    print(pairs(500))
+    """,
+)
+
+
+program(
+    "fstrings_and_dict_literals",
+    """
+    class P:
+        def __init__(self, v):
+            self.v = v
+        def __format__(self, spec):
+            if self.v == 333:
+                raise ValueError("bad format")
+            if self.v == 444:
+                return 7
+            return f"P<{self.v}:{spec}>"
+        def __repr__(self):
+            return f"P({self.v!r})"
+    def f(n, w):
+        out = []
+        for i in range(n):
+            x = i * 1.5
+            s = f"{i}-{x:.2f}-{'ab'!r}-{i!s:>{w}}|{None}|{True}|{x!a}"
+            d = {"k": i, "s": s, 1: x}
+            e = {}
+            e[i] = d
+            out.append(len(s) + len(d) + len(e) + len(f"{P(i)}{P(i)!r}{P(i):x}"))
+        return sum(out), s, d
+    print(f(300, 5))
+    print(f(300, 9))
+    for bad in (334, 445):
+        try:
+            print(f(bad, 3))
+        except (ValueError, TypeError) as exc:
+            print(type(exc).__name__, exc)
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

@@ -415,6 +415,9 @@ class CodeGen:
         elif name == "richcompare":
             self.emit("richcompare", dst + args + (int(op.attrs["op"]),), op,
                       raises=True)
+        elif name == "contains":
+            self.emit("contains", dst + args + (int(bool(op.attrs["invert"])),), op,
+                      raises=True)
         elif name == "getattr":
             self.emit("getattr", dst + args + (self.obj_addr(op.attrs["name"]),), op,
                       raises=True)
@@ -475,6 +478,13 @@ class CodeGen:
                         self.obj_addr(kwnames))
         elif machine == "call_vector":
             operands = (self.arg_block(op, form.block), len(op.args) - 1)
+        elif machine == "build_tuple":
+            operands = (self.arg_block(op, form.block), len(op.args))
+        elif machine == "build_string":
+            operands = (self.arg_block(op, form.block), len(op.args), self.obj_addr(""))
+        elif machine == "build_const_key_map":
+            operands = (self.arg_block(op, form.block), len(op.args),
+                        self.obj_addr(op.attrs["keys"]))
         elif form.block:  # call_meth_fast(kw): self, then the arguments
             operands = (self.arg_block(op, form.block), len(op.args) - 2, meth)
         elif machine == "call_meth_o":
@@ -825,6 +835,8 @@ def _call_form(op: Op) -> _CallForm | None:
     """How IR call op `op` is lowered, or None if it is no call."""
     if op.name == "call_kw":
         return _CallForm("call_vector_kw", block=op.args)  # the callable, then the arguments
+    if op.name in ("build_tuple", "build_string", "build_const_key_map"):
+        return _CallForm(op.name, block=op.args)  # the items
     if op.name != "call" and op.name != "call_nocode":
         return None
     if op.name == "call_nocode":

@@ -174,6 +174,23 @@ OPS: dict[str, OpInfo] = _ops(
         doc="list.append(l, v) on a list proven exact (CPython's CALL_LIST_APPEND): "
         "the list takes a new reference to v; runs no Python code.",
     ),
+    OpInfo(
+        "build_tuple", O, (O,), raises=True, varargs=True,
+        doc="BUILD_TUPLE: a new tuple of the operands (each gets a new reference).",
+    ),
+    OpInfo(
+        "build_string", O, (O,), raises=True, varargs=True,
+        doc="BUILD_STRING: the concatenation of the operands, exact strs.",
+    ),
+    OpInfo(
+        "build_const_key_map", O, (O,), ("keys",), raises=True, escapes=True, varargs=True,
+        doc="BUILD_CONST_KEY_MAP: a new dict mapping the items of the constant tuple "
+        "`keys` to the operands (hashing a key may run code).",
+    ),
+    OpInfo(
+        "contains", B, (O, O), ("invert",), raises=True, escapes=True,
+        doc="CONTAINS_OP: `a in b` (PySequence_Contains), negated if `invert`.",
+    ),
     OpInfo("len", I, (O,), raises=True, escapes=True, doc="len(o) as int64."),
     OpInfo("ob_size", I, (O,), doc="Length of an object proven an exact list or tuple."),
     OpInfo(
@@ -286,7 +303,8 @@ OPS: dict[str, OpInfo] = _ops(
 # write-through), and checks for monitoring tools at the next instruction.
 CALLS_OUT = frozenset({
     "is_true", "call_unary", "call_binary", "richcompare", "getattr", "setattr", "setitem",
-    "call", "call_kw", "len", "iter_next_or_null", "iter_next",
+    "call", "call_kw", "len", "iter_next_or_null", "iter_next", "contains",
+    "build_const_key_map",
 })
 
 # Ops whose results are loop-carried label parameters must be of these types.

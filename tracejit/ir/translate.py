@@ -272,7 +272,8 @@ class Translator:
         # A call that keeps them releases nothing: it is call_nocode, which
         # does not escape, by now.
         return opname in ("is_true", "len", "getattr", "call_unary", "call_binary",
-                          "richcompare", "iter_next", "iter_next_or_null")
+                          "richcompare", "iter_next", "iter_next_or_null", "contains",
+                          "build_const_key_map")
 
     def _guard_str_keys(self, d: Ref, r: Record, snap: Snapshot) -> None:
         """Before a lookup in exact dict `d` by a leaf key: when the recording
@@ -285,7 +286,7 @@ class Translator:
         """Whether the dict an op looks keys up in has a guarded str-only key table."""
         if opname in ("call_binary", "setitem"):
             d = args[0]
-        elif opname in ("call", "call_nocode") and len(args) >= 2:
+        elif opname in ("call", "call_nocode", "contains") and len(args) >= 2:
             d = args[1]
         else:
             return False
@@ -497,7 +498,11 @@ class Translator:
         # Header value stack: borrowed from the frame, never popped by the body.
         for i, st in enumerate(rec.entry_stack):
             if st is NullType:
-                raise RecordingAborted(AbortReason.STACK_SHAPE, "NULL on header stack")
+                # a comprehension's saved unbound variable: the body never reads it
+                v = self.emitv("load_local", [], Type.OBJ, slot=self.nlocalsplus + i)
+                self.emit("guard_is", [v], None, Snapshot(header_pc, entry=True), obj=NULL)
+                self.stack.append(SV(Const(NULL, Type.OBJ), False, None))
+                continue
             v = self.emitv("load_local", [], Type.OBJ, slot=self.nlocalsplus + i)
             self.emit("guard_type", [v], None, Snapshot(header_pc, entry=True), type=st)
             self.ptype[v.id] = st
@@ -647,6 +652,37 @@ class Translator:
     def op_load_fast_load_fast(self, r: Record) -> None:
         self._load(r.instr.arg >> 4)
         self._load(r.instr.arg & 15)
+
+    def op_load_fast_and_clear(self, r: Record) -> None:
+        """Move a local (or its NULL) to the stack and unbind it: a
+        comprehension saving the outer value of its variable."""
+        slot = r.instr.arg
+        if self.cur is not None:
+            sv = self.cur.locals.pop(slot, None)
+            self.cur.snap_locals = None
+            self.push(Const(NULL, Type.OBJ) if sv is None else sv.ref, sv is None or sv.owned)
+            return
+        snap = self.snapshot()
+        for i, other in enumerate(self.stack):  # borrowed entries aliasing the slot
+            if other.slot == slot and not other.owned:
+                self.stack[i] = self.own(other)
+        if slot in self.virtual:
+            # an unboxed local: the frame's stale object goes, the value moves
+            self.push(self.virtual.pop(slot))
+            self.emit("store_local", [Const(NULL, Type.OBJ)], None, slot=slot)
+            return
+        v = self.known.pop(slot, None)
+        if v is None:
+            v = self.emitv("load_local", [], Type.OBJ, slot=slot)
+        self.frame_types.pop(slot, None)
+        if r.seen is NullType:
+            self.emit("guard_is", [v], None, snap, obj=NULL)
+            self.push(Const(NULL, Type.OBJ), True)
+            return
+        self.emit("guard_is_not", [v], None, snap, obj=NULL)
+        self.emit("incref", [v])  # the stack's reference; the frame's is released
+        self.emit("store_local", [Const(NULL, Type.OBJ)], None, slot=slot)
+        self.push(v, True)
 
     def _store(self, slot: int, sv: SV) -> None:
         # Borrowed stack entries that alias the slot must survive the overwrite.
@@ -1425,6 +1461,137 @@ class Translator:
         self.push(self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot(),
                              calls=False), True)
 
+    def op_build_tuple(self, r: Record) -> None:
+        n = r.instr.arg
+        if n == 0:
+            self.push(Const((), Type.OBJ))  # the empty tuple is a singleton
+            return
+        snap = self.snapshot()
+        items = [self.pop() for _ in range(n)][::-1]
+        temps = [self.as_obj(sv, snap) for sv in items]
+        res = self.emitv("build_tuple", [o for o, _ in temps], Type.OBJ, snap)
+        for o, new in temps:
+            self.release_obj(o, new)
+        for sv in items:
+            self.release(sv)
+        self.ptype[res.id] = tuple
+        self.push(res, True)
+
+    def op_build_map(self, r: Record) -> None:
+        if r.instr.arg != 0:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_MAP with items")
+        # dict() of the type object itself: a new empty dict.
+        res = self.emitv("call", [Const(dict, Type.OBJ)], Type.OBJ, self.snapshot(), calls=False)
+        self.ptype[res.id] = dict
+        self.push(res, True)
+
+    def op_build_const_key_map(self, r: Record) -> None:
+        n = r.instr.arg
+        snap = self.snapshot()
+        keys = self.pop()
+        if not isinstance(keys.ref, Const) or type(keys.ref.value) is not tuple \
+                or len(keys.ref.value) != n:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_CONST_KEY_MAP keys")
+        values = [self.pop() for _ in range(n)][::-1]
+        temps = [self.as_obj(sv, snap) for sv in values]
+        res = self.emitv("build_const_key_map", [o for o, _ in temps], Type.OBJ, snap,
+                         keys=keys.ref.value)
+        for o, new in temps:
+            self.release_obj(o, new)
+        for sv in values:
+            self.release(sv)
+        self.ptype[res.id] = dict
+        self.push(res, True)
+
+    def _formatted(self, fn: str, sv: SV, seen: type, snap: Snapshot,
+                   spec: SV | None = None) -> None:
+        """Push fn(sv) or fn(sv, spec) for an f-string's conversion or format,
+        typed str when the value's type is a builtin leaf (its __format__,
+        __str__ and __repr__ run no Python code and return exact strs)."""
+        t = self.guard_type(sv, seen, snap) if seen in _LEAF else self.pytype(sv)
+        obj, new = self.as_obj(sv, snap)
+        if spec is None:
+            res = self.emitv("call_unary", [obj], Type.OBJ, snap, fn=fn)
+        else:
+            self.guard_type(spec, str, snap)
+            res = self.emitv("call_binary", [obj, spec.ref], Type.OBJ, snap, fn=fn)
+        self.release_obj(obj, new)
+        self.release(sv)
+        if spec is not None:
+            self.release(spec)
+        if t in _LEAF:
+            self.ptype[res.id] = str
+        self.push(res, True)
+
+    def op_format_simple(self, r: Record) -> None:
+        sv = self.stack[-1]
+        if self.pytype(sv) is str or (r.inputs[0] is str and sv.ref.type is Type.OBJ):
+            if self.pytype(sv) is not str:
+                self.guard_type(sv, str, self.snapshot())
+            return  # an exact str formats as itself
+        snap = self.snapshot()
+        self.pop()
+        empty = SV(Const("", Type.OBJ), False)
+        self._formatted("PyObject_Format", sv, r.inputs[0], snap, empty)
+
+    def op_format_with_spec(self, r: Record) -> None:
+        snap = self.snapshot()
+        spec = self.pop()
+        sv = self.pop()
+        self._formatted("PyObject_Format", sv, r.inputs[0], snap, spec)
+
+    def op_convert_value(self, r: Record) -> None:
+        fn = {1: "PyObject_Str", 2: "PyObject_Repr", 3: "PyObject_ASCII"}.get(r.instr.arg)
+        if fn is None:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "CONVERT_VALUE oparg")
+        snap = self.snapshot()
+        self._formatted(fn, self.pop(), r.inputs[0], snap)
+
+    def op_build_string(self, r: Record) -> None:
+        n = r.instr.arg
+        snap = self.snapshot()
+        pieces = [self.pop() for _ in range(n)][::-1]
+        for sv, seen in zip(pieces, r.inputs, strict=True):
+            if seen is not str:  # the compiler makes only strs: never seen
+                raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_STRING piece")
+            self.guard_type(sv, str, snap)
+        res = self.emitv("build_string", [sv.ref for sv in pieces], Type.OBJ, snap)
+        for sv in pieces:
+            self.release(sv)
+        self.ptype[res.id] = str
+        self.push(res, True)
+
+    def op_contains_op(self, r: Record) -> None:
+        snap = self.snapshot()
+        b = self.pop()
+        a = self.pop()
+        ta = self.guard_type(a, r.inputs[0], snap)
+        tb = self.guard_type(b, r.inputs[1], snap)
+        if tb is dict and ta in _LEAF:
+            self._guard_str_keys(b.ref, r, snap)  # before any boxing
+        ao, a_new = self.as_obj(a, snap)
+        bo, b_new = self.as_obj(b, snap)
+        res = self.emitv("contains", [ao, bo], Type.BOOL, snap, invert=bool(r.instr.arg))
+        self.release_obj(ao, a_new)
+        self.release_obj(bo, b_new)
+        self.release(a)
+        self.release(b)
+        self.push(res)
+
+    def op_list_append(self, r: Record) -> None:
+        """LIST_APPEND (a list comprehension): append to the list oparg - 1
+        entries below the item, as CPython's _PyList_AppendTakeRef."""
+        snap = self.snapshot()
+        item = self.pop()
+        lst = self.stack[-r.instr.arg]
+        if self.guard_type(lst, r.inputs[0], snap) is not list:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "LIST_APPEND to a non-list")
+        obj, new = self.as_obj(item, snap)
+        assert isinstance(lst.ref, Value) or isinstance(lst.ref, Const)
+        self.emit("list_append", [lst.ref, obj], None, snap)
+        self.release_obj(obj, new)
+        self.release(item)
+
     def op_for_iter(self, r: Record) -> None:
         it = self.stack[-1]
         assert r.instr.jump_target is not None
@@ -1515,6 +1682,16 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
         return leaf
     if opname in ("is_true", "len"):
         return types_[0] in _CONTAINERS or types_[0] in _LEAF
+    if opname == "build_const_key_map":
+        # leaf keys hash and compare without code; distinct ones replace no value
+        keys = attrs["keys"]
+        return isinstance(keys, tuple) and all(type(k) in _LEAF for k in keys) \
+            and len(set(keys)) == len(keys)
+    if opname == "contains":
+        # `str in str`, or a leaf key in a dict with a guarded str-only key
+        # table; other containers compare items (their __eq__ may be code)
+        return (types_[0] is str and types_[1] is str) \
+            or (types_[0] in _LEAF and types_[1] is dict and str_keys)
     if opname == "getattr":
         return types_[0] in _LEAF or types_[0] is types.ModuleType
     if opname == "setitem":
@@ -1528,6 +1705,8 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
         rest = types_[1:]
         if fn is list or fn is tuple:
             return not rest or (len(rest) == 1 and rest[0] in _CONTAINERS)
+        if fn is dict:
+            return not rest  # {} (a dict of pairs hashes its keys)
         if fn is isinstance:
             return len(rest) == 2 and _isinstance_safe(rest[0], args[2])
         if fn is builtins.len or fn is enumerate:

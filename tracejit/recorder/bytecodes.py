@@ -38,6 +38,7 @@ BYTECODES: dict[str, BytecodeRule] = {
     "LOAD_FAST": BytecodeRule(_n(0), "load_fast"),
     "LOAD_FAST_CHECK": BytecodeRule(_n(0), "load_fast_check"),
     "LOAD_FAST_LOAD_FAST": BytecodeRule(_n(0), "load_fast_load_fast"),
+    "LOAD_FAST_AND_CLEAR": BytecodeRule(_n(0), "load_fast_and_clear"),
     "STORE_FAST": BytecodeRule(_n(1), "store_fast"),
     "STORE_FAST_LOAD_FAST": BytecodeRule(_n(1), "store_fast_load_fast"),
     "STORE_FAST_STORE_FAST": BytecodeRule(_n(2), "store_fast_store_fast"),
@@ -71,6 +72,17 @@ BYTECODES: dict[str, BytecodeRule] = {
     "UNPACK_SEQUENCE": BytecodeRule(_n(1), "unpack_sequence"),
     "GET_ITER": BytecodeRule(_n(1), "get_iter"),
     "BUILD_LIST": BytecodeRule(lambda arg: arg, "build_list"),
+    "BUILD_TUPLE": BytecodeRule(lambda arg: arg, "build_tuple"),
+    "CONTAINS_OP": BytecodeRule(_n(2), "contains_op"),
+    "BUILD_MAP": BytecodeRule(lambda arg: 2 * arg, "build_map"),
+    "BUILD_CONST_KEY_MAP": BytecodeRule(lambda arg: arg + 1, "build_const_key_map"),
+    # f-strings
+    "FORMAT_SIMPLE": BytecodeRule(_n(1), "format_simple"),
+    "FORMAT_WITH_SPEC": BytecodeRule(_n(2), "format_with_spec"),
+    "CONVERT_VALUE": BytecodeRule(_n(1), "convert_value"),
+    "BUILD_STRING": BytecodeRule(lambda arg: arg, "build_string"),
+    # the list (oparg - 1 items below the appended one) and the item
+    "LIST_APPEND": BytecodeRule(lambda arg: arg + 1, "list_append"),
     # Recorded only inside inlined calls (a trace ends before its own return).
     "RETURN_VALUE": BytecodeRule(_n(1), "return_value"),
     "RETURN_CONST": BytecodeRule(_n(0), "return_const"),

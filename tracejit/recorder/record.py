@@ -301,7 +301,7 @@ def _dict_looked_up(opname: str, objs: list[object]) -> dict[Any, Any] | None:
     """The exact dict a subscript or a dict method call looks keys up in."""
     if opname == "BINARY_SUBSCR":
         d = objs[0]
-    elif opname == "STORE_SUBSCR":
+    elif opname == "STORE_SUBSCR" or opname == "CONTAINS_OP":
         d = objs[1]
     elif opname == "CALL" and len(objs) >= 2:
         d = objs[1]
@@ -594,6 +594,10 @@ class Recording:
         lookup = _dict_looked_up(instr.opname, objs)
         if lookup is not None:
             rec.str_keys = dict_has_str_keys(lookup)
+        if instr.opname == "LOAD_FAST_AND_CLEAR":
+            # whether the local it moves to the stack is bound (a comprehension
+            # saving its variable's outer value)
+            rec.seen = _type_of(frames.slot_object(frame, instr.arg))
         if instr.opname == "LOAD_ATTR" and type(objs[0]) is types.ModuleType:
             rec.seen = module_attribute(objs[0], lvl.code.co_names[instr.arg >> 1])
         del objs

@@ -46,6 +46,60 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 34, '_JIT_ERROR', -4),
         ),
     ),
+    'build_const_key_map': (
+        bytes.fromhex(
+            "50498d950000000049b8000000000000000048bf0000000000000000be010000"
+            "00b901000000ff15000000004885c0740d4989850000000058e90000000058e9"
+            "00000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 10, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_64', 20, '_JIT_OPERAND3', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 40, '_PyDict_FromItems', -4),
+            ('code', 'R_X86_64_32S', 52, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 58, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 64, '_JIT_ERROR', -4),
+        ),
+    ),
+    'build_string': (
+        bytes.fromhex(
+            "50498db50000000048bf000000000000000048ba0000000000000000ff150000"
+            "00004885c0740d4989850000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 10, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_64', 20, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 30, '_PyUnicode_JoinArray', -4),
+            ('code', 'R_X86_64_32S', 42, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 54, '_JIT_ERROR', -4),
+        ),
+    ),
+    'build_tuple': (
+        bytes.fromhex(
+            "5048bb00000000000000004889dfff15000000004885c074554885db7e7f4889"
+            "d948ffc9744e4883e3fe498d950000000031c9eb1966662e0f1f840000000000"
+            "488974c8204883c1024839cb7428488b74caf88b3effc77402893e488974c818"
+            "488b34ca8b3effc774d6893eebd258e90000000031c948ba0000000000000000"
+            "f6c2017418498d9500000000488b14ca8b32ffc674028932488954c818498985"
+            "0000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 16, 'PyTuple_New', -4),
+            ('code', 'R_X86_64_32S', 45, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_PLT32', 112, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_64', 120, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 136, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 160, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 166, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'bytes_decode_utf8': (
         bytes.fromhex(
             "50498bbd00000000488b77104883c72031d2ff15000000004885c0740d498985"
@@ -267,6 +321,22 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_64', 2, '_JIT_OPERAND1', 0),
             ('code', 'R_X86_64_32S', 13, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 18, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'contains': (
+        bytes.fromhex(
+            "50498bbd00000000498bb500000000ff150000000085c0781b48b90000000000"
+            "00000031c848984989850000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 17, 'PySequence_Contains', -4),
+            ('code', 'R_X86_64_64', 27, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_32S', 42, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 48, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 54, '_JIT_ERROR', -4),
         ),
     ),
     'copy': (
@@ -1429,65 +1499,56 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             "480faff24831fe48bf0000000000000000488b3f49b800000000000000004d8b"
             "08eb19666666662e0f1f84000000000048ffc64d85d20f844effffff4821fe49"
             "89f049c1e0054f8b14014939ca75e14d01c84939500875d84d8b60104d85e474"
-            "56488b58484885db0f841cffffff48390b0f8513ffffff488b91b00000004885"
-            "d2744ef30f7e420a660f70c855660febc8660f6fc1660f72d010660febc1660f"
-            "6fc8660f71d108660febc8660f7ec90a4a120a4a13eb1c498b48184883f9020f"
-            "8cc5feffff48ffc949894818e9bffeffff31c9488b7010f30f7e8670f2020066"
-            "0f6e8e78f202000fb6967df20200660f70d055660febd0660f6fc2660f72d010"
-            "660febc2660f6fd0660f71d208660febd0660f7ed7660f6fc1660f72d010660f"
-            "ebc1660f6fc8660f71d108660febc866410f7ec84109f8440a867cf202000a96"
-            "7ef2020008ca4408c2f6c2df0f8538feffff498b4c24384885c9746c488b3148"
-            "85f674644883c10831d2eb1131ff4008fa488b314883c1084885f67442488bb6"
-            "b00000004885f674e3f30f7e460a660f70c855660febc8660f6fc1660f72d010"
-            "660febc1660f6fc8660f71d108660febc8660f7ecf400a7e12400a7e13ebaff6"
-            "c2df0f85c2fdffff48b9000000000000000048ff0149ff4424308b683cc7403c"
-            "0000000049bd000000000000000049ff45004889df4889c6488944241841ff14"
-            "244189c7488b742418498b4500488d48ff49894d00896c2410896e3ceb48f6c2"
-            "df0f850d02000048b9000000000000000048ff0149ff442430c7463c00000000"
-            "498945004889df41ff14244189c7488b742418498b4500488d48ff49894d008b"
-            "4c2410894e3c4585ff0f88580100004c89e5498b4c24104589ff4e8b24f94d85"
-            "e40f84ad010000498b0e488b91b00000004885d27434f30f7e420a660f70c855"
-            "660febc8660f6fc1660f72d010660febc1660f6fc8660f71d108660febc8660f"
-            "7ec90a4a120a4a13eb0231c9488b7e10f30f7e8770f20200660f6e8f78f20200"
-            "0fb6977df20200660f70d055660febd0660f6fc2660f72d010660febc2660f6f"
-            "d0660f71d208660febd066410f7ed0660f6fc1660f72d010660febc1660f6fc8"
-            "660f71d108660febc866410f7ec94509c1440a8f7cf202000a977ef2020008ca"
-            "4408caf6c2df0f85e8000000498b4c24384885c90f84cdfeffff488b394885ff"
-            "0f84c1feffff4883c10831d2eb48f30f7e470a660f70c855660febc8660f6fc1"
-            "660f72d010660febc1660f6fc8660f71d108660febc866410f7ec8440a471244"
-            "0a47134408c2488b394883c1084885ff0f8468feffff488bbfb00000004885ff"
-            "75ac4531c0ebdc41f7d7498b4424204a833cf8000f844a030000ff1500000000"
-            "4885c00f843b030000498b442420498b0e488b89b00000004885c97478f30f7e"
-            "410a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc8660f71d1"
-            "08660febc866410f7ece440a7112440a7113eb44488b4508488b4d184a8b04f8"
-            "4a3b04f90f8246fbffffff150000000083782c3f0f8fd102000048bb00000000"
-            "000000008b03ffc00f841b0300008903e9140300004531f64a8b04f848894424"
-            "10488b442418488b4010f30f7e8070f20200660f6e8878f20200440fb6b87df2"
-            "0200660f70d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d2"
-            "08660febd0660f7ed1660f6fc1660f72d010660febc1660f6fc8660f71d10866"
-            "0febc866410f7ecd4109cd440aa87cf20200440ab87ef20200ff150000000048"
-            "85c00f841c0200004889c7ff150000000085c00f880b0200004508f74508fd48"
-            "8b034c8b633848894424384805c800000048894424404929c449d1fc41f6c5df"
-            "744d488b442418488b40100fb6807af2020024df88442420c644242100743048"
-            "8b44241048c1e83125ff3f00004401e08d1445feffffff488d7c2420488b7424"
-            "38ff150000000085c00f8895010000ff15000000004889442408488b44243848"
-            "634048488d04c34883c048488b4c241048c1e9200fb7c94c8d3cc8486343404c"
-            "8d34c34983c6484d39fe7649488d2cc5f8ffffffeb0d4983c6f84883c5f84d39"
-            "fe7632498b7ef849c746f8000000004889e848c1e8038943404885ff74d8488b"
-            "0785c078d148ffc848890775c9ff1500000000ebc1480fba6424103073194c89"
-            "e7ff15000000004885c00f84d00000004989064983c608488d43484c89f14829"
-            "c14883c10848c1e903488b442408498906894b4041f6c5df0f8480000000488b"
-            "4424088b00ffc07407488b4c24088901488b7c2408ff1500000000488b442418"
-            "488b40100fb6807bf2020024df88442420c6442421007423488b44241089c2c1"
-            "ea1f01c283e2fe488d7c2420488b742438ff150000000085c07869ff15000000"
-            "004885c07418488b0885c9781148ffc948890875094889c7ff1500000000488b"
-            "4c241089c8c1e81f01c8d1f84898488b4c2440488d044148894338e990f8ffff"
-            "488b442408488b0085c0781848ffc8488b4c2408488901750b488b7c2408ff15"
-            "0000000031c0e977f8ffff4c89ffff15000000004885c074eb4989c6488b4528"
-            "48894424204c8974242848b80000000000000000488b38488d742420ba020000"
-            "0031c9ff15000000004889c3498b0685c0781148ffc849890675094c89f7ff15"
-            "000000004885db749b488b0385c00f88fcf7ffff48ffc84889030f85f0f7ffff"
-            "4889dfff1500000000e9e2f7ffff"
+            "46488b58484885db0f841cffffff48390b0f8513ffffff488b89b00000004885"
+            "c9743e488b510c480b510a4889d148c1e9204809d14889ca48c1ea1009ca89d1"
+            "c1e90809d1eb1c498b48184883f9020f8cd5feffff48ffc949894818e9cffeff"
+            "ff31c9488b5010488bb277f20200480bb270f202004889f248c1ea204809f248"
+            "89d648c1ee1009d689f2c1ea0809f208caf6c2df0f8590feffff498b4c243848"
+            "85c9745a488b314885f674524883c10831d2eb1131f64008f2488b314883c108"
+            "4885f67430488bb6b00000004885f674e3488b7e0c480b7e0a4889fe48c1ee20"
+            "4809fe4889f748c1ef1009f789fec1ee0809feebc1f6c2df0f852cfeffff48b9"
+            "000000000000000048ff0149ff4424308b683cc7403c0000000049bd00000000"
+            "0000000049ff45004889df4889c6488944241841ff14244189c7488b74241849"
+            "8b4500488d48ff49894d00896c2410896e3ceb48f6c2df0f859301000048b900"
+            "0000000000000048ff0149ff442430c7463c00000000498945004889df41ff14"
+            "244189c7488b742418498b4500488d48ff49894d008b4c2410894e3c4585ff0f"
+            "88ee0000004c89e5498b4c24104589ff4e8b24f94d85e40f8433010000498b0e"
+            "488b89b00000004885c97424488b510c480b510a4889d148c1e9204809d14889"
+            "ca48c1ea1009ca89d1c1e90809d1eb0231c9488b5610488bba77f20200480bba"
+            "70f202004889fa48c1ea204809fa4889d748c1ef1009d789fac1ea0809fa08ca"
+            "f6c2df0f85c7000000498b4c24384885c90f8426ffffff488b394885ff0f841a"
+            "ffffff4883c10831d2eb384c8b470c4c0b470a4c89c748c1ef204c09c74989f8"
+            "49c1e8104109f84489c7c1ef084409c74008fa488b394883c1084885ff0f84d1"
+            "feffff488bbfb00000004885ff75bc31ffebdd41f7d7498b4424204a833cf800"
+            "0f84f2020000ff15000000004885c00f84e3020000498b442420498b0e488b89"
+            "b00000004885c97468488b510c480b510a4889d148c1e9204809d14889ca48c1"
+            "ea1009ca4189d641c1ee084109d6eb44488b4508488b4d184a8b04f84a3b04f9"
+            "0f822afcffffff150000000083782c3f0f8f8902000048bb0000000000000000"
+            "8b03ffc00f84d30200008903e9cc0200004531f64a8b04f84889442410488b44"
+            "2418488b40104c8bb877f202004c0bb870f20200ff15000000004885c00f8435"
+            "0200004889c7ff150000000085c00f88240200004c89f848c1e8204c09f84889"
+            "c148c1e91009c189c8c1e80809c84108c6488b034c8b633848894424384805c8"
+            "00000048894424404929c449d1fc41f6c6df744d488b442418488b40100fb680"
+            "7af2020024df88442420c6442421007430488b44241048c1e83125ff3f000044"
+            "01e08d1445feffffff488d7c2420488b742438ff150000000085c00f88970100"
+            "00ff15000000004889442408488b44243848634048488d04c34883c048488b4c"
+            "241048c1e9200fb7c94c8d3cc8486343404c8d2cc34983c5484d39fd7649488d"
+            "2cc5f8ffffffeb0d4983c5f84883c5f84d39fd7632498b7df849c745f8000000"
+            "004889e848c1e8038943404885ff74d8488b0785c078d148ffc848890775c9ff"
+            "1500000000ebc1480fba64241030731a4c89e7ff15000000004885c00f84d200"
+            "0000498945004983c508488d43484c89e94829c14883c10848c1e903488b4424"
+            "0849894500894b4041f6c6df0f8480000000488b4424088b00ffc07407488b4c"
+            "24088901488b7c2408ff1500000000488b442418488b40100fb6807bf2020024"
+            "df88442420c6442421007423488b44241089c2c1ea1f01c283e2fe488d7c2420"
+            "488b742438ff150000000085c07869ff15000000004885c07418488b0885c978"
+            "1148ffc948890875094889c7ff1500000000488b4c241089c8c1e81f01c8d1f8"
+            "4898488b4c2440488d044148894338e9bcf9ffff488b442408488b0085c07818"
+            "48ffc8488b4c2408488901750b488b7c2408ff150000000031c0e9a3f9ffff4c"
+            "89ffff15000000004885c074eb4989c6488b452848894424204c8974242848b8"
+            "0000000000000000488b38488d742420ba0200000031c9ff15000000004889c3"
+            "498b0685c0781148ffc849890675094c89f7ff15000000004885db749b488b03"
+            "85c00f8828f9ffff48ffc84889030f851cf9ffff4889dfff1500000000e90ef9"
+            "ffff"
         ),
         b"",
         (
@@ -1499,28 +1560,28 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 182, 'PyObject_Vectorcall', -4),
             ('code', 'R_X86_64_64', 233, '_JIT_OPERAND0', 8),
             ('code', 'R_X86_64_64', 246, '_JIT_OPERAND0', 0),
-            ('code', 'R_X86_64_64', 682, '_JIT_OPERAND0', 40),
-            ('code', 'R_X86_64_64', 710, '_JIT_OPERAND0', 56),
-            ('code', 'R_X86_64_64', 777, '_JIT_OPERAND0', 48),
-            ('code', 'R_X86_64_GOTPCRELX', 1212, 'PyErr_Occurred', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1324, 'PyThreadState_Get', -4),
-            ('code', 'R_X86_64_64', 1340, '_Py_NoneStruct', 0),
-            ('code', 'R_X86_64_GOTPCRELX', 1499, 'PyEval_GetFrame', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1517, 'PyTraceBack_Here', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1635, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_64', 576, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 604, '_JIT_OPERAND0', 56),
+            ('code', 'R_X86_64_64', 671, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_GOTPCRELX', 1000, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1096, 'PyThreadState_Get', -4),
+            ('code', 'R_X86_64_64', 1112, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 1174, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1192, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1333, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1347, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1473, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1493, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1579, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1639, '_PyMonitoring_FireExceptionHandledEvent', -4),
             ('code', 'R_X86_64_GOTPCRELX', 1649, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1775, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1795, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1879, 'PyErr_SetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1939, '_PyMonitoring_FireExceptionHandledEvent', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1949, 'PyErr_GetRaisedException', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 1978, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2048, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2064, 'PyLong_FromLong', -4),
-            ('code', 'R_X86_64_64', 2092, '_JIT_OPERAND0', 24),
-            ('code', 'R_X86_64_GOTPCRELX', 2117, 'PyObject_Vectorcall', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2144, '_Py_Dealloc', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 2181, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1678, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1748, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1764, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 1792, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 1817, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1844, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1881, '_Py_Dealloc', -4),
         ),
     ),
     'tj_exit_resume': (
@@ -1900,17 +1961,13 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'tj_watched': (
         bytes.fromhex(
-            "488b8eb00000004885c97434f30f7e410a660f70c855660febc8660f6fc1660f"
-            "72d010660febc1660f6fc8660f71d108660febc8660f7ec80a41120a4113eb02"
-            "31c0488b7710f30f7e8670f20200660f6e8e78f202000fb68e7df20200660f70"
-            "d055660febd0660f6fc2660f72d010660febc2660f6fd0660f71d208660febd0"
-            "66410f7ed0660f6fc1660f72d010660febc1660f6fc8660f71d108660febc866"
-            "410f7ec94509c1440a8e7cf202000a8e7ef2020008c14408c9b801000000f6c1"
-            "df7401c34885d27471488b324885f674694883c20831c9eb4b0f1f8000000000"
-            "f30f7e460a660f70c855660febc8660f6fc1660f72d010660febc1660f6fc866"
-            "0f71d108660febc866410f7ec8440a4612440a46134408c1488b324883c20848"
-            "85f67411488bb6b00000004885f675b04531c0ebe0f6c1df758948837f580075"
-            "8231c048837f50000f95c0c3"
+            "488b86b00000004885c07424488b480c480b480a4889c848c1e8204809c84889"
+            "c148c1e91009c189c8c1e80809c8eb0231c0488b4f10488bb177f20200480bb1"
+            "70f202004889f148c1e9204809f14889ce48c1ee1009ce89f1c1e90809f108c1"
+            "b801000000f6c1df7401c34885d27459488b324885f674514883c20831c9eb34"
+            "4c8b460c4c0b460a4c89c648c1ee204c09c64989f049c1e8104109f04489c6c1"
+            "ee084409c64008f1488b324883c2084885f67410488bb6b00000004885f675c0"
+            "31f6ebe1f6c1df75a148837f5800759a31c048837f50000f95c0c3"
         ),
         b"",
         (

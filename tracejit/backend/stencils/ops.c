@@ -663,6 +663,60 @@ STENCIL(call_vector)
     ERROR();
 }
 
+/* BUILD_TUPLE: R0 = a new tuple of the OP2 objects in the block at R1, each
+ * with a new reference (the trace releases its own afterwards). */
+STENCIL(build_tuple)
+{
+    uint64_t *base = &R(1);
+    Py_ssize_t n = (Py_ssize_t)OP(2);
+    PyObject *t = PyTuple_New(n);
+    if (t != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(t, i, Py_NewRef((PyObject *)(uintptr_t)base[i]));
+        }
+        SET_OBJ(0, t);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* BUILD_STRING: R0 = the OP2 strs in the block at R1 joined (OP3: ""). */
+STENCIL(build_string)
+{
+    PyObject *r = _PyUnicode_JoinArray((PyObject *)(uintptr_t)OP(3),
+                                       (PyObject *const *)&R(1), (Py_ssize_t)OP(2));
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* BUILD_CONST_KEY_MAP: R0 = a dict of the OP2 values in the block at R1 under
+ * the keys of the tuple OP3. */
+STENCIL(build_const_key_map)
+{
+    PyObject *r = _PyDict_FromItems(
+        &((PyTupleObject *)(uintptr_t)OP(3))->ob_item[0], 1,
+        (PyObject *const *)&R(1), 1, (Py_ssize_t)OP(2));
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* CONTAINS_OP: R0 = (R1 in R2) ^ OP3, as 0/1. */
+STENCIL(contains)
+{
+    int r = PySequence_Contains(R_OBJ(2), R_OBJ(1));
+    if (r >= 0) {
+        SET_I64(0, r ^ (int)OP(3));
+        CONTINUE();
+    }
+    ERROR();
+}
+
 /* CALL_KW: R0 = PyObject_Vectorcall(R[base], &regs[base+1], nargs | OFFSET,
  * kwnames): OP2 positional arguments, then one per name of the tuple OP3. */
 STENCIL(call_vector_kw)
@@ -1133,26 +1187,41 @@ STENCIL(check_eval_breaker)
 /* Whether a monitoring tool other than ours (settrace and setprofile are tools
  * too) wants events globally or in this code: then the interpreter runs it. */
 #define TJ_OUR_TOOL (1u << 5) /* sys.monitoring.OPTIMIZER_ID */
+/* The OR of n (9 to 16) tool bytes: two overlapping word loads, not a byte
+ * loop (check_instrumentation runs it after every call-out). */
+ALWAYS_INLINE uint8_t
+tj_or_tools(const uint8_t *tools, size_t n)
+{
+    uint64_t a, b;
+    __builtin_memcpy(&a, tools, 8);
+    __builtin_memcpy(&b, tools + n - 8, 8);
+    a |= b;
+    a |= a >> 32;
+    a |= a >> 16;
+    a |= a >> 8;
+    return (uint8_t)a;
+}
+
 /* The tools with local events on code object co (a bit per tool). */
 ALWAYS_INLINE uint8_t
 tj_local_tools(PyCodeObject *co)
 {
-    uint8_t any = 0;
-    if (co->_co_monitoring != NULL) {
-        for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; e++) {
-            any |= co->_co_monitoring->active_monitors.tools[e];
-        }
+    _Static_assert(_PY_MONITORING_LOCAL_EVENTS > 8 && _PY_MONITORING_LOCAL_EVENTS <= 16,
+                   "tj_or_tools reads two words");
+    if (co->_co_monitoring == NULL) {
+        return 0;
     }
-    return any;
+    return tj_or_tools(co->_co_monitoring->active_monitors.tools,
+                       _PY_MONITORING_LOCAL_EVENTS);
 }
 
 ALWAYS_INLINE int
 tj_other_tools(PyThreadState *tstate, PyCodeObject *co)
 {
-    uint8_t any = tj_local_tools(co);
-    for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; e++) {
-        any |= tstate->interp->monitors.tools[e];
-    }
+    _Static_assert(_PY_MONITORING_UNGROUPED_EVENTS > 8 &&
+                   _PY_MONITORING_UNGROUPED_EVENTS <= 16, "tj_or_tools reads two words");
+    uint8_t any = tj_local_tools(co) |
+                  tj_or_tools(tstate->interp->monitors.tools, _PY_MONITORING_UNGROUPED_EVENTS);
     return (any & ~TJ_OUR_TOOL) != 0;
 }
 

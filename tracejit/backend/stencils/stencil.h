@@ -42,6 +42,7 @@
 #include "pycore_long.h"
 #include "pycore_range.h"
 #include "pycore_tuple.h"
+#include "pycore_unicodeobject.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
 #define PRESERVE_NONE __attribute__((preserve_none))
