@@ -277,8 +277,8 @@ def test_list_append_is_one_op(tmp_path: Path) -> None:
 def test_comprehension_tuple_contains_and_fstring_ops(tmp_path: Path) -> None:
     """A list comprehension is a loop trace (LOAD_FAST_AND_CLEAR's NULL on the
     header stack, LIST_APPEND as list_append) and a loop body with a tuple, an
-    ``in`` test, a dict literal and an f-string compiles to their own ops
-    instead of ending the trace."""
+    ``in`` test, a dict literal, an f-string, list displays and a slice
+    compiles to their own ops instead of ending the trace."""
     log = check("""
     def comp(n):
         return [x * 3 for x in range(n)]
@@ -289,12 +289,14 @@ def test_comprehension_tuple_contains_and_fstring_ops(tmp_path: Path) -> None:
             t = (i, i + 1)
             e = {"i": i, "t": t}
             s += t[1] + ("a" in d) + len(f"{i}:{i * 0.5:.1f}") + len(e)
+            s += len([i, t]) + len([1, 2, 3]) + len("abcdef"[1:i % 5])
         return s
     print(sum(comp(3000)), body(3000))
     """, tmp_path)
     comp = "".join(traces_of(log, "comp"))
     assert "list_append" in comp and " loop @" in comp, comp[-3000:]
     body = "".join(traces_of(log, "body"))
-    for op in ("build_tuple", "contains", "build_string", "build_const_key_map"):
+    for op in ("build_tuple", "contains", "build_string", "build_const_key_map",
+               "build_list", "list_extend", "get_slice"):
         assert op in body, (op, body[-3000:])
     assert "-> stop" not in body, body[-3000:]

@@ -1816,6 +1816,37 @@ program(
 )
 
 
+program(
+    "list_displays_and_slices",
+    """
+    class Seq:
+        def __getitem__(self, k):
+            if k.start == 13:
+                raise IndexError("thirteen")
+            return (k.start, k.stop)
+    def f(n, s, seq):
+        out = 0
+        for i in range(n):
+            a = [i, i + 1, "x"]
+            b = [1, 2, 3, 4, 5]
+            c = [*a, *(7, 8), *b]
+            out += len(a) + len(b) + len(c) + len(s[1:i % 7]) + len(a[:2]) + len(s[i % 3:])
+            out += len(seq[i % 20:None])
+            last = (s[-3:], b[1:-1], c[i % 4:], seq[i % 10:i])
+        return out, a, b, c, last
+    print(f(300, "hello world", Seq()))
+    try:
+        f(300, "hello", [1, 2, 3] if False else Seq().__class__())
+    except IndexError as e:
+        print("IndexError", e)
+    try:
+        f(50, 12345, Seq())
+    except TypeError as e:
+        print("TypeError", e)
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

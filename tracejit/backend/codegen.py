@@ -415,6 +415,10 @@ class CodeGen:
         elif name == "richcompare":
             self.emit("richcompare", dst + args + (int(op.attrs["op"]),), op,
                       raises=True)
+        elif name == "list_extend":
+            self.emit("list_extend", args, op, raises=True)
+        elif name == "get_slice":
+            self.emit("get_slice", dst + args, op, raises=True)
         elif name == "contains":
             self.emit("contains", dst + args + (int(bool(op.attrs["invert"])),), op,
                       raises=True)
@@ -478,7 +482,7 @@ class CodeGen:
                         self.obj_addr(kwnames))
         elif machine == "call_vector":
             operands = (self.arg_block(op, form.block), len(op.args) - 1)
-        elif machine == "build_tuple":
+        elif machine == "build_tuple" or machine == "build_list":
             operands = (self.arg_block(op, form.block), len(op.args))
         elif machine == "build_string":
             operands = (self.arg_block(op, form.block), len(op.args), self.obj_addr(""))
@@ -835,7 +839,7 @@ def _call_form(op: Op) -> _CallForm | None:
     """How IR call op `op` is lowered, or None if it is no call."""
     if op.name == "call_kw":
         return _CallForm("call_vector_kw", block=op.args)  # the callable, then the arguments
-    if op.name in ("build_tuple", "build_string", "build_const_key_map"):
+    if op.name in ("build_tuple", "build_list", "build_string", "build_const_key_map"):
         return _CallForm(op.name, block=op.args)  # the items
     if op.name != "call" and op.name != "call_nocode":
         return None

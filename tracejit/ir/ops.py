@@ -179,6 +179,19 @@ OPS: dict[str, OpInfo] = _ops(
         doc="BUILD_TUPLE: a new tuple of the operands (each gets a new reference).",
     ),
     OpInfo(
+        "build_list", O, (O,), raises=True, varargs=True,
+        doc="BUILD_LIST with items: a new list of the operands (each gets a new reference).",
+    ),
+    OpInfo(
+        "list_extend", V, (O, O), raises=True,
+        doc="LIST_EXTEND: extend the exact list a by the items of b, an exact list or "
+        "tuple (runs no Python code).",
+    ),
+    OpInfo(
+        "get_slice", O, (O, O, O), raises=True, escapes=True,
+        doc="BINARY_SLICE: a[b:c] (a slice object of b and c, then PyObject_GetItem).",
+    ),
+    OpInfo(
         "build_string", O, (O,), raises=True, varargs=True,
         doc="BUILD_STRING: the concatenation of the operands, exact strs.",
     ),
@@ -304,7 +317,7 @@ OPS: dict[str, OpInfo] = _ops(
 CALLS_OUT = frozenset({
     "is_true", "call_unary", "call_binary", "richcompare", "getattr", "setattr", "setitem",
     "call", "call_kw", "len", "iter_next_or_null", "iter_next", "contains",
-    "build_const_key_map",
+    "build_const_key_map", "get_slice",
 })
 
 # Ops whose results are loop-carried label parameters must be of these types.

@@ -273,7 +273,7 @@ class Translator:
         # does not escape, by now.
         return opname in ("is_true", "len", "getattr", "call_unary", "call_binary",
                           "richcompare", "iter_next", "iter_next_or_null", "contains",
-                          "build_const_key_map")
+                          "build_const_key_map", "get_slice")
 
     def _guard_str_keys(self, d: Ref, r: Record, snap: Snapshot) -> None:
         """Before a lookup in exact dict `d` by a leaf key: when the recording
@@ -1455,26 +1455,68 @@ class Translator:
         self.push(it, True)
 
     def op_build_list(self, r: Record) -> None:
-        if r.instr.arg != 0:
-            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_LIST with items")
-        # list() of the type object itself (not a name lookup): a new empty list.
-        self.push(self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot(),
-                             calls=False), True)
+        if r.instr.arg == 0:
+            # list() of the type object itself (not a name lookup): a new empty list.
+            res = self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot(),
+                             calls=False)
+            self.ptype[res.id] = list
+            self.push(res, True)
+            return
+        self._build("build_list", r.instr.arg, list)
+
+    def op_list_extend(self, r: Record) -> None:
+        """LIST_EXTEND (a list display of constants, or [*a]) by an exact list
+        or tuple: the interpreter's _PyList_Extend, no code runs."""
+        snap = self.snapshot()
+        seq = self.pop()
+        lst = self.stack[-r.instr.arg]
+        ts = self.guard_type(seq, r.inputs[-1], snap) if r.inputs[-1] in (list, tuple) \
+            else None
+        if ts is None or self.guard_type(lst, r.inputs[0], snap) is not list:
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND,
+                                   "LIST_EXTEND of other than a list or tuple")
+        assert isinstance(lst.ref, Value) or isinstance(lst.ref, Const)
+        self.emit("list_extend", [lst.ref, seq.ref], None, snap)
+        self.release(seq)
+
+    def op_binary_slice(self, r: Record) -> None:
+        snap = self.snapshot()
+        stop = self.pop()
+        start = self.pop()
+        container = self.pop()
+        tc = self.guard_type(container, r.inputs[0], snap)
+        if tc in _CONTAINERS:
+            for sv, seen in ((start, r.inputs[1]), (stop, r.inputs[2])):
+                if seen is int or seen is type(None):
+                    self.guard_type(sv, seen, snap)
+        temps = [self.as_obj(sv, snap) for sv in (container, start, stop)]
+        res = self.emitv("get_slice", [o for o, _ in temps], Type.OBJ, snap)
+        for o, new in temps:
+            self.release_obj(o, new)
+        for sv in (container, start, stop):
+            self.release(sv)
+        if tc in (list, tuple, str, bytes) and self.ptype.get(res.id) is None \
+                and all(self._reftype(o) in (int, type(None)) for o, _ in temps[1:]):
+            self.ptype[res.id] = tc  # a slice of an exact sequence is one
+        self.push(res, True)
 
     def op_build_tuple(self, r: Record) -> None:
-        n = r.instr.arg
-        if n == 0:
+        if r.instr.arg == 0:
             self.push(Const((), Type.OBJ))  # the empty tuple is a singleton
             return
+        self._build("build_tuple", r.instr.arg, tuple)
+
+    def _build(self, opname: str, n: int, t: type) -> None:
+        """A new container of type t of the top n stack entries."""
         snap = self.snapshot()
         items = [self.pop() for _ in range(n)][::-1]
         temps = [self.as_obj(sv, snap) for sv in items]
-        res = self.emitv("build_tuple", [o for o, _ in temps], Type.OBJ, snap)
+        res = self.emitv(opname, [o for o, _ in temps], Type.OBJ, snap)
         for o, new in temps:
             self.release_obj(o, new)
         for sv in items:
             self.release(sv)
-        self.ptype[res.id] = tuple
+        self.ptype[res.id] = t
         self.push(res, True)
 
     def op_build_map(self, r: Record) -> None:
@@ -1682,6 +1724,10 @@ def _frame_safe(opname: str, args: list[Ref], types_: list[type | None],
         return leaf
     if opname in ("is_true", "len"):
         return types_[0] in _CONTAINERS or types_[0] in _LEAF
+    if opname == "get_slice":
+        # a slice of an exact sequence by ints or None runs no code
+        return types_[0] in (list, tuple, str, bytes, range) \
+            and all(t is int or t is type(None) for t in types_[1:])
     if opname == "build_const_key_map":
         # leaf keys hash and compare without code; distinct ones replace no value
         keys = attrs["keys"]

@@ -73,6 +73,8 @@ BYTECODES: dict[str, BytecodeRule] = {
     "GET_ITER": BytecodeRule(_n(1), "get_iter"),
     "BUILD_LIST": BytecodeRule(lambda arg: arg, "build_list"),
     "BUILD_TUPLE": BytecodeRule(lambda arg: arg, "build_tuple"),
+    "LIST_EXTEND": BytecodeRule(lambda arg: arg + 1, "list_extend"),
+    "BINARY_SLICE": BytecodeRule(_n(3), "binary_slice"),
     "CONTAINS_OP": BytecodeRule(_n(2), "contains_op"),
     "BUILD_MAP": BytecodeRule(lambda arg: 2 * arg, "build_map"),
     "BUILD_CONST_KEY_MAP": BytecodeRule(lambda arg: arg + 1, "build_const_key_map"),

@@ -63,6 +63,27 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 64, '_JIT_ERROR', -4),
         ),
     ),
+    'build_list': (
+        bytes.fromhex(
+            "5048bb00000000000000004889dfff15000000004885c0745c4885db0f8e8500"
+            "00004889d948ffc974514883e3fe498d950000000031c9eb190f1f8000000000"
+            "488b7818488974cf084883c1024839cb742b488b74caf88b3effc77402893e48"
+            "8b7818488934cf488b34ca8b3effc774cf893eebcb58e90000000031c948ba00"
+            "00000000000000f6c201741b498d9500000000488b14ca8b32ffc67402893248"
+            "8b7018488914ce4989850000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 16, 'PyList_New', -4),
+            ('code', 'R_X86_64_32S', 49, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_PLT32', 119, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_64', 127, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 143, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 170, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 176, '_JIT_CONTINUE', -4),
+        ),
+    ),
     'build_string': (
         bytes.fromhex(
             "50498db50000000048bf000000000000000048ba0000000000000000ff150000"
@@ -581,6 +602,26 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 28, '_JIT_CONTINUE', -4),
         ),
     ),
+    'get_slice': (
+        bytes.fromhex(
+            "50498bbd00000000498bb50000000031d2ff15000000004885c074484889c349"
+            "8bbd000000004889c6ff1500000000488b0b85c9780848ffc948890b74124885"
+            "c074214989850000000058e9000000004889df4889c3ff15000000004889d848"
+            "85c075df58e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET2', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET3', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 19, 'PySlice_New', -4),
+            ('code', 'R_X86_64_32S', 34, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 43, 'PyObject_GetItem', -4),
+            ('code', 'R_X86_64_32S', 70, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 76, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 88, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 102, '_JIT_ERROR', -4),
+        ),
+    ),
     'getattr': (
         bytes.fromhex(
             "50498bbd0000000048be0000000000000000ff15000000004885c0740d498985"
@@ -1088,6 +1129,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 17, 'tjrt_list_append', -4),
             ('code', 'R_X86_64_PLT32', 27, '_JIT_ERROR', -4),
             ('code', 'R_X86_64_PLT32', 33, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'list_extend': (
+        bytes.fromhex(
+            "50498bbd00000000498bb500000000ff15000000004885c07415488b0885c978"
+            "0848ffc9488908740c58e90000000058e9000000004889c7ff150000000058e9"
+            "00000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 11, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 17, '_PyList_Extend', -4),
+            ('code', 'R_X86_64_PLT32', 43, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 49, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 58, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_PLT32', 64, '_JIT_CONTINUE', -4),
         ),
     ),
     'list_getitem': (

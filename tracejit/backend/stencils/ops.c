@@ -680,6 +680,49 @@ STENCIL(build_tuple)
     ERROR();
 }
 
+/* BUILD_LIST: R0 = a new list of the OP2 objects in the block at R1, each
+ * with a new reference. */
+STENCIL(build_list)
+{
+    uint64_t *base = &R(1);
+    Py_ssize_t n = (Py_ssize_t)OP(2);
+    PyObject *l = PyList_New(n);
+    if (l != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyList_SET_ITEM(l, i, Py_NewRef((PyObject *)(uintptr_t)base[i]));
+        }
+        SET_OBJ(0, l);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* LIST_EXTEND of an exact list or tuple: R0.extend(R1). */
+STENCIL(list_extend)
+{
+    PyObject *none = _PyList_Extend((PyListObject *)R_OBJ(0), R_OBJ(1));
+    if (none != NULL) {
+        Py_DECREF(none); /* None: immortal, nothing runs */
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* BINARY_SLICE: R0 = R1[R2:R3]. */
+STENCIL(get_slice)
+{
+    PyObject *slice = PySlice_New(R_OBJ(2), R_OBJ(3), NULL);
+    if (slice != NULL) {
+        PyObject *r = PyObject_GetItem(R_OBJ(1), slice);
+        Py_DECREF(slice);
+        if (r != NULL) {
+            SET_OBJ(0, r);
+            CONTINUE();
+        }
+    }
+    ERROR();
+}
+
 /* BUILD_STRING: R0 = the OP2 strs in the block at R1 joined (OP3: ""). */
 STENCIL(build_string)
 {
