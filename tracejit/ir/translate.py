@@ -472,6 +472,19 @@ class Translator:
         if owned and isinstance(ref, Value):
             self.emit("decref", [ref])
 
+    def on_objects(self, opname: str, svs: list[SV], snap: Snapshot,
+                   calls: bool | None = None, result: Type = Type.OBJ,
+                   **attrs: object) -> Value:
+        """Op `opname` of the stack entries `svs` as objects (unboxed values
+        boxed for it), after which they are all released: its result."""
+        temps = [self.as_obj(sv, snap) for sv in svs]
+        res = self.emitv(opname, [o for o, _ in temps], result, snap, calls, **attrs)
+        for o, new in temps:
+            self.release_obj(o, new)
+        for sv in svs:
+            self.release(sv)
+        return res
+
     def push(self, ref: Ref, owned: bool = False, slot: int | None = None) -> None:
         self.stack.append(SV(ref, owned, slot))
 
@@ -787,18 +800,12 @@ class Translator:
         self.stack[-1], self.stack[-n] = self.stack[-n], self.stack[-1]
 
     def _generic_binary(self, fn: str, a: SV, b: SV, snap: Snapshot, calls: bool) -> None:
-        ao, a_new = self.as_obj(a, snap)
-        bo, b_new = self.as_obj(b, snap)
         if fn in ("pow", "ipow"):
             # PyNumber_Power takes a third (modulo) argument: call operator.pow.
-            func = Const(getattr(operator, fn), Type.OBJ)
-            res = self.emitv("call", [func, ao, bo], Type.OBJ, snap, calls)
+            func = SV(Const(getattr(operator, fn), Type.OBJ), False)
+            res = self.on_objects("call", [func, a, b], snap, calls)
         else:
-            res = self.emitv("call_binary", [ao, bo], Type.OBJ, snap, calls, fn=fn)
-        self.release_obj(ao, a_new)
-        self.release_obj(bo, b_new)
-        self.release(a)
-        self.release(b)
+            res = self.on_objects("call_binary", [a, b], snap, calls, fn=fn)
         self.push(res, True)
 
     def op_binary_op(self, r: Record) -> None:
@@ -1489,14 +1496,9 @@ class Translator:
             for sv, seen in ((start, r.inputs[1]), (stop, r.inputs[2])):
                 if seen is int or seen is type(None):
                     self.guard_type(sv, seen, snap)
-        temps = [self.as_obj(sv, snap) for sv in (container, start, stop)]
-        res = self.emitv("get_slice", [o for o, _ in temps], Type.OBJ, snap)
-        for o, new in temps:
-            self.release_obj(o, new)
-        for sv in (container, start, stop):
-            self.release(sv)
-        if tc in (list, tuple, str, bytes) and self.ptype.get(res.id) is None \
-                and all(self._reftype(o) in (int, type(None)) for o, _ in temps[1:]):
+        by_ints = all(self.pytype(sv) in (int, type(None)) for sv in (start, stop))
+        res = self.on_objects("get_slice", [container, start, stop], snap)
+        if tc in (list, tuple, str, bytes) and by_ints:
             self.ptype[res.id] = tc  # a slice of an exact sequence is one
         self.push(res, True)
 
@@ -1510,12 +1512,7 @@ class Translator:
         """A new container of type t of the top n stack entries."""
         snap = self.snapshot()
         items = [self.pop() for _ in range(n)][::-1]
-        temps = [self.as_obj(sv, snap) for sv in items]
-        res = self.emitv(opname, [o for o, _ in temps], Type.OBJ, snap)
-        for o, new in temps:
-            self.release_obj(o, new)
-        for sv in items:
-            self.release(sv)
+        res = self.on_objects(opname, items, snap)
         self.ptype[res.id] = t
         self.push(res, True)
 
@@ -1535,13 +1532,7 @@ class Translator:
                 or len(keys.ref.value) != n:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_CONST_KEY_MAP keys")
         values = [self.pop() for _ in range(n)][::-1]
-        temps = [self.as_obj(sv, snap) for sv in values]
-        res = self.emitv("build_const_key_map", [o for o, _ in temps], Type.OBJ, snap,
-                         keys=keys.ref.value)
-        for o, new in temps:
-            self.release_obj(o, new)
-        for sv in values:
-            self.release(sv)
+        res = self.on_objects("build_const_key_map", values, snap, keys=keys.ref.value)
         self.ptype[res.id] = dict
         self.push(res, True)
 
@@ -1551,16 +1542,11 @@ class Translator:
         typed str when the value's type is a builtin leaf (its __format__,
         __str__ and __repr__ run no Python code and return exact strs)."""
         t = self.guard_type(sv, seen, snap) if seen in _LEAF else self.pytype(sv)
-        obj, new = self.as_obj(sv, snap)
         if spec is None:
-            res = self.emitv("call_unary", [obj], Type.OBJ, snap, fn=fn)
+            res = self.on_objects("call_unary", [sv], snap, fn=fn)
         else:
             self.guard_type(spec, str, snap)
-            res = self.emitv("call_binary", [obj, spec.ref], Type.OBJ, snap, fn=fn)
-        self.release_obj(obj, new)
-        self.release(sv)
-        if spec is not None:
-            self.release(spec)
+            res = self.on_objects("call_binary", [sv, spec], snap, fn=fn)
         if t in _LEAF:
             self.ptype[res.id] = str
         self.push(res, True)
@@ -1611,14 +1597,8 @@ class Translator:
         tb = self.guard_type(b, r.inputs[1], snap)
         if tb is dict and ta in _LEAF:
             self._guard_str_keys(b.ref, r, snap)  # before any boxing
-        ao, a_new = self.as_obj(a, snap)
-        bo, b_new = self.as_obj(b, snap)
-        res = self.emitv("contains", [ao, bo], Type.BOOL, snap, invert=bool(r.instr.arg))
-        self.release_obj(ao, a_new)
-        self.release_obj(bo, b_new)
-        self.release(a)
-        self.release(b)
-        self.push(res)
+        self.push(self.on_objects("contains", [a, b], snap, result=Type.BOOL,
+                                  invert=bool(r.instr.arg)))
 
     def op_list_append(self, r: Record) -> None:
         """LIST_APPEND (a list comprehension): append to the list oparg - 1

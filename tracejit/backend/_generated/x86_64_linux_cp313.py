@@ -65,23 +65,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
     ),
     'build_list': (
         bytes.fromhex(
-            "5048bb00000000000000004889dfff15000000004885c0745c4885db0f8e8500"
-            "00004889d948ffc974514883e3fe498d950000000031c9eb190f1f8000000000"
-            "488b7818488974cf084883c1024839cb742b488b74caf88b3effc77402893e48"
-            "8b7818488934cf488b34ca8b3effc774cf893eebcb58e90000000031c948ba00"
-            "00000000000000f6c201741b498d9500000000488b14ca8b32ffc67402893248"
-            "8b7018488914ce4989850000000058e900000000"
+            "5048bb00000000000000004889dfff15000000004885c0745a4885db0f8e8000"
+            "0000488b48184889da48ffca744b4883e3fe498db50000000031d2eb110f1f00"
+            "48897cd1084883c2024839d3742d488b7cd6f8448b0741ffc074034489074889"
+            "3cd1488b3cd6448b0741ffc074d2448907ebcd58e90000000031d248be000000"
+            "000000000040f6c6017417498db500000000488b34d68b3effc77402893e4889"
+            "34d14989850000000058e900000000"
         ),
         b"",
         (
             ('code', 'R_X86_64_64', 3, '_JIT_OPERAND2', 0),
             ('code', 'R_X86_64_GOTPCRELX', 16, 'PyList_New', -4),
-            ('code', 'R_X86_64_32S', 49, '_JIT_OFFSET1', 8),
-            ('code', 'R_X86_64_PLT32', 119, '_JIT_ERROR', -4),
-            ('code', 'R_X86_64_64', 127, '_JIT_OPERAND2', 0),
-            ('code', 'R_X86_64_32S', 143, '_JIT_OFFSET1', 0),
-            ('code', 'R_X86_64_32S', 170, '_JIT_OFFSET0', 0),
-            ('code', 'R_X86_64_PLT32', 176, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_32S', 53, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_PLT32', 117, '_JIT_ERROR', -4),
+            ('code', 'R_X86_64_64', 125, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 142, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 165, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 171, '_JIT_CONTINUE', -4),
         ),
     ),
     'build_string': (

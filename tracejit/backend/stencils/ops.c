@@ -663,34 +663,34 @@ STENCIL(call_vector)
     ERROR();
 }
 
-/* BUILD_TUPLE: R0 = a new tuple of the OP2 objects in the block at R1, each
- * with a new reference (the trace releases its own afterwards). */
+/* A new container's items: new references to the n objects in a block of
+ * registers (the trace releases its own afterwards). */
+ALWAYS_INLINE void
+fill_new_refs(PyObject **items, const uint64_t *block, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        items[i] = Py_NewRef((PyObject *)(uintptr_t)block[i]);
+    }
+}
+
+/* BUILD_TUPLE: R0 = a new tuple of the OP2 objects in the block at R1. */
 STENCIL(build_tuple)
 {
-    uint64_t *base = &R(1);
-    Py_ssize_t n = (Py_ssize_t)OP(2);
-    PyObject *t = PyTuple_New(n);
+    PyObject *t = PyTuple_New((Py_ssize_t)OP(2));
     if (t != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyTuple_SET_ITEM(t, i, Py_NewRef((PyObject *)(uintptr_t)base[i]));
-        }
+        fill_new_refs(((PyTupleObject *)t)->ob_item, &R(1), (Py_ssize_t)OP(2));
         SET_OBJ(0, t);
         CONTINUE();
     }
     ERROR();
 }
 
-/* BUILD_LIST: R0 = a new list of the OP2 objects in the block at R1, each
- * with a new reference. */
+/* BUILD_LIST: R0 = a new list of the OP2 objects in the block at R1. */
 STENCIL(build_list)
 {
-    uint64_t *base = &R(1);
-    Py_ssize_t n = (Py_ssize_t)OP(2);
-    PyObject *l = PyList_New(n);
+    PyObject *l = PyList_New((Py_ssize_t)OP(2));
     if (l != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyList_SET_ITEM(l, i, Py_NewRef((PyObject *)(uintptr_t)base[i]));
-        }
+        fill_new_refs(((PyListObject *)l)->ob_item, &R(1), (Py_ssize_t)OP(2));
         SET_OBJ(0, l);
         CONTINUE();
     }
