@@ -1583,9 +1583,7 @@ class Translator:
             if seen is not str:  # the compiler makes only strs: never seen
                 raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_STRING piece")
             self.guard_type(sv, str, snap)
-        res = self.emitv("build_string", [sv.ref for sv in pieces], Type.OBJ, snap)
-        for sv in pieces:
-            self.release(sv)
+        res = self.on_objects("build_string", pieces, snap)
         self.ptype[res.id] = str
         self.push(res, True)
 
