@@ -836,7 +836,8 @@ class _CallForm:
 
 
 def _call_form(op: Op) -> _CallForm | None:
-    """How IR call op `op` is lowered, or None if it is no call."""
+    """How IR call op `op` (or an op building a tuple, list, str or dict
+    from a block of items) is lowered, or None if it is neither."""
     if op.name == "call_kw":
         return _CallForm("call_vector_kw", block=op.args)  # the callable, then the arguments
     if op.name in ("build_tuple", "build_list", "build_string", "build_const_key_map"):

@@ -298,7 +298,8 @@ MAX_INLINE_ARGS = 64
 
 
 def _dict_looked_up(opname: str, objs: list[object]) -> dict[Any, Any] | None:
-    """The exact dict a subscript or a dict method call looks keys up in."""
+    """The exact dict a subscript, an `in` test or a dict method call looks
+    keys up in."""
     if opname == "BINARY_SUBSCR":
         d = objs[0]
     elif opname == "STORE_SUBSCR" or opname == "CONTAINS_OP":
