@@ -477,13 +477,20 @@ class Translator:
                    **attrs: object) -> Value:
         """Op `opname` of the stack entries `svs` as objects (unboxed values
         boxed for it), after which they are all released: its result."""
+        return self.on_objects_and_operands(opname, svs, snap, calls, result, **attrs)[0]
+
+    def on_objects_and_operands(self, opname: str, svs: list[SV], snap: Snapshot,
+                                calls: bool | None = None, result: Type = Type.OBJ,
+                                **attrs: object) -> tuple[Value, list[Ref]]:
+        """on_objects, and the op's operands (the objects it was given)."""
         temps = [self.as_obj(sv, snap) for sv in svs]
-        res = self.emitv(opname, [o for o, _ in temps], result, snap, calls, **attrs)
+        operands = [o for o, _ in temps]
+        res = self.emitv(opname, operands, result, snap, calls, **attrs)
         for o, new in temps:
             self.release_obj(o, new)
         for sv in svs:
             self.release(sv)
-        return res
+        return res, operands
 
     def push(self, ref: Ref, owned: bool = False, slot: int | None = None) -> None:
         self.stack.append(SV(ref, owned, slot))
@@ -676,9 +683,7 @@ class Translator:
             self.push(Const(NULL, Type.OBJ) if sv is None else sv.ref, sv is None or sv.owned)
             return
         snap = self.snapshot()
-        for i, other in enumerate(self.stack):  # borrowed entries aliasing the slot
-            if other.slot == slot and not other.owned:
-                self.stack[i] = self.own(other)
+        self._own_aliases(slot)
         if slot in self.virtual:
             # an unboxed local: the frame's stale object goes, the value moves
             self.push(self.virtual.pop(slot))
@@ -697,11 +702,15 @@ class Translator:
         self.emit("store_local", [Const(NULL, Type.OBJ)], None, slot=slot)
         self.push(v, True)
 
-    def _store(self, slot: int, sv: SV) -> None:
-        # Borrowed stack entries that alias the slot must survive the overwrite.
+    def _own_aliases(self, slot: int) -> None:
+        """Before frame slot `slot` is overwritten or cleared: the borrowed
+        stack entries that alias it must survive it."""
         for i, other in enumerate(self.stack):
             if other.slot == slot and not other.owned:
                 self.stack[i] = self.own(other)
+
+    def _store(self, slot: int, sv: SV) -> None:
+        self._own_aliases(slot)
         if self.cur is not None:
             if sv.ref.type is Type.OBJ and isinstance(sv.ref, Value):
                 sv = self.own(sv)
@@ -1263,14 +1272,7 @@ class Translator:
         if not (isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL):
             everything.append(self_or_null)
         everything.extend(args)
-        temps = [self.as_obj(sv, snap) for sv in everything]
-        operands = [o for o, _ in temps]
-        res = self.emitv(opname, operands, Type.OBJ, snap, None, **attrs)
-        for o, new in temps:
-            self.release_obj(o, new)
-        for sv in everything:
-            self.release(sv)
-        return res, operands
+        return self.on_objects_and_operands(opname, everything, snap, None, Type.OBJ, **attrs)
 
     def op_call_kw(self, r: Record) -> None:
         """A keyword call: a plain vectorcall with the constant tuple of
@@ -1553,7 +1555,7 @@ class Translator:
 
     def op_format_simple(self, r: Record) -> None:
         sv = self.stack[-1]
-        if self.pytype(sv) is str or (r.inputs[0] is str and sv.ref.type is Type.OBJ):
+        if r.inputs[0] is str and sv.ref.type is Type.OBJ:
             if self.pytype(sv) is not str:
                 self.guard_type(sv, str, self.snapshot())
             return  # an exact str formats as itself
