@@ -217,6 +217,38 @@ def test_varying_tuple_of_classes_still_folds_isinstance(tmp_path: Path) -> None
         assert "tuple_getitem_borrowed" in t and ":obj = call " not in t, t
 
 
+def test_varying_global_is_loaded_once_until_code_may_rebind_it(tmp_path: Path) -> None:
+    # Within a stretch of ops that run no code, a varying global's second use
+    # reuses the first load; code the trace calls out to (rebind, run by
+    # any()) may rebind it, so the next use loads again and sees the new object.
+    log = check("""
+    def rebind(k):
+        global _types
+        if k % 7 == 3:
+            _types = (str, int)
+        return False
+    def render(items, k):
+        out = []
+        for x in items:
+            t = (isinstance(x, _types), isinstance(x, _types))
+            any(map(rebind, (k,)))
+            u = (isinstance(x, _types), isinstance(x, _types))
+            out.append(str(t) + str(u))
+        return "".join(out)
+    total = 0
+    for k in range(300):
+        _types = (str, bytes)
+        total += render(["a", 1, "b", 2.5] * 5, k).count("True")
+    print(total)
+    """, tmp_path)
+    loops = [t for t in traces_of(log, "render")
+             if " loop " in t.splitlines()[0] and "load_global name='_types'" in t]
+    assert loops, log
+    for t in loops:
+        # four uses: the pairs share a load, the call out between them does not
+        assert t.count("load_global name='_types'") == 2, t
+
+
 def test_float_compared_with_an_int_constant_keeps_checks(tmp_path: Path) -> None:
     # x > 50 (a float with an int a double holds exactly) compares doubles; the
     # bool a plain richcompare makes frees nothing when released: neither makes

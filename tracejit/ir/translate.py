@@ -1030,12 +1030,21 @@ class Translator:
                                 id(getattr(func, "__builtins__", None)), name), r.seen):
                 self.emit("guard_global_in", [], None, snap, func=func, name=name, obj=r.seen)
         elif name in self.info.varying_globals:
-            v = self.emitv("load_global", [], Type.OBJ, snap, name=name)
-            self.push(v, True)
-            if _class_tuple(r.seen):
-                # Rebound to a new but equal tuple of classes each run (Tornado's
-                # _tt_string_types): check the items, so isinstance folds.
-                self._prove_class_tuple(self.stack[-1], r.seen, snap)
+            key = ("varying_global", name)
+            prior = self.checked.get(key)
+            if isinstance(prior, Value):
+                # Loaded since the last op that could rebind a global: the
+                # same object, still held by the globals dict (borrowed).
+                self.push(prior)
+            else:
+                v = self.emitv("load_global", [], Type.OBJ, snap, name=name)
+                self.push(v, True)
+                if _class_tuple(r.seen):
+                    # Rebound to a new but equal tuple of classes each run
+                    # (Tornado's _tt_string_types): check the items, so
+                    # isinstance folds.
+                    self._prove_class_tuple(self.stack[-1], r.seen, snap)
+                self.checked[key] = v
             if r.instr.arg & 1:
                 self.push(Const(NULL, Type.OBJ))
             return
