@@ -1256,11 +1256,9 @@ class Translator:
             args = [self.own(a) for a in args]
         if fn is list.append and len(args) == 1 and self._reftype(self_or_null.ref) is list:
             # An exact list's append (CPython's CALL_LIST_APPEND): returns None.
-            item, new = self.as_obj(args[0], snap)
-            self.emit("list_append", [self_or_null.ref, item], None, snap)
-            self.release_obj(item, new)
-            for sv in (callable_, self_or_null, args[0]):
-                self.release(sv)
+            self._list_append(self_or_null.ref, args[0], snap)
+            self.release(callable_)
+            self.release(self_or_null)
             if bound is not None:
                 self.release(bound)
             self.push(Const(None, Type.OBJ))
@@ -1474,13 +1472,16 @@ class Translator:
 
     def op_build_list(self, r: Record) -> None:
         if r.instr.arg == 0:
-            # list() of the type object itself (not a name lookup): a new empty list.
-            res = self.emitv("call", [Const(list, Type.OBJ)], Type.OBJ, self.snapshot(),
-                             calls=False)
-            self.ptype[res.id] = list
-            self.push(res, True)
+            self._new_empty(list)
             return
         self._build("build_list", r.instr.arg, list)
+
+    def _new_empty(self, t: type) -> None:
+        """Push t() of the type object itself (not a name lookup): a new
+        empty list or dict."""
+        res = self.emitv("call", [Const(t, Type.OBJ)], Type.OBJ, self.snapshot(), calls=False)
+        self.ptype[res.id] = t
+        self.push(res, True)
 
     def op_list_extend(self, r: Record) -> None:
         """LIST_EXTEND (a list display of constants, or [*a]) by an exact list
@@ -1530,10 +1531,7 @@ class Translator:
     def op_build_map(self, r: Record) -> None:
         if r.instr.arg != 0:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "BUILD_MAP with items")
-        # dict() of the type object itself: a new empty dict.
-        res = self.emitv("call", [Const(dict, Type.OBJ)], Type.OBJ, self.snapshot(), calls=False)
-        self.ptype[res.id] = dict
-        self.push(res, True)
+        self._new_empty(dict)
 
     def op_build_const_key_map(self, r: Record) -> None:
         n = r.instr.arg
@@ -1617,9 +1615,12 @@ class Translator:
         lst = self.stack[-r.instr.arg]
         if self.guard_type(lst, r.inputs[0], snap) is not list:
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "LIST_APPEND to a non-list")
+        self._list_append(lst.ref, item, snap)
+
+    def _list_append(self, lst: Ref, item: SV, snap: Snapshot) -> None:
+        """Append `item` (released after) to `lst`, an exact list."""
         obj, new = self.as_obj(item, snap)
-        assert isinstance(lst.ref, Value) or isinstance(lst.ref, Const)
-        self.emit("list_append", [lst.ref, obj], None, snap)
+        self.emit("list_append", [lst, obj], None, snap)
         self.release_obj(obj, new)
         self.release(item)
 
