@@ -1847,6 +1847,55 @@ program(
 )
 
 
+program(
+    "str_replace_one_char",
+    # str.replace with a one-character constant: the same object back when
+    # nothing is replaced, wide and narrow text, a str subclass (a new str).
+    """
+    import html
+
+    class S(str):
+        pass
+
+    def f(items):
+        out = []
+        for s in items:
+            e = html.escape(s)
+            out.append((e, e is s, s.replace("a", ""), s.replace("\u0100", "A"),
+                        type(s.replace("x", "y")).__name__))
+        return out
+
+    items = ["plain", "a<b>&c", "", "q" + chr(34) + chr(39), "\u0100 & <", "\U0001F600 a", "aaa",
+             "x" * 40 + "&", S("sub&")]
+    for i in range(300):
+        r = f(items)
+    print(r)
+    """,
+)
+
+program(
+    "is_between_objects",
+    # `a is b` with neither side a constant the trace knows.
+    """
+    def f(pairs):
+        n = 0
+        for a, b in pairs:
+            if a is b:
+                n += 1
+            if a is not b:
+                n += 100
+            n += (a is b) * 10000
+        return n
+
+    x, y = object(), [1]
+    pairs = [(x, x), (x, y), (y, y), (None, x), ("s", "s")]
+    for i in range(300):
+        r = f(pairs)
+    print(r)
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

@@ -134,6 +134,7 @@ OPS: dict[str, OpInfo] = _ops(
     OpInfo("float_ge", B, (F, F), pure=True, doc="a >= b."),
     OpInfo("int_to_float", F, (I,), pure=True, doc="float(a), correctly rounded."),
     OpInfo("bool_not", B, (B,), pure=True, doc="not a."),
+    OpInfo("obj_is", B, (O, O), pure=True, doc="a is b (the same object)."),
     # Generic operations through the C-API (new references; NULL raises).
     OpInfo(
         "call_unary", O, (O,), ("fn",), raises=True, escapes=True,

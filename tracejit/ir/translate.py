@@ -895,8 +895,20 @@ class Translator:
         elif isinstance(a.ref, Const) and isinstance(b.ref, Value) and b.ref.type is Type.OBJ:
             target = a.ref.value
             probe = b
+        elif a.ref.type is Type.OBJ and b.ref.type is Type.OBJ:
+            # two objects the trace cannot name: compare their addresses
+            if isinstance(a.ref, Const) and isinstance(b.ref, Const):
+                res: Ref = Const((a.ref.value is b.ref.value) != invert, Type.BOOL)
+            else:
+                res = self.emitv("obj_is", [a.ref, b.ref], Type.BOOL)
+                if invert:
+                    res = self.emitv("bool_not", [res], Type.BOOL)
+            self.release(a)
+            self.release(b)
+            self.push(res)
+            return
         else:
-            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "'is' without a constant")
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "'is' with an unboxed value")
         snap = self.snapshot(stack=self.stack + [a, b])
         assert isinstance(probe.ref, Value)
         self.emit("guard_is" if same else "guard_is_not", [probe.ref], None, snap, obj=target)

@@ -2008,6 +2008,25 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 32, '_Py_Dealloc', -4),
         ),
     ),
+    'tj_str_replace_char': (
+        bytes.fromhex(
+            "415653504889f3488b368b462089c1c1e90283e10783f902741283f901751aa8"
+            "207520488b46380fb600eb59a820752a488b46380fb700eb4ca8207534488b46"
+            "38eb4031c9a8400f94c1c1e104488d040e4883c0280fb600eb2b31c9a8400f94"
+            "c1c1e104488d040e4883c0280fb700eb1431c9a8400f94c1c1e104488d040e48"
+            "83c0288b00488b4f108b57204189d04183e01c4183f804750bf6c220753d488b"
+            "5738eb4d4989fe89c631d241b801000000ff15000000004c89f74883f8ff7462"
+            "488b33488b530848c7c1ffffffff4883c4085b415eff25000000004531c0f6c2"
+            "40410f94c041c1e0044a8d14074883c2283d00010000410f92c04885c9410f9f"
+            "c14520c14180f90175184531c00f1f00460fb60c024439c874a949ffc04c39c1"
+            "75ee8b07ffc0740289074889f84883c4085b415ec3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 179, 'PyUnicode_FindChar', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 215, 'PyUnicode_Replace', -4),
+        ),
+    ),
     'tj_type_version': (
         bytes.fromhex(
             "534889fbff150000000085c074088b83800100005bc331c05bc3"

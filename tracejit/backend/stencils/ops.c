@@ -154,6 +154,39 @@ tj_list_append(PyListObject *list, PyObject *item)
     return list_append(list, item);
 }
 
+/* str.replace(s, old, new) with the calling convention of a
+ * METH_FASTCALL|METH_KEYWORDS method (called by call_meth_fastkw_c) for an
+ * exact str s, old a one-character exact str and new an exact str: s itself
+ * when old does not occur in it (what str.replace returns then), else
+ * PyUnicode_Replace, which str.replace calls.  Skips the method's argument
+ * parsing and the generic replace's set-up (html.escape's five replaces of
+ * short text with nothing to escape). */
+PyObject *
+tj_str_replace_char(PyObject *s, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames)
+{
+    Py_UCS4 ch = PyUnicode_READ_CHAR(args[0], 0);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    Py_ssize_t at = -1;
+    if (PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND) {
+        /* a plain loop: the text is short, a call to memchr costs more */
+        const Py_UCS1 *data = PyUnicode_1BYTE_DATA(s);
+        for (Py_ssize_t i = 0; ch <= 0xff && i < n; i++) {
+            if (data[i] == ch) {
+                at = i;
+                break;
+            }
+        }
+    }
+    else {
+        at = PyUnicode_FindChar(s, ch, 0, n, 1);
+    }
+    if (at == -1) {
+        return Py_NewRef(s);
+    }
+    return PyUnicode_Replace(s, args[0], args[1], -1);
+}
+
 /* decref R0 through tj_decref. */
 STENCIL(decref_out)
 {
