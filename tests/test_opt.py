@@ -10,6 +10,7 @@ from tracejit.opt.dce import dce
 from tracejit.opt.fold import fold
 from tracejit.opt.licm import hoist_invariant_loads
 from tracejit.opt.refcount import remove_refcount_pairs
+from tracejit.opt.strings import fuse_replace_chains
 
 
 def run(pass_: object, src: str) -> str:
@@ -230,3 +231,50 @@ def test_refcount_pairs_kept_across_escapes_uses_and_unowned_snapshots() -> None
     # escaping ops between (getattr, store_local), a snapshot that does not own
     # the item (pc=8), a use after the release (the exit): all kept
     assert run(remove_refcount_pairs, src) == format_trace(parse_trace(src))
+
+
+_REPLACE_ENV: dict[str, object] = {
+    "replace": str.replace, "amp": "&", "eamp": "&amp;", "lt": "<", "elt": "&lt;",
+    "gt": ">", "egt": "&gt;",
+}
+
+
+def test_replace_chain_fused() -> None:
+    # html.escape's replaces after the refcount pass: each intermediate string
+    # is seen only by the next replace and released once; the source's release
+    # moves after the chain, whose exit is the first replace's.
+    src = """
+    trace t
+      v0:obj = load_local slot=0
+      v1:obj = call_nocode $replace, v0, $amp, $eamp [pc=4 | $replace v0 $amp $eamp | ]
+      decref v0
+      v2:obj = call_nocode $replace, v1, $lt, $elt [pc=8 | $replace v1 $lt $elt | ]
+      decref v1
+      v3:obj = call_nocode $replace, v2, $gt, $egt [pc=12 | $replace v2 $gt $egt | ]
+      decref v2
+      exit [pc=16 | v3 | ]
+    """
+    trace = parse_trace(src, _REPLACE_ENV)
+    out = fuse_replace_chains(trace)
+    verify(out)
+    assert [op.name for op in out.ops] == ["load_local", "str_replace_chain", "decref", "exit"]
+    chain = out.ops[1]
+    assert chain.attrs["pairs"] == (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+    assert chain.snapshot is not None and chain.snapshot.pc == 4
+    assert chain.result is not None and chain.result.id == 3
+    assert out.ops[2].args[0] == out.ops[0].result
+
+
+def test_replace_chain_stops_at_a_seen_intermediate() -> None:
+    # v1 is also written to the frame at the exit: it must exist, so the
+    # chain stops before it is replaced (one replace is left alone).
+    src = """
+    trace t
+      v0:obj = load_local slot=0
+      v1:obj = call_nocode $replace, v0, $amp, $eamp [pc=4 | $replace v0 $amp $eamp | ]
+      v2:obj = call_nocode $replace, v1, $lt, $elt [pc=8 | $replace v1 $lt $elt | ]
+      exit [pc=16 | v1 v2 | ]
+    """
+    trace = parse_trace(src, _REPLACE_ENV)
+    before = format_trace(trace)
+    assert format_trace(fuse_replace_chains(trace)) == before

@@ -398,6 +398,11 @@ class CodeGen:
             self.emit("int_eq", dst + args + (self.reg(Const(0, Type.INT)),))
         elif name == "obj_is":  # the two addresses
             self.emit("int_eq", dst + args)
+        elif name == "str_replace_chain":
+            pairs = op.attrs["pairs"]
+            assert isinstance(pairs, tuple)
+            data = self.data([len(pairs)] + [self.obj_addr(s) for pair in pairs for s in pair])
+            self.emit("str_replace_chain", dst + args + (data,), op)
         elif name == "load_local":
             self.emit("load_slot", dst + (int(op.attrs["slot"]),))
         elif name == "store_local":

@@ -161,6 +161,7 @@ OPERANDS: Final[dict[str, str]] = {
     "list_append": "rr",
     "decref_out": "r",
     "list_append_out": "rr",
+    "str_replace_chain": "rri",
     "store_local_out": "rs",
     "list_setitem_float": "rrr",
     "list_setitem_float_c": "rir",

@@ -171,6 +171,13 @@ OPS: dict[str, OpInfo] = _ops(
         "calls its C function directly.",
     ),
     OpInfo(
+        "str_replace_chain", O, (O,), ("pairs",), guard=True,
+        doc="s.replace(old1, new1).replace(old2, new2)... for an exact str s and the "
+        "exact str constants of `pairs` ((old, new), ...), made by tracejit/opt/"
+        "strings.py from a chain of call_nocode; exit (before the first replace, the "
+        "interpreter runs them again) if a step fails.",
+    ),
+    OpInfo(
         "list_append", V, (O, O), raises=True,
         doc="list.append(l, v) on a list proven exact (CPython's CALL_LIST_APPEND): "
         "the list takes a new reference to v; runs no Python code.",

@@ -16,10 +16,11 @@ from tracejit.opt.dce import dce
 from tracejit.opt.fold import fold
 from tracejit.opt.licm import hoist_invariant_loads
 from tracejit.opt.refcount import remove_refcount_pairs
+from tracejit.opt.strings import fuse_replace_chains
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
-PASSES = (hoist_invariant_loads, fold, dce, remove_refcount_pairs)
+PASSES = (hoist_invariant_loads, fold, dce, remove_refcount_pairs, fuse_replace_chains)
 
 
 def optimize(trace: Trace) -> Trace:

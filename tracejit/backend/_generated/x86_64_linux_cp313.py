@@ -1526,6 +1526,21 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
         ),
     ),
+    'str_replace_chain': (
+        bytes.fromhex(
+            "50498bbd0000000048be0000000000000000ff15000000004885c0740d498985"
+            "0000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 10, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 20, 'tjrt_str_replace_chain', -4),
+            ('code', 'R_X86_64_32S', 32, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 38, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 44, '_JIT_EXIT', -4),
+        ),
+    ),
     'tj_call': (
         bytes.fromhex(
             "415653504989fe488b5e18ff15000000004889df4889c64c89f04883c4085b41"
@@ -2008,23 +2023,50 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 32, '_Py_Dealloc', -4),
         ),
     ),
-    'tj_str_replace_char': (
+    'tj_str_replace_chain': (
         bytes.fromhex(
-            "415653504889f3488b368b462089c1c1e90283e10783f902741283f901751aa8"
-            "207520488b46380fb600eb59a820752a488b46380fb700eb4ca8207534488b46"
-            "38eb4031c9a8400f94c1c1e104488d040e4883c0280fb600eb2b31c9a8400f94"
-            "c1c1e104488d040e4883c0280fb700eb1431c9a8400f94c1c1e104488d040e48"
-            "83c0288b00488b4f108b57204189d04183e01c4183f804750bf6c220753d488b"
-            "5738eb4d4989fe89c631d241b801000000ff15000000004c89f74883f8ff7462"
-            "488b33488b530848c7c1ffffffff4883c4085b415eff25000000004531c0f6c2"
-            "40410f94c041c1e0044a8d14074883c2283d00010000410f92c04885c9410f9f"
-            "c14520c14180f90175184531c00f1f00460fb60c024439c874a949ffc04c39c1"
-            "75ee8b07ffc0740289074889f84883c4085b415ec3"
+            "55415741564155415453504889f34989fe8b07ffc0740341890648833b000f84"
+            "930100004531ff4c8b2d0000000066904c89f848c1e004488b740308488b5403"
+            "1048837e10010f85d90000008b462089c1c1e90283e10783f902741283f90175"
+            "1aa8207520488b46380fb600eb59a820752a488b46380fb700eb4ca820753448"
+            "8b4638eb4031c9a8400f94c1c1e104488d040e4883c0280fb600eb2b31c9a840"
+            "0f94c1c1e104488d040e4883c0280fb700eb1431c9a8400f94c1c1e104488d04"
+            "0e4883c0288b00498b4e10418b7e204189f84183e01c4183f804752440f6c720"
+            "0f8580000000498b7e383dff0000000f868f000000e9a8000000660f1f440000"
+            "4c89f74889f589c64989d431d241b801000000ff15000000004c89e24889ee48"
+            "83f8ff747d4c89f748c7c1ffffffff41ffd5498b0e85c9781748ffc949890e75"
+            "0f4c89f74989c6ff15000000004c89f04885c0746749ffc74989c64c3b3b0f82"
+            "ccfeffffeb5e4531c040f6c740410f94c041c1e0044b8d3c064883c7283dff00"
+            "0000771e4885c97e194531c00f1f4000460fb60c074439c8748b49ffc04c39c1"
+            "75ee418b0e4c89f0ffc1748641890e4c89f0e97bffffff4c89f0eb08ff150000"
+            "000031c04883c4085b415c415d415e415f5dc3"
         ),
         b"",
         (
-            ('code', 'R_X86_64_GOTPCRELX', 179, 'PyUnicode_FindChar', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 215, 'PyUnicode_Replace', -4),
+            ('code', 'R_X86_64_REX_GOTPCRELX', 42, 'PyUnicode_Replace', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 277, 'PyUnicode_FindChar', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 329, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 446, 'PyErr_Clear', -4),
+        ),
+    ),
+    'tj_str_replace_char': (
+        bytes.fromhex(
+            "41574156534889f0488b36488b500848837e10010f85c40000008b462089c1c1"
+            "e90283e10783f902741283f901751aa8207520488b46380fb600eb59a820752a"
+            "488b46380fb700eb4ca8207534488b4638eb4031c9a8400f94c1c1e104488d04"
+            "0e4883c0280fb600eb2b31c9a8400f94c1c1e104488d040e4883c0280fb700eb"
+            "1431c9a8400f94c1c1e104488d040e4883c0288b00488b4f10448b47204589c1"
+            "4183e11c4183f904750c41f6c02075404c8b4738eb514889fb4989f689c64989"
+            "d731d241b801000000ff15000000004c89fa4c89f64889df4883f8ff746448c7"
+            "c1ffffffff5b415e415fff25000000004531c941f6c040410f94c141c1e1044e"
+            "8d040f4983c0283d00010000410f92c14885c9410f9fc24520ca4180fa017522"
+            "4531c9666666662e0f1f840000000000470fb614084439d074a449ffc14c39c9"
+            "75ee8b07ffc0740289074889f85b415e415fc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 203, 'PyUnicode_FindChar', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 236, 'PyUnicode_Replace', -4),
         ),
     ),
     'tj_type_version': (

@@ -132,6 +132,7 @@ list_append(PyListObject *list, PyObject *item)
 extern void tjrt_decref(PyObject *o);
 extern void tjrt_store_local(PyObject **slot, PyObject *v);
 extern int tjrt_list_append(PyListObject *list, PyObject *item);
+extern PyObject *tjrt_str_replace_chain(PyObject *s, const uint64_t *pairs);
 
 /* Py_DECREF(o) (decref_out). */
 void
@@ -154,37 +155,66 @@ tj_list_append(PyListObject *list, PyObject *item)
     return list_append(list, item);
 }
 
-/* str.replace(s, old, new) with the calling convention of a
- * METH_FASTCALL|METH_KEYWORDS method (called by call_meth_fastkw_c) for an
- * exact str s, old a one-character exact str and new an exact str: s itself
- * when old does not occur in it (what str.replace returns then), else
- * PyUnicode_Replace, which str.replace calls.  Skips the method's argument
- * parsing and the generic replace's set-up (html.escape's five replaces of
- * short text with nothing to escape). */
+/* str.replace(s, old, new) for an exact str s and exact strs old and new:
+ * s itself when old is one character that does not occur in s (what
+ * str.replace returns then), else PyUnicode_Replace, which str.replace
+ * calls.  Skips the method's argument parsing and the generic replace's
+ * set-up (html.escape's replaces of short text with nothing to escape). */
+ALWAYS_INLINE PyObject *
+replace_str(PyObject *s, PyObject *old, PyObject *new)
+{
+    if (PyUnicode_GET_LENGTH(old) == 1) {
+        Py_UCS4 ch = PyUnicode_READ_CHAR(old, 0);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+        Py_ssize_t at = -1;
+        if (PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND) {
+            /* a plain loop: the text is short, a call to memchr costs more */
+            const Py_UCS1 *data = PyUnicode_1BYTE_DATA(s);
+            for (Py_ssize_t i = 0; ch <= 0xff && i < n; i++) {
+                if (data[i] == ch) {
+                    at = i;
+                    break;
+                }
+            }
+        }
+        else {
+            at = PyUnicode_FindChar(s, ch, 0, n, 1);
+        }
+        if (at == -1) {
+            return Py_NewRef(s);
+        }
+    }
+    return PyUnicode_Replace(s, old, new, -1);
+}
+
+/* replace_str with the calling convention of a METH_FASTCALL|METH_KEYWORDS
+ * method (a `meth` of call_meth_fastkw_c): s.replace(args[0], args[1]). */
 PyObject *
 tj_str_replace_char(PyObject *s, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames)
 {
-    Py_UCS4 ch = PyUnicode_READ_CHAR(args[0], 0);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
-    Py_ssize_t at = -1;
-    if (PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND) {
-        /* a plain loop: the text is short, a call to memchr costs more */
-        const Py_UCS1 *data = PyUnicode_1BYTE_DATA(s);
-        for (Py_ssize_t i = 0; ch <= 0xff && i < n; i++) {
-            if (data[i] == ch) {
-                at = i;
-                break;
-            }
+    return replace_str(s, args[0], args[1]);
+}
+
+/* str_replace_chain: s.replace(old1, new1).replace(old2, new2)... with
+ * `pairs` = {n, old1, new1, ...}; NULL, with no exception set, if a step
+ * failed (the trace leaves before the first replace and the interpreter runs
+ * them again: they have no effect but their result). */
+PyObject *
+tj_str_replace_chain(PyObject *s, const uint64_t *pairs)
+{
+    PyObject *cur = Py_NewRef(s);
+    for (uint64_t i = 0; i < pairs[0]; i++) {
+        PyObject *next = replace_str(cur, (PyObject *)(uintptr_t)pairs[1 + 2 * i],
+                                     (PyObject *)(uintptr_t)pairs[2 + 2 * i]);
+        Py_DECREF(cur);
+        if (next == NULL) {
+            PyErr_Clear();
+            return NULL;
         }
+        cur = next;
     }
-    else {
-        at = PyUnicode_FindChar(s, ch, 0, n, 1);
-    }
-    if (at == -1) {
-        return Py_NewRef(s);
-    }
-    return PyUnicode_Replace(s, args[0], args[1], -1);
+    return cur;
 }
 
 /* decref R0 through tj_decref. */
@@ -192,6 +222,18 @@ STENCIL(decref_out)
 {
     tjrt_decref(R_OBJ(0));
     CONTINUE();
+}
+
+/* R0 = tj_str_replace_chain(R1, pairs at OP2); exit (before the chain's
+ * first replace) if it failed. */
+STENCIL(str_replace_chain)
+{
+    PyObject *r = tjrt_str_replace_chain(R_OBJ(1), (const uint64_t *)(uintptr_t)OP(2));
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    EXIT();
 }
 
 /* list_append through tj_list_append. */
