@@ -1896,6 +1896,30 @@ program(
 )
 
 
+program(
+    "make_function_in_loop",
+    # MAKE_FUNCTION and SET_FUNCTION_ATTRIBUTE (defaults, keyword defaults,
+    # annotations, closures) in a trace; the functions it makes are called,
+    # not inlined (each run makes new ones).
+    """
+    def outer(n, k):
+        total = 0
+        for i in range(n):
+            def inner(x, y=i, *, z=k):
+                return x + y + z + i
+            total += inner(1)
+            g = lambda a, b=2: a * b + k
+            total += g(i)
+            def ann(q: int) -> int:
+                return q
+            total += ann(3) + len(ann.__annotations__) + inner.__defaults__[0]
+        return total, inner.__kwdefaults__, inner.__qualname__, g.__name__, g(1, 3)
+
+    print(outer(300, 5))
+    """,
+)
+
+
 KNOWN_BUGS: dict[str, str] = {}
 
 

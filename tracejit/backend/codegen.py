@@ -460,6 +460,10 @@ class CodeGen:
             self.emit("load_field", dst + args + (int(op.attrs["offset"]),))
         elif name == "store_cell":
             self.emit("store_cell", args)
+        elif name == "make_function":
+            self.emit("make_function", dst + args, op)
+        elif name == "set_function_attribute":
+            self.emit("set_function_attribute", args + (int(op.attrs["flag"]),))
         elif name == "guard_type_version":
             self.emit("guard_type_version", (self.obj_addr(op.attrs["type"]),
                                              int(op.attrs["version"])), op, guard=True)

@@ -181,6 +181,8 @@ OPERANDS: Final[dict[str, str]] = {
     "exit_write": "ii",
     "load_field": "rri",
     "store_cell": "rr",
+    "make_function": "rr",
+    "set_function_attribute": "rri",
     "guard_field_is": "rii",
     "fetch_exc": "r",
     "guard_type_version": "ii",

@@ -171,6 +171,17 @@ OPS: dict[str, OpInfo] = _ops(
         "calls its C function directly.",
     ),
     OpInfo(
+        "make_function", O, (O,), raises=True,
+        doc="MAKE_FUNCTION: a new function of code object a and the frame's globals, "
+        "its version the code's (as the interpreter's).",
+    ),
+    OpInfo(
+        "set_function_attribute", V, (O, O), ("flag",),
+        doc="SET_FUNCTION_ATTRIBUTE: the new function a takes b (stolen) as its closure "
+        "(flag 8), annotations (4), keyword defaults (2) or defaults (1, which resets its "
+        "version, as the interpreter does).",
+    ),
+    OpInfo(
         "str_replace_chain", O, (O,), ("pairs",), guard=True,
         doc="s.replace(old1, new1).replace(old2, new2)... for an exact str s and the "
         "exact str constants of `pairs` ((old, new), ...), made by tracejit/opt/"

@@ -192,6 +192,8 @@ class Translator:
         # Values read out of a list, tuple or dict that still holds them (no
         # op since could have changed one): releasing one frees nothing.
         self.contained: set[int] = set()
+        # Functions the trace makes (MAKE_FUNCTION): never inlined.
+        self.made_functions: set[int] = set()
 
     # ------------------------------------------------------------ emission
 
@@ -781,6 +783,35 @@ class Translator:
             self.emit("incref", [ref])  # a constant: the cell takes its own reference
         self.emit("store_cell", [cell, ref])
 
+    def op_make_function(self, r: Record) -> None:
+        if self.cur is not None:
+            # the function would take the trace's globals, not the callee's
+            raise RecordingAborted(AbortReason.INLINE_REFUSED,
+                                   f"MAKE_FUNCTION in {self.cur.info.code.co_name}",
+                                   callee=self.cur.info.code)
+        snap = self.snapshot()
+        code = self.pop()
+        if not (isinstance(code.ref, Const) and type(code.ref.value) is types.CodeType):
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "MAKE_FUNCTION operand")
+        func = self.emitv("make_function", [code.ref], Type.OBJ, snap)
+        self.ptype[func.id] = types.FunctionType
+        self.made_functions.add(func.id)
+        self.push(func, True)
+
+    def op_set_function_attribute(self, r: Record) -> None:
+        snap = self.snapshot()
+        func = self.pop()
+        attr = self.pop()
+        if r.instr.arg not in (1, 2, 4, 8) or not (
+                func.owned and isinstance(func.ref, Value)
+                and self.ptype.get(func.ref.id) is types.FunctionType):
+            raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "SET_FUNCTION_ATTRIBUTE")
+        ref, owned = self._owned_obj(attr, snap)
+        if not owned:
+            self.emit("incref", [ref])  # a constant: the function takes its own reference
+        self.emit("set_function_attribute", [func.ref, ref], flag=r.instr.arg)
+        self.push(func.ref, True)
+
     def op_load_const(self, r: Record) -> None:
         self.push(Const(r.instr.argval, Type.OBJ))
 
@@ -1344,6 +1375,12 @@ class Translator:
             if isinstance(callable_.ref, Const):
                 if callable_.ref.value is not func:
                     raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "callee changed")
+            elif callable_.ref.id in self.made_functions:
+                # A function this trace makes (MAKE_FUNCTION) is a new object each
+                # run: a guard on the recorded one would fail, and the trace would
+                # hold an object that dies.  Called instead.
+                raise RecordingAborted(AbortReason.INLINE_REFUSED,
+                                       f"{code.co_name} made by the trace", callee=code)
             elif callable_.ref.type is Type.OBJ:
                 self.emit("guard_is", [callable_.ref], None, snap, obj=func)
                 self.ptype[callable_.ref.id] = types.FunctionType

@@ -45,6 +45,8 @@ BYTECODES: dict[str, BytecodeRule] = {
     "LOAD_CONST": BytecodeRule(_n(0), "load_const"),
     "LOAD_DEREF": BytecodeRule(_n(0), "load_deref"),
     "STORE_DEREF": BytecodeRule(_n(1), "store_deref"),
+    "MAKE_FUNCTION": BytecodeRule(_n(1), "make_function"),
+    "SET_FUNCTION_ATTRIBUTE": BytecodeRule(_n(2), "set_function_attribute"),
     "POP_TOP": BytecodeRule(_n(1), "pop_top"),
     "END_FOR": BytecodeRule(_n(1), "pop_top"),
     "PUSH_NULL": BytecodeRule(_n(0), "push_null"),

@@ -1337,6 +1337,21 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 16, '_JIT_CONTINUE', -4),
         ),
     ),
+    'make_function': (
+        bytes.fromhex(
+            "50498b9d00000000498b7424184889dfff15000000004885c0741c8b735c4889"
+            "c74889c3ff150000000049899d0000000058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 4, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 18, 'PyFunction_New', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 38, '_PyFunction_SetVersion', -4),
+            ('code', 'R_X86_64_32S', 45, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 51, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 57, '_JIT_ERROR', -4),
+        ),
+    ),
     'ob_size': (
         bytes.fromhex(
             "498b8500000000488b401049898500000000e900000000"
@@ -1375,6 +1390,24 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_32S', 39, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 45, '_JIT_CONTINUE', -4),
             ('code', 'R_X86_64_PLT32', 51, '_JIT_ERROR', -4),
+        ),
+    ),
+    'set_function_attribute': (
+        bytes.fromhex(
+            "498bbd00000000498b850000000048b900000000000000004883f902741e4883"
+            "f904740f4883f908751b48894748e90000000048894770e90000000048894740"
+            "e900000000504889473831f6ff15000000004883c408e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_32S', 3, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_32S', 10, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_64', 16, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_PLT32', 47, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 56, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 65, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 78, '_PyFunction_SetVersion', -4),
+            ('code', 'R_X86_64_PLT32', 87, '_JIT_CONTINUE', -4),
         ),
     ),
     'set_ip': (

@@ -1644,6 +1644,44 @@ STENCIL(store_cell)
     CONTINUE();
 }
 
+/* MAKE_FUNCTION: R0 = a new function of code object R1 and the frame's
+ * globals, with the code's version (as the interpreter's). */
+STENCIL(make_function)
+{
+    PyObject *code = R_OBJ(1);
+    PyFunctionObject *f = (PyFunctionObject *)PyFunction_New(code, frame->f_globals);
+    if (f != NULL) {
+        _PyFunction_SetVersion(f, ((PyCodeObject *)code)->co_version);
+        SET_OBJ(0, f);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* SET_FUNCTION_ATTRIBUTE: the new function R0 takes R1 (stolen) as the
+ * attribute flag OP2 names, as the interpreter does. */
+STENCIL(set_function_attribute)
+{
+    PyFunctionObject *f = (PyFunctionObject *)R_OBJ(0);
+    PyObject *attr = R_OBJ(1);
+    switch (OP(2)) {
+    case 8:
+        f->func_closure = attr;
+        break;
+    case 4:
+        f->func_annotations = attr;
+        break;
+    case 2:
+        f->func_kwdefaults = attr;
+        break;
+    default:
+        f->func_defaults = attr;
+        _PyFunction_SetVersion(f, 0);
+        break;
+    }
+    CONTINUE();
+}
+
 /* Exit unless the field at offset OP1 of R0 is the object OP2 (a function's
  * __code__ or __defaults__). */
 STENCIL(guard_field_is)

@@ -37,6 +37,7 @@
 #include "pycore_code.h"
 #include "pycore_dict.h"
 #include "pycore_frame.h"
+#include "pycore_function.h"
 #include "pycore_interp.h"
 #include "pycore_list.h"
 #include "pycore_long.h"
