@@ -46,8 +46,11 @@ class CompiledTrace:
     parent: tuple[CompiledTrace, int] | None = None
     # Roots: the types the entry guards want in the frame's slots.
     entry_types: EntryTypes = ()
-    # Root offsets the dispatcher may enter a chain reaching this trace at.
-    roots: set[int] = field(default_factory=set)
+    # Some root the dispatcher may enter a chain reaching this trace at lies
+    # in a try block's range (see unwinds_exactly).
+    root_in_handler: bool = False
+    # Whether every error exit has a handler in the function (computed once).
+    errors_handled: bool | None = None
     # Traces this one's exits lead to (bridges and links).
     successors: list[CompiledTrace] = field(default_factory=list)
     bridges: int = 0
@@ -110,12 +113,22 @@ def _handlers(code: types.CodeType) -> list[Handler]:
 _HANDLERS = PerCode(_handlers)
 
 
+_HANDLER_AT: PerCode[dict[int, Handler | None]] = PerCode(lambda code: {})
+
+
 def handler_at(code: types.CodeType, offset: int) -> Handler | None:
-    """The exception-table entry covering the instruction at `offset` (bytes)."""
+    """The exception-table entry covering the instruction at `offset` (bytes);
+    remembered per offset (a generated template has thousands of entries)."""
+    memo = _HANDLER_AT.get(code)
+    if offset in memo:
+        return memo[offset]
+    found = None
     for entry in _HANDLERS.get(code):
         if entry[0] <= offset < entry[1]:
-            return entry
-    return None
+            found = entry
+            break
+    memo[offset] = found
+    return found
 
 
 class CodeCache:
@@ -202,16 +215,19 @@ def closure(t: CompiledTrace) -> list[CompiledTrace]:
     return out
 
 
-def unwinds_exactly(t: CompiledTrace, roots: set[int]) -> bool:
+def unwinds_exactly(t: CompiledTrace, root_in_handler: bool) -> bool:
     """Whether every error exit of t can be handled exactly when the chain was
-    entered at any of `roots`.  The interpreter unwinds a dispatcher error at
-    the root's offset; the runtime unwinds itself when the failing
-    instruction has a handler, but cannot make an exception leave the
-    function past a handler that covers the root (see docs/design.md)."""
-    if all(handler_at(t.code, r) is None for r in roots):
+    entered at a root inside a try block's range (`root_in_handler`) or not.
+    The interpreter unwinds a dispatcher error at the root's offset; the
+    runtime unwinds itself when the failing instruction has a handler, but
+    cannot make an exception leave the function past a handler that covers
+    the root (see docs/design.md)."""
+    if not root_in_handler:
         return True
-    return all(handler_at(t.code, e.pc * 2) is not None
-               for e in t.lowered.exits if e.error)
+    if t.errors_handled is None:
+        t.errors_handled = all(handler_at(t.code, e.pc * 2) is not None
+                               for e in t.lowered.exits if e.error)
+    return t.errors_handled
 
 
 def hot_threshold(eagerness: int) -> int:

@@ -34,7 +34,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
 from tracejit.ir.trace import entry_types
@@ -62,6 +62,11 @@ from tracejit.runtime.counters import LoopCounter
 from tracejit.runtime.dispatch import HELD_BIT, NEVER, Dispatcher, NativeTrace
 from tracejit.runtime.resume import last_unit
 from tracejit.stats import STATS
+
+if TYPE_CHECKING:
+    from tracejit.backend.assembler import CompiledCode
+    from tracejit.backend.codegen import Lowered
+    from tracejit.ir.trace import Trace
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
@@ -812,6 +817,18 @@ def _finish_recording(rec: Recording) -> None:
             gc.enable()
         STATS.time_in_jit_s += time.perf_counter() - t0
         rec.records.clear()
+    # Installing and linking count as the JIT's time too.
+    t1 = time.perf_counter()
+    try:
+        _install_trace(rec, key, parent, trace, lowered, compiled)
+    finally:
+        STATS.time_in_jit_s += time.perf_counter() - t1
+
+
+
+def _install_trace(rec: Recording, key: int, parent: tuple[CompiledTrace, int] | None,
+                   trace: Trace, lowered: Lowered, compiled: CompiledCode) -> None:
+    """Enter a compiled trace in the cache, the dispatcher and the trace graph."""
     cache = STATE.cache
     if parent is not None and cache.by_handle.get(parent[0].native.handle) is not parent[0]:
         compiled.free()  # the parent was evicted meanwhile: nothing would reach it
@@ -825,8 +842,9 @@ def _finish_recording(rec: Recording) -> None:
     t = CompiledTrace(kind, weakref.ref(rec.code), id(rec.code), key, rec.header, trace,
                       lowered, compiled, native, rec.end, parent,
                       entry_types=entry_types(trace) if parent is None else ())
-    t.roots = set(parent[0].roots) if parent is not None else {key}
-    if not unwinds_exactly(t, t.roots):
+    t.root_in_handler = parent[0].root_in_handler if parent is not None \
+        else handler_at(rec.code, key) is not None
+    if not unwinds_exactly(t, t.root_in_handler):
         t.free()  # never entered nor linked
         _count_abort(rec.code, key, AbortReason.BACKEND,
                      "an exception would leave a try block the root is in", parent)
@@ -866,7 +884,6 @@ def _finish_recording(rec: Recording) -> None:
     _hold_weakly(t)
     _enforce_cache_size(t)
     STATS.code_bytes = cache.bytes
-
 
 def _raise_delta(code: types.CodeType, pc: int, op: str) -> int:
     """Where CPython 3.13's RAISE event says an instruction failed, relative to
@@ -915,11 +932,15 @@ def _set_exit_policy(t: CompiledTrace) -> None:
 def _link(src: CompiledTrace, exit_index: int, target: CompiledTrace) -> None:
     """Make src's exit continue in target, if every trace target leads to can
     unwind exactly for the roots src is entered from."""
-    reach = closure(target)
-    if not all(unwinds_exactly(x, src.roots) for x in reach):
-        return
-    for x in reach:
-        x.roots |= src.roots
+    if src.root_in_handler:
+        # (A walk of the whole graph: only for chains entered in a try block.
+        # Keeping every trace's set of roots made each link of Mako's template,
+        # about 600 linked traces, cost seconds.)
+        reach = closure(target)
+        if not all(unwinds_exactly(x, True) for x in reach):
+            return
+        for x in reach:
+            x.root_in_handler = True
     src.native.link(exit_index, target.native)
     src.successors.append(target)
 
