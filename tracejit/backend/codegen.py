@@ -24,6 +24,7 @@ from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR, method_def, metho
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
 from tracejit.ir.translate import NULL, UTF8_CODECS
+from tracejit.opt.strings import const_replace
 
 if TYPE_CHECKING:
     from tracejit.runtime.resume import FrameSpec
@@ -863,8 +864,8 @@ def _call_form(op: Op) -> _CallForm | None:
             return _CallForm("call_unary", _pyapi_address("PyUnicode_AsUTF8String"))
         if codec is not None:
             return _CallForm("bytes_decode_utf8")
-        if _replaces_one_char(op):
-            return _CallForm("call_meth_fastkw_c", runtime_address("tj_str_replace_char"),
+        if const_replace(op) is not None:
+            return _CallForm("call_meth_fastkw_c", runtime_address("tj_str_replace"),
                              consts=_constant_args(op))
         # self is proven an exact instance of the descriptor's class
         # (call_nocode's contract): call its C function as CPython's
@@ -879,19 +880,6 @@ def _call_form(op: Op) -> _CallForm | None:
                 return _CallForm(machine + "_c", meth, consts=consts)
             return _CallForm(machine, meth, block=op.args[1:])  # self, then the arguments
     return _CallForm("call_vector", block=op.args)  # the callable, then the arguments
-
-
-def _replaces_one_char(op: Op) -> bool:
-    """A call_nocode of str.replace(s, old, new) (s proven an exact str) with
-    constants old, an exact str of one character, and new, an exact str."""
-    if not (isinstance(op.args[0], Const) and op.args[0].value is _STR_REPLACE):
-        return False
-    consts = _constant_args(op)
-    return len(consts) == 2 and all(type(c.value) is str for c in consts) \
-        and len(str(consts[0].value)) == 1
-
-
-_STR_REPLACE = str.replace
 
 
 # Calling conventions of method descriptors called directly (ml_flags values;

@@ -778,17 +778,24 @@ class Translator:
         snap = self.snapshot()
         sv = self.pop()
         cell = self._cell(r.instr.arg)
+        self.emit("store_cell", [cell, self._stolen(sv, snap)])
+
+    def _stolen(self, sv: SV, snap: Snapshot) -> Ref:
+        """sv as a reference an op takes over (a constant gets one of its own)."""
         ref, owned = self._owned_obj(sv, snap)
         if not owned:
-            self.emit("incref", [ref])  # a constant: the cell takes its own reference
-        self.emit("store_cell", [cell, ref])
+            self.emit("incref", [ref])
+        return ref
+
+    def _own_frame_only(self, what: str) -> None:
+        """Inside an inlined call: refuse `what` (the callee is called instead)."""
+        if self.cur is not None:
+            raise RecordingAborted(AbortReason.INLINE_REFUSED,
+                                   f"{what} in {self.cur.info.code.co_name}",
+                                   callee=self.cur.info.code)
 
     def op_make_function(self, r: Record) -> None:
-        if self.cur is not None:
-            # the function would take the trace's globals, not the callee's
-            raise RecordingAborted(AbortReason.INLINE_REFUSED,
-                                   f"MAKE_FUNCTION in {self.cur.info.code.co_name}",
-                                   callee=self.cur.info.code)
+        self._own_frame_only("MAKE_FUNCTION")  # it takes the frame's globals
         snap = self.snapshot()
         code = self.pop()
         if not (isinstance(code.ref, Const) and type(code.ref.value) is types.CodeType):
@@ -806,10 +813,8 @@ class Translator:
                 func.owned and isinstance(func.ref, Value)
                 and self.ptype.get(func.ref.id) is types.FunctionType):
             raise RecordingAborted(AbortReason.UNSUPPORTED_OPERAND, "SET_FUNCTION_ATTRIBUTE")
-        ref, owned = self._owned_obj(attr, snap)
-        if not owned:
-            self.emit("incref", [ref])  # a constant: the function takes its own reference
-        self.emit("set_function_attribute", [func.ref, ref], flag=r.instr.arg)
+        self.emit("set_function_attribute", [func.ref, self._stolen(attr, snap)],
+                  flag=r.instr.arg)
         self.push(func.ref, True)
 
     def op_load_const(self, r: Record) -> None:
@@ -1330,10 +1335,7 @@ class Translator:
         reach code no type check sees (a key= function), so it always counts
         as running code (CALLS_OUT); inside an inlined call the callee is
         called instead."""
-        if self.cur is not None:
-            raise RecordingAborted(AbortReason.INLINE_REFUSED,
-                                   f"keyword call in {self.cur.info.code.co_name}",
-                                   callee=self.cur.info.code)
+        self._own_frame_only("keyword call")
         snap = self.snapshot()
         kwnames = self.pop()
         if not isinstance(kwnames.ref, Const) or type(kwnames.ref.value) is not tuple:

@@ -22,7 +22,7 @@ __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_bu
 _STR_REPLACE = str.replace
 
 
-def _const_replace(op: Op) -> tuple[str, str] | None:
+def const_replace(op: Op) -> tuple[str, str] | None:
     """(old, new) of a call_nocode of str.replace(s, old, new) with constant
     exact strs (call_nocode's contract: s is an exact str)."""
     if op.name != "call_nocode" or len(op.args) != 4:
@@ -55,7 +55,7 @@ def fuse_replace_chains(trace: Trace) -> Trace:
     i = 0
     while i < len(ops):
         first = ops[i]
-        pair = _const_replace(first)
+        pair = const_replace(first)
         if pair is None or first.result is None:
             out.append(first)
             i += 1
@@ -80,7 +80,7 @@ def fuse_replace_chains(trace: Trace) -> Trace:
             if k >= len(ops):
                 break
             nxt = ops[k]
-            step = _const_replace(nxt)
+            step = const_replace(nxt)
             if step is None or nxt.result is None or not _is(nxt.args[1], cur):
                 break
             end = k + 1

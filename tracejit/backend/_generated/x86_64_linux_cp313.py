@@ -2056,6 +2056,26 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 32, '_Py_Dealloc', -4),
         ),
     ),
+    'tj_str_replace': (
+        bytes.fromhex(
+            "41574156534889f0488b36488b500848837e10010f85c40000008b462089c1c1"
+            "e90283e10783f902741283f901751aa8207520488b46380fb600eb59a820752a"
+            "488b46380fb700eb4ca8207534488b4638eb4031c9a8400f94c1c1e104488d04"
+            "0e4883c0280fb600eb2b31c9a8400f94c1c1e104488d040e4883c0280fb700eb"
+            "1431c9a8400f94c1c1e104488d040e4883c0288b00488b4f10448b47204589c1"
+            "4183e11c4183f904750c41f6c02075404c8b4738eb514889fb4989f689c64989"
+            "d731d241b801000000ff15000000004c89fa4c89f64889df4883f8ff746448c7"
+            "c1ffffffff5b415e415fff25000000004531c941f6c040410f94c141c1e1044e"
+            "8d040f4983c0283d00010000410f92c14885c9410f9fc24520ca4180fa017522"
+            "4531c9666666662e0f1f840000000000470fb614084439d074a449ffc14c39c9"
+            "75ee8b07ffc0740289074889f85b415e415fc3"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_GOTPCRELX', 203, 'PyUnicode_FindChar', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 236, 'PyUnicode_Replace', -4),
+        ),
+    ),
     'tj_str_replace_chain': (
         bytes.fromhex(
             "55415741564155415453504889f34989fe8b07ffc0740341890648833b000f84"
@@ -2080,26 +2100,6 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_GOTPCRELX', 277, 'PyUnicode_FindChar', -4),
             ('code', 'R_X86_64_GOTPCRELX', 329, '_Py_Dealloc', -4),
             ('code', 'R_X86_64_GOTPCRELX', 446, 'PyErr_Clear', -4),
-        ),
-    ),
-    'tj_str_replace_char': (
-        bytes.fromhex(
-            "41574156534889f0488b36488b500848837e10010f85c40000008b462089c1c1"
-            "e90283e10783f902741283f901751aa8207520488b46380fb600eb59a820752a"
-            "488b46380fb700eb4ca8207534488b4638eb4031c9a8400f94c1c1e104488d04"
-            "0e4883c0280fb600eb2b31c9a8400f94c1c1e104488d040e4883c0280fb700eb"
-            "1431c9a8400f94c1c1e104488d040e4883c0288b00488b4f10448b47204589c1"
-            "4183e11c4183f904750c41f6c02075404c8b4738eb514889fb4989f689c64989"
-            "d731d241b801000000ff15000000004c89fa4c89f64889df4883f8ff746448c7"
-            "c1ffffffff5b415e415fff25000000004531c941f6c040410f94c141c1e1044e"
-            "8d040f4983c0283d00010000410f92c14885c9410f9fc24520ca4180fa017522"
-            "4531c9666666662e0f1f840000000000470fb614084439d074a449ffc14c39c9"
-            "75ee8b07ffc0740289074889f85b415e415fc3"
-        ),
-        b"",
-        (
-            ('code', 'R_X86_64_GOTPCRELX', 203, 'PyUnicode_FindChar', -4),
-            ('code', 'R_X86_64_GOTPCRELX', 236, 'PyUnicode_Replace', -4),
         ),
     ),
     'tj_type_version': (

@@ -190,8 +190,8 @@ replace_str(PyObject *s, PyObject *old, PyObject *new)
 /* replace_str with the calling convention of a METH_FASTCALL|METH_KEYWORDS
  * method (a `meth` of call_meth_fastkw_c): s.replace(args[0], args[1]). */
 PyObject *
-tj_str_replace_char(PyObject *s, PyObject *const *args, Py_ssize_t nargs,
-                    PyObject *kwnames)
+tj_str_replace(PyObject *s, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
 {
     return replace_str(s, args[0], args[1]);
 }
