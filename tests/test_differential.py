@@ -1849,8 +1849,9 @@ program(
 
 program(
     "str_replace_one_char",
-    # str.replace with a one-character constant: the same object back when
-    # nothing is replaced, wide and narrow text, a str subclass (a new str).
+    # str.replace with constants: the same object back when a one-character
+    # needle is absent, longer needles, wide and narrow text, a str subclass
+    # (a new str).
     """
     import html
 
@@ -1862,7 +1863,7 @@ program(
         for s in items:
             e = html.escape(s)
             out.append((e, e is s, s.replace("a", ""), s.replace("\u0100", "A"),
-                        type(s.replace("x", "y")).__name__))
+                        type(s.replace("x", "y")).__name__, s.replace("<b", "[")))
         return out
 
     items = ["plain", "a<b>&c", "", "q" + chr(34) + chr(39), "\u0100 & <", "\U0001F600 a", "aaa",

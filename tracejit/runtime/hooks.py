@@ -825,7 +825,6 @@ def _finish_recording(rec: Recording) -> None:
         STATS.time_in_jit_s += time.perf_counter() - t1
 
 
-
 def _install_trace(rec: Recording, key: int, parent: tuple[CompiledTrace, int] | None,
                    trace: Trace, lowered: Lowered, compiled: CompiledCode) -> None:
     """Enter a compiled trace in the cache, the dispatcher and the trace graph."""
@@ -884,6 +883,7 @@ def _install_trace(rec: Recording, key: int, parent: tuple[CompiledTrace, int] |
     _hold_weakly(t)
     _enforce_cache_size(t)
     STATS.code_bytes = cache.bytes
+
 
 def _raise_delta(code: types.CodeType, pc: int, op: str) -> int:
     """Where CPython 3.13's RAISE event says an instruction failed, relative to
