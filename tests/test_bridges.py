@@ -399,7 +399,7 @@ def test_exceptions_raised_inside_bridges(tmp_path: Path) -> None:
                     s += 100 // (i % 50 - 48)
                     s += data[i % 13]
                     s += table[i % 11]
-                except ZeroDivisionError:
+                except KeyError:
                     caught[0] += 1
                     s -= 1
                 except IndexError:
@@ -497,7 +497,7 @@ def test_values_live_across_exits(tmp_path: Path) -> None:
                 else:
                     b = b - 1
                     f = f / 3.0
-        except ZeroDivisionError:
+        except KeyError:
             print('live', i, a, b, repr(f), last)
         return a, b, repr(f)
     print(live(1000, 501))
@@ -1060,6 +1060,79 @@ print(total)
     assert_converges(stats)
 
 
+DIRECT_HELPERS = """
+import sys
+
+def tag(s):
+    if isinstance(s, str):
+        return s.replace("&", "&amp;").replace("<", "&lt;")
+    return str(s)
+
+def scale(x, k):
+    return x * k + 1
+
+D = {i: i * 3 + 1 for i in range(5)}
+def pick(d, k):
+    return d[k]
+
+def where(x):
+    return sys._getframe(1).f_code.co_name + ":" + str(x)
+
+K = 3
+def bump(x):
+    return x + K
+"""
+
+
+def _long_caller_source(lines: int) -> str:
+    """A function too long for one trace that calls small functions at many
+    sites (a compiled template's shape)."""
+    out = ["def render(x, s, mode):", "    parts = []"]
+    for k in range(lines):
+        m = k % 5
+        if m == 0:
+            out.append(f"    parts.append(tag(s + '<{k}>'))")
+        elif m == 1:
+            out.append(f"    x = scale(x, {k % 7 + 2}) % 100003")
+        elif m == 2:
+            out.append(f"    x = x + bump({k})")
+        elif m == 3 and k % 40 == 3:
+            out.append("    if mode == 2:\n        parts.append(where(x))")
+        elif m == 3:
+            out.append(f"    x = x + pick(D, mode - 1 + {k % 3})")
+        else:
+            out.append(f"    parts.append(tag(x % {k + 7}))")
+    out.append("    return x, len(''.join(parts))")
+    return "\n".join(out) + "\n"
+
+
+def test_huge_code_calls_small_functions_directly(tmp_path: Path) -> None:
+    """Huge code calls small functions through their own compiled traces
+    (one copy for every call site) instead of inlining them: the same output,
+    tracebacks included, when a callee raises, looks at its caller's frame,
+    or finds a global rebound (its trace exits; the caller leaves after the
+    call)."""
+    source = DIRECT_HELPERS + _long_caller_source(200) + """
+total = 0
+for i in range(400):
+    if i == 300:
+        K = 4
+    total += render(i, "a&b", 1 + i % 3)[0]
+print(total, render(7, "x<y", 2))
+try:
+    render(5, "z", 0)
+except KeyError:
+    import traceback
+    print(traceback.format_exc())
+render(4, "q", 0)
+"""
+    run = check(source, tmp_path, function_threshold=2, trace_limit=60)
+    stats = run.stats
+    assert "in pick\n" in run.plain.stderr and "KeyError" in run.plain.stderr
+    assert stats["aborts"].get("trace too long", 0) >= 1, stats
+    assert stats["direct_calls"] > 1000, stats
+
+
 def test_segmented_long_loop_body(tmp_path: Path) -> None:
     body = ["def loop(n):", "    acc = 0", "    for i in range(n):", "        x = i"]
     for k in range(120):
@@ -1087,7 +1160,7 @@ def test_segmented_loop_with_exceptions(tmp_path: Path) -> None:
         body.append(f"        x = (x * {k % 5 + 2} + {k}) % 10007")
     body.append("        try:")
     body.append("            acc = acc + 1000 // (i % d - d + 1)")
-    body.append("        except ZeroDivisionError:")
+    body.append("        except KeyError:")
     body.append("            acc = acc - x")
     for k in range(60):
         body.append(f"        x = (x + {k}) % 1009")
@@ -1187,7 +1260,7 @@ def test_try_except_inside_loop_body(tmp_path: Path) -> None:
         for i in range(n):
             try:
                 s += 10 // (i % 37 - 36 + (i > 900))
-            except ZeroDivisionError:
+            except KeyError:
                 log.append(i)
             finally:
                 s += 1
@@ -1202,7 +1275,7 @@ def test_try_except_inside_loop_body(tmp_path: Path) -> None:
                 except IndexError:
                     s -= 1
                     s += 1 // (i % 3)
-            except ZeroDivisionError:
+            except KeyError:
                 s *= 2
                 s %= 100003
         return s
@@ -1263,7 +1336,7 @@ def test_try_in_outer_body_around_inner_loop(tmp_path: Path) -> None:
             try:
                 for j in range(m):
                     s += 10 // (j - i % 40)
-            except ZeroDivisionError:
+            except KeyError:
                 s -= 1
             s += i
         return s
@@ -1368,7 +1441,7 @@ def test_uncaught_from_nested_handler(tmp_path: Path) -> None:
         for i in range(n):
             try:
                 s += 1 // (i - 500)
-            except ZeroDivisionError:
+            except KeyError:
                 s += {}[i]
         return s
     uncaught(1000)

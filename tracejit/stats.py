@@ -25,6 +25,9 @@ class Stats:
     # (each rebuilt the callees' frames).
     inlined_calls: int = 0
     inlined_exits: int = 0
+    # Calls from traces that ran the callee's function trace on a frame
+    # pushed by native code (no interpreter entry, no PY_START callback).
+    direct_calls: int = 0
     time_in_jit_s: float = 0.0
     aborts: Counter[str] = field(default_factory=Counter)
     code_bytes: int = 0
@@ -48,6 +51,7 @@ class Stats:
             "guard_failures": self.guard_failures,
             "inlined_calls": self.inlined_calls,
             "inlined_exits": self.inlined_exits,
+            "direct_calls": self.direct_calls,
             "time_in_jit_s": round(self.time_in_jit_s, 6),
             "aborts": dict(sorted(self.aborts.items())),
             "code_bytes": self.code_bytes,
@@ -70,6 +74,7 @@ class Stats:
             "guard_failures",
             "inlined_calls",
             "inlined_exits",
+            "direct_calls",
             "code_bytes",
             "traces_evicted",
             "traces_freed",

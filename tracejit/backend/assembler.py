@@ -564,6 +564,28 @@ def load_function(name: str, operands: Sequence[int]) -> RuntimeFunction:
 _RUNTIME: dict[str, RuntimeFunction] = {}
 
 
+def register_runtime(fn: RuntimeFunction) -> None:
+    """Make a runtime function loaded with operands (the dispatcher's
+    ``tj_call_py``) what runtime_address(its name) returns."""
+    _RUNTIME[fn.name] = fn
+
+
+def runtime_registered(name: str) -> bool:
+    return name in _RUNTIME
+
+
+_ADDRESSES: dict[str, int] = {}
+
+
+def register_address(name: str, address: int) -> None:
+    """Name an address machine code reads (``tj_state.impure``)."""
+    _ADDRESSES[name] = address
+
+
+def registered_address(name: str) -> int:
+    return _ADDRESSES[name]
+
+
 def runtime_address(name: str) -> int:
     """Address of the runtime function `name` (no operands), mapped once per
     process and never unmapped: machine code calls it through an operand."""

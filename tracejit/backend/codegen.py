@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.assembler import Label, MachineInstr, runtime_address, stencil_exits
+from tracejit.backend.assembler import (
+    Label,
+    MachineInstr,
+    registered_address,
+    runtime_address,
+    runtime_registered,
+    stencil_exits,
+)
 from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR, method_def, method_entry
 from tracejit.ir.ops import Type
 from tracejit.ir.trace import Const, Op, Ref, SnapEntry, Snapshot, Trace, Value
@@ -414,6 +421,8 @@ class CodeGen:
             self.emit(name, args + (self.obj_addr(op.attrs["obj"]),), op, guard=True)
         elif name == "check_eval_breaker":
             self.emit(name, (), op, guard=True)
+        elif name == "guard_pure_call":
+            self.emit(name, (registered_address("tj_state.impure"),), op, guard=True)
         elif name == "check_instrumentation":
             self.emit(name, (ctypes.addressof(self.retired), runtime_address("tj_watched"),
                              self.inlined_codes()), op, guard=True)
@@ -494,6 +503,8 @@ class CodeGen:
                         self.obj_addr(kwnames))
         elif machine == "call_vector":
             operands = (self.arg_block(op, form.block), len(op.args) - 1)
+        elif machine == "call_py":
+            operands = (self.arg_block(op, form.block), len(op.args) - 1, meth)
         elif machine == "build_tuple" or machine == "build_list":
             operands = (self.arg_block(op, form.block), len(op.args))
         elif machine == "build_string":
@@ -879,6 +890,10 @@ def _call_form(op: Op) -> _CallForm | None:
             if consts:
                 return _CallForm(machine + "_c", meth, consts=consts)
             return _CallForm(machine, meth, block=op.args[1:])  # self, then the arguments
+    fn = op.args[0].value if isinstance(op.args[0], Const) else None
+    if type(fn) is types.FunctionType and runtime_registered("tj_call_py"):
+        # a Python function: its compiled function trace runs directly
+        return _CallForm("call_py", runtime_address("tj_call_py"), block=op.args)
     return _CallForm("call_vector", block=op.args)  # the callable, then the arguments
 
 

@@ -297,6 +297,12 @@ OPS: dict[str, OpInfo] = _ops(
         doc="After code ran (a call-out): exit if another monitoring tool (settrace, "
         "setprofile, sys.monitoring) now watches this code.",
     ),
+    OpInfo(
+        "guard_pure_call", V, (), guard=True,
+        doc="After a `call` of a Python function whose function trace is pure (it runs no "
+        "Python code and changes no dict): exit, after the call, unless that trace alone "
+        "ran to its return, so the checks made before the call still hold.",
+    ),
     OpInfo("exit", V, (), guard=True, doc="Always leave the trace (the end of a segment)."),
     # Inlined calls.
     OpInfo(

@@ -150,6 +150,9 @@ class Trace:
     # The code objects of those calls (tools watching one of them alone must
     # see its events: the trace steps aside, see check_instrumentation).
     inlined_codes: list[types.CodeType] = field(default_factory=list)
+    # A function trace that, run to its return, runs no Python code and
+    # changes no dict: a caller's checks survive calling it (guard_pure_call).
+    pure: bool = False
 
     def new_value(self, type: Type) -> Value:
         v = Value(self.next_id, type)

@@ -194,6 +194,8 @@ class Translator:
         self.contained: set[int] = set()
         # Functions the trace makes (MAKE_FUNCTION): never inlined.
         self.made_functions: set[int] = set()
+        # Ops that dropped the checks so far (Trace.pure: none did).
+        self.barriers = 0
 
     # ------------------------------------------------------------ emission
 
@@ -217,6 +219,7 @@ class Translator:
         if calls or (OPS[opname].escapes and not self._keeps_checks(opname, args, attrs)):
             self.checked.clear()
             self.contained.clear()
+            self.barriers += 1
         elif opname == "call_nocode" and isinstance(args[0], Const) \
                 and args[0].value in _REMOVING_METHODS:
             self.contained.clear()  # the item it takes out may be one of them
@@ -597,6 +600,11 @@ class Translator:
         end = rec.end
         assert end is not None
         self.pc = end.pc // 2
+        # Run to its return, a function trace that dropped no check ran no
+        # Python code and changed no dict (tj_call_py checks that clearing
+        # its frame frees nothing).
+        self.trace.pure = rec.kind == "function" and end.kind == "return" \
+            and not self.barriers and not self.pending_check
         if self.pending_check:
             # The end may be linked to another trace: no tool may watch then.
             self.pending_check = False
@@ -1311,7 +1319,21 @@ class Translator:
                 self.release(bound)
             self.push(Const(None, Type.OBJ))
             return
+        pure = self.cur is None and type(fn) is types.FunctionType \
+            and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
+            and self.rec.pure_call(fn.__code__)
+        kept = (dict(self.checked), set(self.contained), dict(self.frame_types))
+        barriers = self.barriers
         res, operands = self._call_out("call", callable_, self_or_null, args, snap)
+        if pure and self.barriers == barriers + 1:
+            # The callee's pure trace ran, and only it, or the trace leaves
+            # right after the call: the checks made before it still hold (the
+            # releases of the arguments after it dropped none).
+            self.push(res, True)
+            self.emit("guard_pure_call", [], None, self.snapshot(r.instr.next_offset // 2))
+            self.pop()
+            self.checked, self.contained, self.frame_types = kept
+            self.pending_check = False
         rtype = _result_type(operands, [self._reftype(o) for o in operands])
         if rtype is not None:
             self.ptype[res.id] = rtype

@@ -388,6 +388,10 @@ def _always(code: types.CodeType) -> bool:
     return True
 
 
+def _never(code: types.CodeType) -> bool:
+    return False
+
+
 def _ignore(code: types.CodeType) -> None:
     return None
 
@@ -419,7 +423,12 @@ class Recording:
     # `may_inline` vetoes a callee's code, `enable_events` turns INSTRUCTION
     # events on for a callee's code.
     max_inline_depth: int = 0
+    # A function-entry trace shorter than this does not pay for its entry
+    # from the interpreter (traces calling it directly waive it).
+    min_function_records: int = MIN_FUNCTION_RECORDS
     may_inline: Callable[[types.CodeType], bool] = _always
+    # Whether a called function (not inlined) has a pure function trace.
+    pure_call: Callable[[types.CodeType], bool] = _never
     enable_events: Callable[[types.CodeType], None] = _ignore
     end: End | None = None
     info: CodeInfo = field(init=False)
@@ -648,7 +657,7 @@ class Recording:
                 return False
             return self._end("backedge", instr.start, target)
         if instr.opname in _RETURNS and self.records:
-            if self.kind == "function" and len(self.records) < MIN_FUNCTION_RECORDS:
+            if self.kind == "function" and len(self.records) < self.min_function_records:
                 raise RecordingAborted(AbortReason.UNPROFITABLE, "function too short")
             return self._end("return", instr.start)
         if self.records and instr.offset != self.header:

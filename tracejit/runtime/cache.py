@@ -46,6 +46,10 @@ class CompiledTrace:
     parent: tuple[CompiledTrace, int] | None = None
     # Roots: the types the entry guards want in the frame's slots.
     entry_types: EntryTypes = ()
+    # Instructions recorded (inlined callees' included).
+    records: int = 0
+    # Trace.pure of a function trace.
+    pure: bool = False
     # Some root the dispatcher may enter a chain reaching this trace at lies
     # in a try block's range (see unwinds_exactly).
     root_in_handler: bool = False

@@ -18,7 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.assembler import RuntimeFunction, load_function
+from tracejit.backend.assembler import (
+    RuntimeFunction,
+    load_function,
+    register_address,
+    register_runtime,
+)
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
@@ -36,6 +41,7 @@ class TJTrace(ctypes.Structure):
         ("handle", _ptr),
         ("entries", _u64),
         ("inlined", _ptr),
+        ("pure", _u64),
     ]
 
 
@@ -54,6 +60,8 @@ class TJState(ctypes.Structure):
         ("native_entries", _u64),
         ("transfers", _u64),
         ("depth", _u64),
+        ("direct_calls", _u64),
+        ("impure", _u64),
     ]
 
 
@@ -74,7 +82,7 @@ class NativeTrace:
     """The dispatcher's view of one compiled trace: its struct and per-exit arrays."""
 
     def __init__(self, entry: int, counters: ctypes.Array[ctypes.c_uint64], nexits: int,
-                 handle: int, inlined: int = 0) -> None:
+                 handle: int, inlined: int = 0, pure: bool = False) -> None:
         n = max(nexits, 1)
         self.counters = counters
         self.links = (_ptr * n)()
@@ -90,6 +98,7 @@ class NativeTrace:
             handle=id(handle),
             entries=0,
             inlined=inlined or None,  # the inlined calls' codes (NULL-terminated)
+            pure=int(pure),
         )
 
     @property
@@ -140,6 +149,11 @@ class Dispatcher:
         self.state.mask = 7
         self.function: RuntimeFunction = load_function(
             "tj_dispatch", (ctypes.addressof(self.state),))
+        # How traces call Python functions (machine op call_py): it looks the
+        # callee's function trace up in this table.
+        register_runtime(load_function("tj_call_py", (ctypes.addressof(self.state),)))
+        register_address("tj_state.impure",
+                         ctypes.addressof(self.state) + TJState.impure.offset)
         self._def = _MethodDef(b"tracejit_dispatch", self.function.address, _METH_FASTCALL,
                                b"tracejit's native dispatcher")
         self.callback: Any = _new_cfunction(ctypes.addressof(self._def), None, None)
@@ -244,6 +258,13 @@ class Dispatcher:
         (counting towards hotness) and pass on the one after."""
         i = self._slot(code, offset)
         self._table[i].countdown = events
+
+    def want(self, code: object, offset: int, calls: int) -> None:
+        """Let tj_call_py record a function trace of `code` at its `calls`-th
+        direct call (a negative countdown: its PY_START event is disabled)."""
+        i = self._slot(code, offset)
+        if self._table[i].trace is None and self._table[i].countdown >= 0:
+            self._table[i].countdown = -calls
 
     def clear(self) -> None:
         self.entries.clear()

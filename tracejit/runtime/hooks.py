@@ -42,6 +42,7 @@ from tracejit.params import Params
 from tracejit.recorder.record import (
     CO_GENERATOR_LIKE,
     LOOP_ENDED,
+    MIN_FUNCTION_RECORDS,
     PERMANENT_REASONS,
     AbortReason,
     EntryTypes,
@@ -134,6 +135,9 @@ class _State:
             weakref.WeakValueDictionary()
         # Code objects with INSTRUCTION events on for the current recording.
         self.events_on: dict[int, types.CodeType] = {}
+        # Functions too small for PY_START to count that traces of big code
+        # call (tj_call_py) instead of inlining: recorded at a direct call.
+        self.wanted: set[int] = set()
 
 
 STATE = _State()
@@ -295,6 +299,7 @@ def sync_stats() -> None:
         return
     STATS.native_entries = int(d.state.native_entries)
     STATS.trace_transfers = int(d.state.transfers)
+    STATS.direct_calls = int(d.state.direct_calls)
     traces = STATE.cache.all() + STATE.to_free
     STATS.guard_failures = STATE.freed_guard_failures + sum(
         sum(t.lowered.counters) for t in traces)
@@ -381,11 +386,19 @@ def _on_jump(code: types.CodeType, src: int, dst: int, frame: types.FrameType) -
 
 
 def _on_py_start(code: types.CodeType, offset: int, frame: types.FrameType) -> Any:
-    if _never_traced(code) or len(code.co_code) // 2 < STATE.params.function_min_size:
+    wanted = id(code) in STATE.wanted
+    if _never_traced(code) or (len(code.co_code) // 2 < STATE.params.function_min_size
+                               and not wanted):
         return DISABLE
     if _recording_elsewhere(frame) or _tools_active():
         return None
     if STATE.cache.get(code, offset) is not None:
+        return None
+    if wanted:
+        # tj_call_py's countdown ran out at this call
+        instr = code_info(code).instrs.get(offset)
+        if instr is not None and instr.opname == "RESUME" and not _over_time_budget():
+            _start_recording(code, instr.next_offset, offset, frame, "function")
         return None
     counter = STATE.counters.get((id(code), offset))
     if counter is None:
@@ -475,6 +488,7 @@ def _code_died(code_id: int) -> None:
         for offset in tracked.offsets:
             STATE.counters.pop((code_id, offset), None)
         STATE.huge.discard(code_id)
+        STATE.wanted.discard(code_id)
         if STATE.dispatcher is not None:
             STATE.dispatcher.forget_code(code_id)
         dead = STATE.cache.remove_code(code_id)
@@ -637,7 +651,11 @@ def _start_recording(code: types.CodeType, start: int, key: int, frame: types.Fr
                         past_loop_end=counter is not None and counter.aborts > 0,
                         entry_types=lambda offset: _entry_types(roots.get((code_id, offset))),
                         max_inline_depth=params.max_inline_depth if params.inlining else 0,
-                        may_inline=_may_inline, enable_events=_enable_events)
+                        min_function_records=1 if code_id in STATE.wanted
+                        else MIN_FUNCTION_RECORDS,
+                        may_inline=_may_inline_in_big if _is_big(code) else _may_inline,
+                        pure_call=_pure_call,
+                        enable_events=_enable_events)
         rec.start()
     except RecordingAborted as exc:
         _count_abort(code, key, exc.reason, exc.detail, parent)
@@ -670,6 +688,49 @@ def _set_local_events(code: types.CodeType, events: int) -> None:
 
 def _may_inline(code: types.CodeType) -> bool:
     return id(code) not in STATE.no_inline and not code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _pure_call(code: types.CodeType) -> bool:
+    """Whether a function of this code has a pure function trace (a call
+    of it keeps the caller's checks, behind guard_pure_call)."""
+    t = STATE.cache.get(code, 0)
+    return t is not None and t.kind == "function" and t.pure
+
+
+def _is_big(code: types.CodeType) -> bool:
+    """Code marked huge, or a compiled template's size: its traces call the
+    callees that have function traces instead of inlining a copy at every
+    call site."""
+    return id(code) in STATE.huge or len(code.co_code) // 2 >= OUT_OF_LINE_UNITS
+
+
+def _may_inline_in_big(code: types.CodeType) -> bool:
+    """In big code, a function tj_call_py can run natively is called, not
+    inlined: one compiled copy serves every call site.  One that PY_START does
+    not count (too small) is recorded at its WANT_CALLS-th direct call."""
+    if not _may_inline(code):
+        return False
+    if code.co_cellvars or code.co_freevars or code.co_kwonlyargcount \
+            or code.co_flags & _CALL_PY_REFUSED or _never_traced(code):
+        return True
+    compiled = STATE.cache.get(code, 0)
+    if compiled is not None:
+        # A function trace too short to pay for its entry is inlined.
+        return compiled.kind == "function" and compiled.records < MIN_FUNCTION_RECORDS
+    if STATE.dispatcher is not None and id(code) not in STATE.wanted:
+        STATE.wanted.add(id(code))
+        _track(code).offsets.add(0)
+        STATE.dispatcher.want(code, 0, WANT_CALLS)
+    return False
+
+
+# Direct calls of a wanted function before it is recorded.
+WANT_CALLS = 16
+
+
+# Code flags tj_call_py leaves to vectorcall (CO_VARARGS, CO_VARKEYWORDS,
+# CO_GENERATOR, CO_COROUTINE, CO_ITERABLE_COROUTINE, CO_ASYNC_GENERATOR).
+_CALL_PY_REFUSED = 0x04 | 0x08 | 0x20 | 0x80 | 0x100 | 0x200
 
 
 def _enable_events(code: types.CodeType) -> None:
@@ -816,17 +877,19 @@ def _finish_recording(rec: Recording) -> None:
         if collecting:
             gc.enable()
         STATS.time_in_jit_s += time.perf_counter() - t0
+        records = len(rec.records)
         rec.records.clear()
     # Installing and linking count as the JIT's time too.
     t1 = time.perf_counter()
     try:
-        _install_trace(rec, key, parent, trace, lowered, compiled)
+        _install_trace(rec, key, parent, trace, lowered, compiled, records)
     finally:
         STATS.time_in_jit_s += time.perf_counter() - t1
 
 
 def _install_trace(rec: Recording, key: int, parent: tuple[CompiledTrace, int] | None,
-                   trace: Trace, lowered: Lowered, compiled: CompiledCode) -> None:
+                   trace: Trace, lowered: Lowered, compiled: CompiledCode,
+                   records: int) -> None:
     """Enter a compiled trace in the cache, the dispatcher and the trace graph."""
     cache = STATE.cache
     if parent is not None and cache.by_handle.get(parent[0].native.handle) is not parent[0]:
@@ -836,11 +899,12 @@ def _install_trace(rec: Recording, key: int, parent: tuple[CompiledTrace, int] |
         return
     handle = cache.new_handle()
     native = NativeTrace(compiled.address, lowered.counters, len(lowered.exits), handle,
-                         lowered.inlined)
+                         lowered.inlined, trace.pure)
     kind = "bridge" if parent is not None else rec.kind
     t = CompiledTrace(kind, weakref.ref(rec.code), id(rec.code), key, rec.header, trace,
                       lowered, compiled, native, rec.end, parent,
-                      entry_types=entry_types(trace) if parent is None else ())
+                      entry_types=entry_types(trace) if parent is None else (),
+                      records=records, pure=trace.pure)
     t.root_in_handler = parent[0].root_in_handler if parent is not None \
         else handler_at(rec.code, key) is not None
     if not unwinds_exactly(t, t.root_in_handler):

@@ -255,6 +255,23 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_PLT32', 89, '_JIT_ERROR', -4),
         ),
     ),
+    'call_py': (
+        bytes.fromhex(
+            "5048b80000000000000000498bb500000000498d950000000048bf0000000000"
+            "00000048b900000000000000804809f94c89f7ffd04885c0740d498985000000"
+            "0058e90000000058e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 3, '_JIT_OPERAND3', 0),
+            ('code', 'R_X86_64_32S', 14, '_JIT_OFFSET1', 0),
+            ('code', 'R_X86_64_32S', 21, '_JIT_OFFSET1', 8),
+            ('code', 'R_X86_64_64', 27, '_JIT_OPERAND2', 0),
+            ('code', 'R_X86_64_32S', 61, '_JIT_OFFSET0', 0),
+            ('code', 'R_X86_64_PLT32', 67, '_JIT_CONTINUE', -4),
+            ('code', 'R_X86_64_PLT32', 73, '_JIT_ERROR', -4),
+        ),
+    ),
     'call_unary': (
         bytes.fromhex(
             "5048b80000000000000000498bbd00000000ffd04885c0740d49898500000000"
@@ -709,6 +726,17 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
             ('code', 'R_X86_64_32S', 13, '_JIT_OFFSET0', 0),
             ('code', 'R_X86_64_PLT32', 19, '_JIT_EXIT', -4),
             ('code', 'R_X86_64_PLT32', 24, '_JIT_CONTINUE', -4),
+        ),
+    ),
+    'guard_pure_call': (
+        bytes.fromhex(
+            "48b80000000000000000488338000f8500000000e900000000"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 2, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_PLT32', 16, '_JIT_EXIT', -4),
+            ('code', 'R_X86_64_PLT32', 21, '_JIT_CONTINUE', -4),
         ),
     ),
     'guard_size': (
@@ -1582,6 +1610,170 @@ STENCILS: dict[str, tuple[bytes, bytes, tuple[tuple[str, str, int, str, int], ..
         b"",
         (
             ('code', 'R_X86_64_GOTPCRELX', 13, 'PyThreadState_Get', -4),
+        ),
+    ),
+    'tj_call_py': (
+        bytes.fromhex(
+            "554157415641554154534883ec6848b8ffffffffffffff7f4821c84c8b460849"
+            "b900000000000000004d39c8754e4c8b76304d634e344c39c87541450fb74e30"
+            "41f7c1ac030000753341837e3c00752c41837e5400752541837e5800751e49b9"
+            "000000000000000049833900750e48837f5800750748837f5000746c41f680a9"
+            "0000000874344d8b40384e8b04064d85c074274889fb4889f74989f64889d648"
+            "89ca31c941ffd04889df4c89f64889c231c9ff1500000000eb0c4889c14531c0"
+            "ff150000000041bc0100000048b900000000000000004c89214883c4685b415c"
+            "415d415e415f5dc34d89f149c1e90449ba00000000000000004d8b1249bb0000"
+            "000000000000498b1beb0c49ffc14d85ff0f8465ffffff4d21d14d89cb49c1e3"
+            "054e8b3c1b4d39f775e14901db49837b080075d74989f14889fb4d8b6b104d85"
+            "ed744a4889df837b2c024c89ce0f8c29ffffff837f34030f8c1fffffff498bb6"
+            "b00000004885f67450488b7e0c480b7e0a4889fe48c1ee204809fe4889f748c1"
+            "ef1009f789fec1ee0809feeb2e4d8b53184d85d24889df4c89ce0f89dcfeffff"
+            "49ffc24d8953180f85cffeffff837f2c400f8cc5feffffeb9a31f64889df4c8b"
+            "53104d8b9a77f202004d0b9a70f202004d89da49c1ea204d09da4d89d349c1eb"
+            "104509d34589da41c1ea084509da4108f241f6c2df4c89ce0f857efeffff4d85"
+            "ed746d4d8b55384d85d274644d8b1a4d85db745c4983c20831f6eb344c8b5f0c"
+            "4c0b5f0a4c89df48c1ef204c09df4989fb49c1eb104109fb4489dfc1ef084409"
+            "df4008fe4d8b1a4983c2084d85db7410498bbbb00000004885ff75c031ffebe1"
+            "40f6c6df4889df4c89ce0f850cfeffff4c8bbff00000004d85ff0f84fcfdffff"
+            "4d63564c4c8b9ff80000004d29fb49c1fb034d39d30f8ee1fdffff4f8d04d74c"
+            "8987f00000008b36ffc674034189314d894f10418b36ffc674034189364d8937"
+            "f3410f6f4110f3410f7f471849c747280000000049637648498dbec800000041"
+            "89774049c747300000000048897c244049897f386641c74744000041c6474600"
+            "4885f67e5783fe03770431ffeb3d89f781e7fcffff7f4189f041c1e8024181e0"
+            "ffffff1f49c1e0054531c9660fefc0f3430f7f440f48f3430f7f440f584983c1"
+            "204d39c875e94839f7741149c744ff480000000048ffc74839fe75ef4885c074"
+            "2583e1014883f8010f852a02000031f64885c97411488b04f28b08ffc1740289"
+            "08498944f748488b4b4849894f08ff4b2c834334fe4c897b484d85ed0f848f01"
+            "000048b8000000000000000048ff0049ff453049bc0000000000000000f3410f"
+            "6f0424660f76c9660ffbc1f3410f7f04244c89ff4889de41ff5500498b0c2448"
+            "8d51ff4989142485c00f884f0200004c896c2420eb49f6c2df0f85d801000048"
+            "b8000000000000000048ff00488b44242048ff403049bc000000000000000049"
+            "890c244c89ff4889deff10498b0c24488d51ff4989142485c00f880402000048"
+            "8b6c2420488b55104189c44a8b04e248894424204885c00f847a010000498b86"
+            "b00000004885c07424488b500c480b500a4889d048c1e8204809d04889c248c1"
+            "ea1009c289d0c1e80809d0eb0231c0488b5310488bb277f20200480bb270f202"
+            "004889f248c1ea204809f24889d648c1ee1009d689f2c1ea0809f208c2f6c2df"
+            "0f8511010000488b442420488b40384885c00f8427ffffff488b304885f60f84"
+            "1bffffff4883c00831d2eb35488b7e0c480b7e0a4889fe48c1ee204809fe4889"
+            "f748c1ef1009f789fec1ee0809fe4008f2488b304883c0084885f60f84d5feff"
+            "ff488bb6b00000004885f675bf31f6ebdd4c8974241048b80000000000000000"
+            "4889442418ff433c48b80000000000000000488b38488d742410ba0200000031"
+            "c9ff1500000000ff4b3c4885c00f8433010000488b0885c90f882302000048ff"
+            "c94889080f85170200004889c7ff1500000000e9090200004829c831f6eb1249"
+            "897cf7504883c6024839f00f84bffdffff488b3cf2448b0741ffc07403448907"
+            "49897cf748488b7cf208448b0741ffc074cd448907ebc8488b4508488b4d184a"
+            "8b04e04a3b04e10f83f206000048896c2420498b47380fb60883f967740983f9"
+            "240f859a010000498b96b00000004885d20f8453010000488b720c480b720a48"
+            "89f248c1ea204809f24889d648c1ee1009d689f2c1ea0809f2e92e0100004c89"
+            "6c2420488b4c2420488b4920f7d0488b04c148894424304885c00f8494050000"
+            "ff15000000004885c00f8485050000498b86b00000004885c00f849202000048"
+            "8b480c480b480a4889c848c1e8204809c84889c148c1e91009c189cdc1ed0809"
+            "cde96d020000ff15000000004885c00f84020600004889c7ff150000000085c0"
+            "0f85f10500004d8b67384c2b642440488b4b100fb6917af2020089d64080e6df"
+            "408874240e498b86b00000004885c0740c0a501480e2df8854240e89d649d1fc"
+            "c644240f004084f67425438d1424488d7c240e4c89f6ff150000000085c00f85"
+            "93050000488b4b10498b86b00000000fb6897cf2020089ca80e2df8854240e48"
+            "85c0740c0a481680e1df884c240e89cac644240f0084d20f845a0500004501e4"
+            "488d7c240ee94105000031d2488b7310488bbe77f20200480bbe70f202004889"
+            "fe48c1ee204809fe4889f748c1ef1009f789fec1ee0809fe4008d640f6c6df74"
+            "22ff432c83433402498b4708488943484889df4c89fe31d2ff1500000000e903"
+            "f9ffff41bc010000004c396c24200f859f030000488b54242048837a40000f84"
+            "8f030000496356484885d20f8e7f0300004189d34181e3fcffff7f89d7c1ef02"
+            "81e7ffffff1f48c1e70541b1014531c0eb194d39e50f8e4b03000049ffc04939"
+            "d0410f92c10f843b0300004b8b6cc7484885ed74e64c8b6d004585ed78dd488b"
+            "750849ba00000000000000004c39d674ca49ba00000000000000004c39d674bb"
+            "49ba00000000000000004c39d674ac49ba00000000000000004c39d6749d83fa"
+            "03770731f64531e4eb6b66480f6ec5660f70d044660fefc031f6660fefc9f341"
+            "0f6f5c3748f3410f6f643758660f76da660f70ebb1660fdbeb660ffbc5660f76"
+            "e2660f70dcb1660fdbdc660ffbcb4883c6204839f775c7660fd4c8660f70c1ee"
+            "660fd4c166490f7ec44c89de4939d30f841dffffff4531d249396cf748410f94"
+            "c24d01d448ffc64839f275e9e901ffffff31ed488b43104c8ba077f202004c0b"
+            "a070f20200ff15000000004885c00f84c00200004889c7ff150000000085c00f"
+            "88af0200004c89e048c1e8204c09e04889c148c1e91009c189c8c1e80809c840"
+            "08c5498b07498b4f3848894424384805c800000048894424584829c148d1f948"
+            "894c2450896c244c40f6c5df744c488b43100fb6807af2020024df88442410c6"
+            "442411007434488b44243048c1e83125ff3f0000488b4c245001c88d1445feff"
+            "ffff488d7c2410488b742438ff150000000085c00f881a020000ff1500000000"
+            "4889442428488b44243848634048498d04c74883c048488b4c243048c1e9200f"
+            "b7c9488d0cc8496347404d8d24c74983c44848894c24604939cc764e488d2cc5"
+            "f8ffffffeb0f4983c4f84883c5f84c3b6424607635498b7c24f849c74424f800"
+            "0000004889e848c1e803418947404885ff74d3488b0785c078cc48ffc8488907"
+            "75c4ff1500000000ebbc480fba64243030731c488b7c2450ff15000000004885"
+            "c00f8449010000498904244983c408498d47484c89e14829c14883c10848c1e9"
+            "03488b4424284989042441894f40f644244cdf747f488b4424288b00ffc07407"
+            "488b4c24288901488b7c2428ff1500000000488b43100fb6807bf2020024df88"
+            "442410c6442411007427488b44243089c2c1ea1f01c283e2fe488d7c2410488b"
+            "742438ff150000000085c00f88e3000000ff15000000004885c07418488b0885"
+            "c9781148ffc948890875094889c7ff1500000000488b4c243089c8c1e81f01c8"
+            "d1f84898488b4c2458488d044149894738498b47380fb60883f9670f859dfaff"
+            "ffe9a1faffff450fb6e14183e401eb034531e480f924751c49634740488d48ff"
+            "41894f404d8b74c74049c744c74000000000eb19498b4e180fb64001488b44c1"
+            "184989c68b00ffc07403418906ff432c83433402498b4708488943484889df4c"
+            "89feff15000000004c89f0e9fcf4ffff488b442428488b0085c0781848ffc848"
+            "8b4c2428488901750b488b7c2428ff1500000000ff15000000004885c00f84b4"
+            "0000004889c7ff150000000085c00f85a30000004d8b67384c2b642440488b4b"
+            "100fb6917af2020089d64080e6df4088742410498b86b00000004885c0740c0a"
+            "501480e2df8854241089d649d1fcc6442411004084f67421438d1424488d7c24"
+            "104c89f6ff150000000085c07549488b4b10498b86b00000000fb6897cf20200"
+            "89ca80e2df885424104885c0740c0a481680e1df884c241089cac64424110084"
+            "d274144501e4488d7c24104c89f64489e2ff1500000000498b470848894348ff"
+            "432c834334024889df4c89feff150000000041bc0100000031c0e9edf3ffffff"
+            "150000000083782c3f7f1849bc0000000000000000418b0424ffc0746e418904"
+            "24eb684c89e7ff15000000004885c00f84dffeffff4989c5488b452848894424"
+            "104c896c241848b80000000000000000488b38488d742410ba0200000031c9ff"
+            "15000000004989c4498b450085c0781248ffc84989450075094c89efff150000"
+            "00004d85e40f8489feffff498b042485c0781248ffc84989042475094c89e7ff"
+            "15000000004531ede960f8ffff"
+        ),
+        b"",
+        (
+            ('code', 'R_X86_64_64', 33, 'PyFunction_Type', 0),
+            ('code', 'R_X86_64_64', 96, '_JIT_OPERAND0', 32),
+            ('code', 'R_X86_64_GOTPCRELX', 180, '_Py_CheckFunctionResult', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 194, '_PyObject_MakeTpCall', -4),
+            ('code', 'R_X86_64_64', 206, '_JIT_OPERAND0', 72),
+            ('code', 'R_X86_64_64', 241, '_JIT_OPERAND0', 8),
+            ('code', 'R_X86_64_64', 254, '_JIT_OPERAND0', 0),
+            ('code', 'R_X86_64_64', 932, '_JIT_OPERAND0', 40),
+            ('code', 'R_X86_64_64', 949, '_JIT_OPERAND0', 56),
+            ('code', 'R_X86_64_64', 1025, '_JIT_OPERAND0', 48),
+            ('code', 'R_X86_64_64', 1047, '_JIT_OPERAND0', 56),
+            ('code', 'R_X86_64_64', 1336, '_PyRuntime', 14000),
+            ('code', 'R_X86_64_64', 1354, '_JIT_OPERAND0', 16),
+            ('code', 'R_X86_64_GOTPCRELX', 1379, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1423, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1634, 'PyErr_Occurred', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1704, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1722, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1816, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 1978, '_PyEval_EvalFrameDefault', -4),
+            ('code', 'R_X86_64_64', 2116, 'PyBytes_Type', 0),
+            ('code', 'R_X86_64_64', 2131, 'PyFloat_Type', 0),
+            ('code', 'R_X86_64_64', 2146, 'PyUnicode_Type', 0),
+            ('code', 'R_X86_64_64', 2161, 'PyLong_Type', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 2343, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2361, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2510, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2524, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2660, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2682, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2766, 'PyErr_SetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2821, '_PyMonitoring_FireExceptionHandledEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2835, 'PyErr_GetRaisedException', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 2864, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3012, '_PyEval_FrameClearAndPop', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3056, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3062, 'PyEval_GetFrame', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3080, 'PyTraceBack_Here', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3174, '_PyMonitoring_FireRaiseEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3251, '_PyMonitoring_FirePyUnwindEvent', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3278, '_PyEval_FrameClearAndPop', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3297, 'PyThreadState_Get', -4),
+            ('code', 'R_X86_64_64', 3309, '_Py_NoneStruct', 0),
+            ('code', 'R_X86_64_GOTPCRELX', 3336, 'PyLong_FromLong', -4),
+            ('code', 'R_X86_64_64', 3368, '_JIT_OPERAND0', 24),
+            ('code', 'R_X86_64_GOTPCRELX', 3393, 'PyObject_Vectorcall', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3422, '_Py_Dealloc', -4),
+            ('code', 'R_X86_64_GOTPCRELX', 3457, '_Py_Dealloc', -4),
         ),
     ),
     'tj_decref': (

@@ -1735,6 +1735,8 @@ struct tj_trace {
     uint64_t entries;
     PyObject **inlined;   /* the inlined calls' code objects, NULL-terminated
                              (or NULL): see tj_inlined_watched */
+    uint64_t pure;        /* a function trace that, run to its return, ran no
+                             Python code and changed no dict (see tj_call_py) */
 };
 
 typedef struct {
@@ -1755,6 +1757,9 @@ typedef struct {
     uint64_t transfers;
     uint64_t depth;       /* traces running now (all threads): nonzero while
                              machine code may be on a C stack */
+    uint64_t direct_calls; /* function traces tj_call_py ran on a frame it pushed */
+    uint64_t impure;      /* the last tj_call_py did more than run a pure trace
+                             to its return (guard_pure_call) */
 } tj_state;
 
 /* An exception-table entry, packed: handler target (bytes) in bits 0-31,
@@ -1991,6 +1996,27 @@ tj_call(uint64_t entry, PyFrameObject *f)
  * the exception leaves the callee (PY_UNWIND, its frame is popped) and the
  * caller's CALL fails with it.  Events go to the tools watching globally
  * (native code runs only while no other tool watches this code). */
+/* _PyFrame_Initialize (pycore_frame.h), inlined: clang outlines the
+ * header's static inline function once it has two callers.  Takes over the
+ * reference to func; every local NULL. */
+ALWAYS_INLINE void
+tj_frame_init(_PyInterpreterFrame *frame, PyFunctionObject *func, PyCodeObject *code)
+{
+    frame->f_funcobj = (PyObject *)func;
+    frame->f_executable = Py_NewRef(code);
+    frame->f_builtins = func->func_builtins;
+    frame->f_globals = func->func_globals;
+    frame->f_locals = NULL;
+    frame->stacktop = code->co_nlocalsplus;
+    frame->frame_obj = NULL;
+    frame->instr_ptr = _PyCode_CODE(code);
+    frame->return_offset = 0;
+    frame->owner = FRAME_OWNED_BY_THREAD;
+    for (int i = 0; i < code->co_nlocalsplus; i++) {
+        frame->localsplus[i] = NULL;
+    }
+}
+
 /* Py_XDECREF, inlined (clang may outline the header's static inline one) */
 #define TJ_XDECREF(o) do { PyObject *tj_o_ = (PyObject *)(o); if (tj_o_ != NULL) { Py_DECREF(tj_o_); } } while (0)
 
@@ -2105,7 +2131,7 @@ tj_resume_call(PyObject *self, PyObject *args, PyObject *kwargs)
     if (_PyThreadState_HasStackSpace(tstate, co->co_framesize)) {
         frame = (_PyInterpreterFrame *)tstate->datastack_top;
         tstate->datastack_top += co->co_framesize;
-        _PyFrame_Initialize(frame, (PyFunctionObject *)Py_NewRef(func), NULL, co, 0);
+        tj_frame_init(frame, (PyFunctionObject *)Py_NewRef(func), co);
     }
     else {
         /* A new data-stack chunk: let CPython push the frame (with arguments
@@ -2269,4 +2295,234 @@ tj_resume_chain(uint64_t *regs, const tj_chain_desc *d)
         inner_argc = f->argc;
     }
     return inner;
+}
+
+/* ---- runtime: direct calls of compiled functions --------------------------
+ *
+ * tj_call_py is how a trace calls a Python function (machine op call_py):
+ * when the callee is a plain function whose function-entry trace is compiled
+ * and no other tool watches its code, it pushes the callee's frame itself and
+ * runs that trace on it, as the PY_START callback would after the
+ * interpreter pushed it: no interpreter entry, no monitoring callback.  A
+ * trace that leaves at the function's RETURN_VALUE or RETURN_CONST is
+ * returned from here; any other exit continues the frame in the interpreter
+ * (_PyEval_EvalFrameDefault from instr_ptr, as tj_resume_call does), and an
+ * error exit unwinds it as the interpreter's error path would.  Anything
+ * else (another callable, a recording, a tool, a deep recursion, a full data
+ * stack chunk) is a plain vectorcall.  OP0: the dispatcher's tj_state. */
+
+/* What the interpreter's error path does for `frame` (current, on the data
+ * stack, instr_ptr at the failing instruction, no handler there): a
+ * traceback entry, RAISE and PY_UNWIND for any tool watching, the frame
+ * popped. */
+ALWAYS_INLINE PyObject *
+tj_call_py_fail(PyThreadState *tstate, _PyInterpreterFrame *frame, PyCodeObject *co)
+{
+    PyFrameObject *f = PyEval_GetFrame();
+    if (f != NULL && PyTraceBack_Here(f) == 0) {
+        long lasti = (long)(frame->instr_ptr - _PyCode_CODE(co));
+        if (tj_fire_frame_event(tstate, PY_MONITORING_EVENT_RAISE, co, lasti) == 0) {
+            tj_fire_frame_event(tstate, PY_MONITORING_EVENT_PY_UNWIND, co, lasti);
+        }
+    }
+    tstate->current_frame = frame->previous;
+    tstate->py_recursion_remaining++;
+    tstate->c_recursion_remaining += 2;
+    _PyEval_FrameClearAndPop(tstate, frame);
+    return NULL;
+}
+
+#define TJ_CALL_PY_REFUSED (CO_VARARGS | CO_VARKEYWORDS | CO_GENERATOR | CO_COROUTINE | \
+                            CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)
+
+/* Whether clearing a returning frame's locals frees nothing that may run
+ * code: an object of a type that may have a destructor survives unless the
+ * frame's slots hold all its references. */
+ALWAYS_INLINE int
+tj_clear_runs_nothing(_PyInterpreterFrame *frame, PyCodeObject *co)
+{
+    int n = co->co_nlocalsplus;
+    for (int i = 0; i < n; i++) {
+        PyObject *o = frame->localsplus[i];
+        if (o == NULL || _Py_IsImmortal(o)) {
+            continue;
+        }
+        PyTypeObject *tp = Py_TYPE(o);
+        if (tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
+            tp == &PyBytes_Type) {
+            continue;
+        }
+        Py_ssize_t held = 0;
+        for (int j = 0; j < n; j++) {
+            held += frame->localsplus[j] == o;
+        }
+        if (Py_REFCNT(o) <= held) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+ALWAYS_INLINE PyObject *
+tj_call_py_run(tj_state *st, PyThreadState *tstate, PyObject *callable, PyObject *const *args,
+               size_t nargsf, int *pure)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (Py_TYPE(callable) != &PyFunction_Type) {
+        goto vectorcall;
+    }
+    PyFunctionObject *func = (PyFunctionObject *)callable;
+    PyCodeObject *co = (PyCodeObject *)func->func_code;
+    /* Frames of functions with cells or free variables start with MAKE_CELL
+     * or COPY_FREE_VARS before RESUME: the interpreter runs those. */
+    if (nargs != co->co_argcount || (co->co_flags & TJ_CALL_PY_REFUSED) != 0 ||
+        co->co_kwonlyargcount != 0 || co->co_ncellvars != 0 || co->co_nfreevars != 0 ||
+        st->busy || tstate->c_tracefunc != NULL || tstate->c_profilefunc != NULL) {
+        goto vectorcall;
+    }
+    tj_slot *slot = tj_lookup(st, (PyObject *)co, 0);
+    if (slot == NULL) {
+        goto vectorcall;
+    }
+    tj_trace *t = slot->trace;
+    tj_trace *slot_trace = t;
+    /* A negative countdown: a function too small for PY_START to count (its
+     * event is disabled) that traces want to call directly; recorded when
+     * it reaches zero. */
+    if (t == NULL && (slot->countdown >= 0 || ++slot->countdown < 0 ||
+                      tstate->py_recursion_remaining < TJ_PY_FRAMES_NEEDED)) {
+        goto vectorcall;
+    }
+    /* The interpreter raises RecursionError (and reports tools' events). */
+    if (tstate->py_recursion_remaining <= 1 || tstate->c_recursion_remaining <= 2 ||
+        tj_other_tools(tstate, co) || (t != NULL && tj_inlined_watched(t->inlined)) ||
+        !_PyThreadState_HasStackSpace(tstate, co->co_framesize)) {
+        goto vectorcall;
+    }
+    _PyInterpreterFrame *frame = (_PyInterpreterFrame *)tstate->datastack_top;
+    tstate->datastack_top += co->co_framesize;
+    tj_frame_init(frame, (PyFunctionObject *)Py_NewRef(func), co);
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        frame->localsplus[i] = Py_NewRef(args[i]);
+    }
+    frame->previous = tstate->current_frame;
+    tstate->current_frame = frame;
+    /* Counted as the interpreter counts a running frame (and its C stack). */
+    tstate->py_recursion_remaining--;
+    tstate->c_recursion_remaining -= 2;
+    if (t == NULL) {
+        /* The fallback starts recording this frame at its RESUME, as it would
+         * from PY_START (with events silenced as in a callback); the
+         * interpreter then runs it. */
+        PyObject *argv[2] = {(PyObject *)co, _PyLong_GetZero()};
+        tstate->tracing++;
+        PyObject *res = PyObject_Vectorcall(st->fallback, argv, 2, NULL);
+        tstate->tracing--;
+        if (res == NULL) {
+            return tj_call_py_fail(tstate, frame, co);
+        }
+        Py_DECREF(res);
+        goto interpret;
+    }
+    st->native_entries++;
+    st->direct_calls++;
+    t->entries++;
+    for (;;) {
+        st->depth++;
+        int r = t->entry(frame, tstate);
+        st->depth--;
+        if (r < 0) {
+            uint64_t u = t->unwind[-r - 1];
+            if (u != 0 && PyErr_Occurred() &&
+                tj_unwind(tstate, frame, u, tj_other_tools(tstate, co)) == 0) {
+                break;  /* the handler runs in the interpreter */
+            }
+            return tj_call_py_fail(tstate, frame, co);
+        }
+        tj_trace *next = t->links[r];
+        if (next != NULL && !tj_other_tools(tstate, co) && !tj_inlined_watched(next->inlined)) {
+            st->transfers++;
+            next->entries++;
+            t = next;
+            continue;
+        }
+        if (UNLIKELY(t->counters[r] >= t->hot_at[r])) {
+            slot_trace = NULL;  /* Python code ran */
+            PyObject *res = tj_tell(st, t, r);
+            if (res == NULL) {
+                return tj_call_py_fail(tstate, frame, co);
+            }
+            Py_DECREF(res);
+        }
+        break;
+    }
+    _Py_CODEUNIT *ip = frame->instr_ptr;
+    int opcode = ip->op.code;
+    if ((opcode == RETURN_VALUE || opcode == RETURN_CONST) && !tj_other_tools(tstate, co)) {
+        /* t: still the trace entered, unless a link was followed */
+        *pure = t->pure && t == slot_trace && tj_clear_runs_nothing(frame, co);
+        /* What RETURN_VALUE / RETURN_CONST do (no tool wants PY_RETURN). */
+        PyObject *res;
+        if (opcode == RETURN_VALUE) {
+            res = frame->localsplus[--frame->stacktop];
+            frame->localsplus[frame->stacktop] = NULL;
+        }
+        else {
+            res = Py_NewRef(PyTuple_GET_ITEM(co->co_consts, ip->op.arg));
+        }
+        tstate->py_recursion_remaining++;
+        tstate->c_recursion_remaining += 2;
+        tstate->current_frame = frame->previous;
+        _PyEval_FrameClearAndPop(tstate, frame);
+        return res;
+    }
+interpret:
+    /* The interpreter links the frame and counts it itself. */
+    tstate->py_recursion_remaining++;
+    tstate->c_recursion_remaining += 2;
+    tstate->current_frame = frame->previous;
+    return _PyEval_EvalFrameDefault(tstate, frame, 0);
+vectorcall:
+    return vectorcall_tstate(tstate, callable, args, nargsf);
+}
+
+PyObject *
+tj_call_py(PyThreadState *tstate, PyObject *callable, PyObject *const *args, size_t nargsf)
+{
+    tj_state *st = (tj_state *)(uintptr_t)OP(0);
+    int pure = 0;
+    PyObject *res = tj_call_py_run(st, tstate, callable, args, nargsf, &pure);
+    /* Set last: calls made meanwhile set it too. */
+    st->impure = !pure;
+    return res;
+}
+
+typedef PyObject *(*tj_call_py_fn)(PyThreadState *, PyObject *, PyObject *const *, size_t);
+
+/* call_vector of a callable recorded as a Python function: R0 =
+ * tj_call_py(R1 block: callable, arguments; OP2 arguments); OP3 the
+ * address of tj_call_py (loaded with the dispatcher's state). */
+STENCIL(call_py)
+{
+    uint64_t *base = &R(1);
+    PyObject *r = ((tj_call_py_fn)(uintptr_t)OP_OPAQUE(3))(
+        tstate, (PyObject *)(uintptr_t)base[0], (PyObject *const *)&base[1],
+        (size_t)OP(2) | PY_VECTORCALL_ARGUMENTS_OFFSET);
+    if (r != NULL) {
+        SET_OBJ(0, r);
+        CONTINUE();
+    }
+    ERROR();
+}
+
+/* After a call_py of a function whose trace was pure when the caller was
+ * compiled: exit (after the call, its result pushed) unless that trace ran,
+ * and only it, to its return (tj_state.impure at OP0), so the caller's
+ * checks still hold. */
+STENCIL(guard_pure_call)
+{
+    if (LIKELY(!*(volatile uint64_t *)(uintptr_t)OP(0))) {
+        CONTINUE();
+    }
+    EXIT();
 }

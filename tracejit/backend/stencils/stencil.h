@@ -32,6 +32,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "opcode_ids.h"
 #include "pycore_call.h"
 #include "pycore_ceval.h"
 #include "pycore_code.h"
