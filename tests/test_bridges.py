@@ -399,7 +399,7 @@ def test_exceptions_raised_inside_bridges(tmp_path: Path) -> None:
                     s += 100 // (i % 50 - 48)
                     s += data[i % 13]
                     s += table[i % 11]
-                except KeyError:
+                except ZeroDivisionError:
                     caught[0] += 1
                     s -= 1
                 except IndexError:
@@ -497,7 +497,7 @@ def test_values_live_across_exits(tmp_path: Path) -> None:
                 else:
                     b = b - 1
                     f = f / 3.0
-        except KeyError:
+        except ZeroDivisionError:
             print('live', i, a, b, repr(f), last)
         return a, b, repr(f)
     print(live(1000, 501))
@@ -1160,7 +1160,7 @@ def test_segmented_loop_with_exceptions(tmp_path: Path) -> None:
         body.append(f"        x = (x * {k % 5 + 2} + {k}) % 10007")
     body.append("        try:")
     body.append("            acc = acc + 1000 // (i % d - d + 1)")
-    body.append("        except KeyError:")
+    body.append("        except ZeroDivisionError:")
     body.append("            acc = acc - x")
     for k in range(60):
         body.append(f"        x = (x + {k}) % 1009")
@@ -1260,7 +1260,7 @@ def test_try_except_inside_loop_body(tmp_path: Path) -> None:
         for i in range(n):
             try:
                 s += 10 // (i % 37 - 36 + (i > 900))
-            except KeyError:
+            except ZeroDivisionError:
                 log.append(i)
             finally:
                 s += 1
@@ -1275,7 +1275,7 @@ def test_try_except_inside_loop_body(tmp_path: Path) -> None:
                 except IndexError:
                     s -= 1
                     s += 1 // (i % 3)
-            except KeyError:
+            except ZeroDivisionError:
                 s *= 2
                 s %= 100003
         return s
@@ -1336,7 +1336,7 @@ def test_try_in_outer_body_around_inner_loop(tmp_path: Path) -> None:
             try:
                 for j in range(m):
                     s += 10 // (j - i % 40)
-            except KeyError:
+            except ZeroDivisionError:
                 s -= 1
             s += i
         return s
@@ -1441,7 +1441,7 @@ def test_uncaught_from_nested_handler(tmp_path: Path) -> None:
         for i in range(n):
             try:
                 s += 1 // (i - 500)
-            except KeyError:
+            except ZeroDivisionError:
                 s += {}[i]
         return s
     uncaught(1000)
