@@ -1068,7 +1068,13 @@ def tag(s):
         return s.replace("&", "&amp;").replace("<", "&lt;")
     return str(s)
 
+TRIG = [0]
+G2 = 10
 def scale(x, k):
+    global G2
+    if TRIG[0] == 1:
+        TRIG[0] = 2
+        G2 = 20
     return x * k + 1
 
 D = {i: i * 3 + 1 for i in range(5)}
@@ -1081,21 +1087,42 @@ def where(x):
 K = 3
 def bump(x):
     return x + K
+
+G = 1
+def flip(x):
+    # long enough (24 instructions) to be called rather than inlined
+    global G
+    y = x * 3 + 1
+    y = y * 5 - 2
+    y = y % 7 + x
+    y = y * 2 - x
+    y = y + 11
+    if x == 350:
+        G = 2
+    return x + y - y
 """
 
 
-def _long_caller_source(lines: int) -> str:
+def _long_caller_source(lines: int, name: str = "render") -> str:
     """A function too long for one trace that calls small functions at many
     sites (a compiled template's shape)."""
-    out = ["def render(x, s, mode):", "    parts = []"]
+    out = [f"def {name}(x, s, mode):", "    parts = []", "    i0 = x"]
     for k in range(lines):
         m = k % 5
         if m == 0:
             out.append(f"    parts.append(tag(s + '<{k}>'))")
         elif m == 1:
-            out.append(f"    x = scale(x, {k % 7 + 2}) % 100003")
+            # G2, checked before the call, is read again after it: at
+            # render(350, ...) scale rebinds it (a trace that ran scale's
+            # pure trace alone to its return keeps the check)
+            out.append(f"    x = G2 + scale(x, {k % 7 + 2}) % 100003 - G2")
         elif m == 2:
-            out.append(f"    x = x + bump({k})")
+            out.append(f"    x = x + bump({k}) + G")
+            if k % 50 == 27:
+                # G checked before the call is read again after it: flip
+                # rebinds it once, at render(350, ...)
+                out.append("    x = x + G * flip(i0)")
+                out.append("    x = x + G")
         elif m == 3 and k % 40 == 3:
             out.append("    if mode == 2:\n        parts.append(where(x))")
         elif m == 3:
@@ -1110,13 +1137,19 @@ def test_huge_code_calls_small_functions_directly(tmp_path: Path) -> None:
     """Huge code calls small functions through their own compiled traces
     (one copy for every call site) instead of inlining them: the same output,
     tracebacks included, when a callee raises, looks at its caller's frame,
-    or finds a global rebound (its trace exits; the caller leaves after the
-    call)."""
-    source = DIRECT_HELPERS + _long_caller_source(200) + """
+    finds a global rebound (its trace exits; the caller leaves after the
+    call), or rebinds a global the caller checked before the call."""
+    # warm's traces get the callees recorded (at their 16th direct call), so
+    # render's are compiled with pure calls
+    source = DIRECT_HELPERS + _long_caller_source(200, "warm") + _long_caller_source(200) + """
+for i in range(50):
+    warm(i, "a&b", 1)
 total = 0
 for i in range(400):
     if i == 300:
         K = 4
+    if i == 350:
+        TRIG[0] = 1
     total += render(i, "a&b", 1 + i % 3)[0]
 print(total, render(7, "x<y", 2))
 try:

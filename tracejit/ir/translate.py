@@ -734,8 +734,13 @@ class Translator:
                 self.release(old)
             return
         if sv.ref.type is not Type.OBJ:
+            held = self.known.pop(slot, None)
+            if held is not None and slot not in self.virtual:
+                # the frame still holds that object until the value is written
+                t = self._reftype(held)
+                if t is not None:
+                    self.frame_types[slot] = t
             self.virtual[slot] = sv.ref
-            self.known.pop(slot, None)
             return
         sv = self.own(sv)
         self.virtual.pop(slot, None)
