@@ -564,26 +564,17 @@ def load_function(name: str, operands: Sequence[int]) -> RuntimeFunction:
 _RUNTIME: dict[str, RuntimeFunction] = {}
 
 
-def register_runtime(fn: RuntimeFunction) -> None:
-    """Make a runtime function loaded with operands (the dispatcher's
-    ``tj_call_py``) what runtime_address(its name) returns."""
-    _RUNTIME[fn.name] = fn
-
-
-def runtime_registered(name: str) -> bool:
-    return name in _RUNTIME
-
-
+# Addresses the dispatcher makes for machine code (its tj_call_py, loaded
+# with its state, and tj_state.impure); absent without a dispatcher.
 _ADDRESSES: dict[str, int] = {}
 
 
 def register_address(name: str, address: int) -> None:
-    """Name an address machine code reads (``tj_state.impure``)."""
     _ADDRESSES[name] = address
 
 
-def registered_address(name: str) -> int:
-    return _ADDRESSES[name]
+def registered_address(name: str) -> int | None:
+    return _ADDRESSES.get(name)
 
 
 def runtime_address(name: str) -> int:

@@ -24,7 +24,6 @@ from tracejit.backend.assembler import (
     MachineInstr,
     registered_address,
     runtime_address,
-    runtime_registered,
     stencil_exits,
 )
 from tracejit.backend.layout import LAYOUT, METHOD_DESCRIPTOR, method_def, method_entry
@@ -422,7 +421,10 @@ class CodeGen:
         elif name == "check_eval_breaker":
             self.emit(name, (), op, guard=True)
         elif name == "guard_pure_call":
-            self.emit(name, (registered_address("tj_state.impure"),), op, guard=True)
+            impure = registered_address("tj_state.impure")
+            if impure is None:
+                raise NotImplementedError("guard_pure_call needs the dispatcher")
+            self.emit(name, (impure,), op, guard=True)
         elif name == "check_instrumentation":
             self.emit(name, (ctypes.addressof(self.retired), runtime_address("tj_watched"),
                              self.inlined_codes()), op, guard=True)
@@ -891,9 +893,10 @@ def _call_form(op: Op) -> _CallForm | None:
                 return _CallForm(machine + "_c", meth, consts=consts)
             return _CallForm(machine, meth, block=op.args[1:])  # self, then the arguments
     fn = op.args[0].value if isinstance(op.args[0], Const) else None
-    if type(fn) is types.FunctionType and runtime_registered("tj_call_py"):
+    call_py = registered_address("tj_call_py")
+    if type(fn) is types.FunctionType and call_py is not None:
         # a Python function: its compiled function trace runs directly
-        return _CallForm("call_py", runtime_address("tj_call_py"), block=op.args)
+        return _CallForm("call_py", call_py, block=op.args)
     return _CallForm("call_vector", block=op.args)  # the callable, then the arguments
 
 

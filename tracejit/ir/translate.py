@@ -1327,10 +1327,11 @@ class Translator:
         pure = self.cur is None and type(fn) is types.FunctionType \
             and isinstance(self_or_null.ref, Const) and self_or_null.ref.value is NULL \
             and self.rec.pure_call(fn.__code__)
-        kept = (dict(self.checked), set(self.contained), dict(self.frame_types))
+        kept = (dict(self.checked), set(self.contained), dict(self.frame_types)) if pure \
+            else None
         barriers = self.barriers
         res, operands = self._call_out("call", callable_, self_or_null, args, snap)
-        if pure and self.barriers == barriers + 1:
+        if kept is not None and self.barriers == barriers + 1:
             # The callee's pure trace ran, and only it, or the trace leaves
             # right after the call: the checks made before it still hold (the
             # releases of the arguments after it dropped none).

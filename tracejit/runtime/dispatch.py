@@ -18,12 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tracejit._builtins import PRIVATE as _PRIVATE_BUILTINS
-from tracejit.backend.assembler import (
-    RuntimeFunction,
-    load_function,
-    register_address,
-    register_runtime,
-)
+from tracejit.backend.assembler import RuntimeFunction, load_function, register_address
 
 __builtins__ = _PRIVATE_BUILTINS  # type: ignore[assignment]  # see tracejit/_builtins.py
 
@@ -151,7 +146,9 @@ class Dispatcher:
             "tj_dispatch", (ctypes.addressof(self.state),))
         # How traces call Python functions (machine op call_py): it looks the
         # callee's function trace up in this table.
-        register_runtime(load_function("tj_call_py", (ctypes.addressof(self.state),)))
+        self.call_py: RuntimeFunction = load_function(
+            "tj_call_py", (ctypes.addressof(self.state),))
+        register_address("tj_call_py", self.call_py.address)
         register_address("tj_state.impure",
                          ctypes.addressof(self.state) + TJState.impure.offset)
         self._def = _MethodDef(b"tracejit_dispatch", self.function.address, _METH_FASTCALL,

@@ -1885,6 +1885,58 @@ tj_tell(tj_state *st, tj_trace *t, int code)
     return res;
 }
 
+/* Runs trace t on `frame` (running code co) and the traces its exits link
+ * to, until an exit that is not linked: 0 when the frame continues at its
+ * instr_ptr (a handler tj_unwind found included), -1 with an exception set
+ * when the exception leaves the frame.  *last: the last trace run, or NULL
+ * once the JIT's Python code ran (a hot exit was told). */
+ALWAYS_INLINE int
+tj_run(tj_state *st, PyThreadState *tstate, _PyInterpreterFrame *frame, PyCodeObject *co,
+       tj_trace *t, tj_trace **last)
+{
+    st->native_entries++;
+    t->entries++;
+    for (;;) {
+        /* Native code continues the program: the calls it makes must raise
+         * monitoring events as the interpreter's would, but CPython counts a
+         * monitoring callback as tracing (which silences events) until it
+         * returns. */
+        int tracing = tstate->tracing;
+        tstate->tracing = 0;
+        st->depth++;
+        int r = t->entry(frame, tstate);
+        st->depth--;
+        tstate->tracing = tracing;
+        *last = t;
+        if (r < 0) {
+            uint64_t u = t->unwind[-r - 1];
+            if (u != 0 && PyErr_Occurred() &&
+                tj_unwind(tstate, frame, u, tj_other_tools(tstate, co)) == 0) {
+                return 0;
+            }
+            return -1;
+        }
+        tj_trace *next = t->links[r];
+        /* Code the trace called may have turned a tool on after the last
+         * check (in the instruction that exited): the interpreter goes on. */
+        if (next != NULL && !tj_other_tools(tstate, co) && !tj_inlined_watched(next->inlined)) {
+            st->transfers++;
+            next->entries++;
+            t = next;
+            continue;
+        }
+        if (UNLIKELY(t->counters[r] >= t->hot_at[r])) {
+            *last = NULL;
+            PyObject *res = tj_tell(st, t, r);
+            if (res == NULL) {
+                return -1;
+            }
+            Py_DECREF(res);
+        }
+        return 0;
+    }
+}
+
 PyObject *
 tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
 {
@@ -1916,46 +1968,11 @@ tj_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargsf)
         tj_other_tools(tstate, (PyCodeObject *)args[0]) || tj_inlined_watched(t->inlined)) {
         goto fallback;
     }
-    st->native_entries++;
-    t->entries++;
-    for (;;) {
-        /* Native code continues the program: the calls it makes must raise
-         * monitoring events as the interpreter's would, but CPython counts this
-         * callback as tracing (which silences events) until it returns. */
-        int tracing = tstate->tracing;
-        tstate->tracing = 0;
-        st->depth++;
-        int r = t->entry(frame, tstate);
-        st->depth--;
-        tstate->tracing = tracing;
-        if (r >= 0) {
-            tj_trace *next = t->links[r];
-            /* Code the trace called may have turned a tool on after the last
-             * check (in the instruction that exited): the interpreter goes on. */
-            if (next != NULL && !tj_other_tools(tstate, (PyCodeObject *)args[0]) &&
-                !tj_inlined_watched(next->inlined)) {
-                st->transfers++;
-                next->entries++;
-                t = next;
-                continue;
-            }
-            if (UNLIKELY(t->counters[r] >= t->hot_at[r])) {
-                PyObject *res = tj_tell(st, t, r);
-                if (res == NULL) {
-                    return NULL;
-                }
-                Py_DECREF(res);
-            }
-            return Py_NewRef(Py_None);
-        }
-        int k = -r - 1;
-        if (t->unwind[k] && PyErr_Occurred() &&
-            tj_unwind(tstate, frame, t->unwind[k],
-                      tj_other_tools(tstate, (PyCodeObject *)args[0])) == 0) {
-            return Py_NewRef(Py_None);
-        }
+    tj_trace *last;
+    if (tj_run(st, tstate, frame, (PyCodeObject *)args[0], t, &last) < 0) {
         return NULL;
     }
+    return Py_NewRef(Py_None);
 fallback:
     if (tstate->py_recursion_remaining < TJ_PY_FRAMES_NEEDED) {
         return Py_NewRef(Py_None);
@@ -1982,6 +1999,35 @@ tj_call(uint64_t entry, PyFrameObject *f)
     return ((tj_entry_fn)(uintptr_t)entry)(f->f_frame, PyThreadState_Get());
 }
 
+/* Pushes a frame of func running code on the thread's data stack, every
+ * local NULL (what _PyFrame_PushUnchecked and _PyFrame_Initialize of
+ * pycore_frame.h do, inlined: clang outlines those static inline functions
+ * once they have two callers); NULL if the current chunk is full.  The frames
+ * tj_resume_call and tj_call_py run. */
+ALWAYS_INLINE _PyInterpreterFrame *
+tj_push_frame(PyThreadState *tstate, PyFunctionObject *func, PyCodeObject *code)
+{
+    if (!_PyThreadState_HasStackSpace(tstate, code->co_framesize)) {
+        return NULL;
+    }
+    _PyInterpreterFrame *frame = (_PyInterpreterFrame *)tstate->datastack_top;
+    tstate->datastack_top += code->co_framesize;
+    frame->f_funcobj = Py_NewRef(func);
+    frame->f_executable = Py_NewRef(code);
+    frame->f_builtins = func->func_builtins;
+    frame->f_globals = func->func_globals;
+    frame->f_locals = NULL;
+    frame->stacktop = code->co_nlocalsplus;
+    frame->frame_obj = NULL;
+    frame->instr_ptr = _PyCode_CODE(code);
+    frame->return_offset = 0;
+    frame->owner = FRAME_OWNED_BY_THREAD;
+    for (int i = 0; i < code->co_nlocalsplus; i++) {
+        frame->localsplus[i] = NULL;
+    }
+    return frame;
+}
+
 /* ---- runtime: resume objects (see "inlined calls" above) ------------------
  *
  * tj_resume_call is the resume type's tp_call: it pushes the callee's frame
@@ -1996,27 +2042,6 @@ tj_call(uint64_t entry, PyFrameObject *f)
  * the exception leaves the callee (PY_UNWIND, its frame is popped) and the
  * caller's CALL fails with it.  Events go to the tools watching globally
  * (native code runs only while no other tool watches this code). */
-/* _PyFrame_Initialize (pycore_frame.h), inlined: clang outlines the
- * header's static inline function once it has two callers.  Takes over the
- * reference to func; every local NULL. */
-ALWAYS_INLINE void
-tj_frame_init(_PyInterpreterFrame *frame, PyFunctionObject *func, PyCodeObject *code)
-{
-    frame->f_funcobj = (PyObject *)func;
-    frame->f_executable = Py_NewRef(code);
-    frame->f_builtins = func->func_builtins;
-    frame->f_globals = func->func_globals;
-    frame->f_locals = NULL;
-    frame->stacktop = code->co_nlocalsplus;
-    frame->frame_obj = NULL;
-    frame->instr_ptr = _PyCode_CODE(code);
-    frame->return_offset = 0;
-    frame->owner = FRAME_OWNED_BY_THREAD;
-    for (int i = 0; i < code->co_nlocalsplus; i++) {
-        frame->localsplus[i] = NULL;
-    }
-}
-
 /* Py_XDECREF, inlined (clang may outline the header's static inline one) */
 #define TJ_XDECREF(o) do { PyObject *tj_o_ = (PyObject *)(o); if (tj_o_ != NULL) { Py_DECREF(tj_o_); } } while (0)
 
@@ -2127,13 +2152,8 @@ tj_resume_call(PyObject *self, PyObject *args, PyObject *kwargs)
         inner = r->values[n];
         r->values[n] = NULL;
     }
-    _PyInterpreterFrame *frame;
-    if (_PyThreadState_HasStackSpace(tstate, co->co_framesize)) {
-        frame = (_PyInterpreterFrame *)tstate->datastack_top;
-        tstate->datastack_top += co->co_framesize;
-        tj_frame_init(frame, (PyFunctionObject *)Py_NewRef(func), co);
-    }
-    else {
+    _PyInterpreterFrame *frame = tj_push_frame(tstate, func, co);
+    if (frame == NULL) {
         /* A new data-stack chunk: let CPython push the frame (with arguments
          * that are replaced below; the callee takes no *args, **kwargs or
          * keyword-only arguments). */
@@ -2385,7 +2405,6 @@ tj_call_py_run(tj_state *st, PyThreadState *tstate, PyObject *callable, PyObject
         goto vectorcall;
     }
     tj_trace *t = slot->trace;
-    tj_trace *slot_trace = t;
     /* A negative countdown: a function too small for PY_START to count (its
      * event is disabled) that traces want to call directly; recorded when
      * it reaches zero. */
@@ -2395,13 +2414,13 @@ tj_call_py_run(tj_state *st, PyThreadState *tstate, PyObject *callable, PyObject
     }
     /* The interpreter raises RecursionError (and reports tools' events). */
     if (tstate->py_recursion_remaining <= 1 || tstate->c_recursion_remaining <= 2 ||
-        tj_other_tools(tstate, co) || (t != NULL && tj_inlined_watched(t->inlined)) ||
-        !_PyThreadState_HasStackSpace(tstate, co->co_framesize)) {
+        tj_other_tools(tstate, co) || (t != NULL && tj_inlined_watched(t->inlined))) {
         goto vectorcall;
     }
-    _PyInterpreterFrame *frame = (_PyInterpreterFrame *)tstate->datastack_top;
-    tstate->datastack_top += co->co_framesize;
-    tj_frame_init(frame, (PyFunctionObject *)Py_NewRef(func), co);
+    _PyInterpreterFrame *frame = tj_push_frame(tstate, func, co);
+    if (frame == NULL) {
+        goto vectorcall;  /* a new data-stack chunk: the interpreter's */
+    }
     for (Py_ssize_t i = 0; i < nargs; i++) {
         frame->localsplus[i] = Py_NewRef(args[i]);
     }
@@ -2424,43 +2443,16 @@ tj_call_py_run(tj_state *st, PyThreadState *tstate, PyObject *callable, PyObject
         Py_DECREF(res);
         goto interpret;
     }
-    st->native_entries++;
     st->direct_calls++;
-    t->entries++;
-    for (;;) {
-        st->depth++;
-        int r = t->entry(frame, tstate);
-        st->depth--;
-        if (r < 0) {
-            uint64_t u = t->unwind[-r - 1];
-            if (u != 0 && PyErr_Occurred() &&
-                tj_unwind(tstate, frame, u, tj_other_tools(tstate, co)) == 0) {
-                break;  /* the handler runs in the interpreter */
-            }
-            return tj_call_py_fail(tstate, frame, co);
-        }
-        tj_trace *next = t->links[r];
-        if (next != NULL && !tj_other_tools(tstate, co) && !tj_inlined_watched(next->inlined)) {
-            st->transfers++;
-            next->entries++;
-            t = next;
-            continue;
-        }
-        if (UNLIKELY(t->counters[r] >= t->hot_at[r])) {
-            slot_trace = NULL;  /* Python code ran */
-            PyObject *res = tj_tell(st, t, r);
-            if (res == NULL) {
-                return tj_call_py_fail(tstate, frame, co);
-            }
-            Py_DECREF(res);
-        }
-        break;
+    tj_trace *last;
+    if (tj_run(st, tstate, frame, co, t, &last) < 0) {
+        return tj_call_py_fail(tstate, frame, co);
     }
     _Py_CODEUNIT *ip = frame->instr_ptr;
     int opcode = ip->op.code;
     if ((opcode == RETURN_VALUE || opcode == RETURN_CONST) && !tj_other_tools(tstate, co)) {
-        /* t: still the trace entered, unless a link was followed */
-        *pure = t->pure && t == slot_trace && tj_clear_runs_nothing(frame, co);
+        /* the trace entered, alone (no link followed, no Python code told) */
+        *pure = t->pure && last == t && tj_clear_runs_nothing(frame, co);
         /* What RETURN_VALUE / RETURN_CONST do (no tool wants PY_RETURN). */
         PyObject *res;
         if (opcode == RETURN_VALUE) {
